@@ -1,0 +1,253 @@
+//! Release notifications: one pub/sub connection per node, shared by every waiter of the process.
+//!
+//! Pooled (multiplexed) connections cannot SUBSCRIBE, so each node gets one dedicated pub/sub
+//! connection, owned by a driver task. Waiters hold a [`Listener`] on their resource's channel;
+//! a message bumps a `watch` counter, which cannot lose a wake-up: a waiter that subscribed before
+//! its last attempt sees any release that happened after it. All SUBSCRIBE/UNSUBSCRIBE commands
+//! go through the driver, one at a time, so they can never be reordered. After a reconnect every
+//! listener is woken, because messages may have been missed while the connection was down.
+
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How often channels without listeners are unsubscribed.
+const IDLE_CHANNEL_SWEEP: Duration = Duration::from_secs(10);
+/// Reconnect backoff bounds for the pub/sub connection.
+const RECONNECT_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default)]
+struct Channels {
+    by_name: HashMap<String, Channel>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    wakes: watch::Sender<u64>,
+    listeners: usize,
+    subscribed: bool,
+}
+
+impl Channels {
+    fn wake(&mut self, name: &str) {
+        if let Some(channel) = self.by_name.get(name) {
+            channel.wakes.send_modify(|count| *count += 1);
+        }
+    }
+
+    fn wake_all_and_forget_subscriptions(&mut self) {
+        for channel in self.by_name.values_mut() {
+            channel.subscribed = false;
+            channel.wakes.send_modify(|count| *count += 1);
+        }
+    }
+}
+
+enum Command {
+    Subscribe(String, oneshot::Sender<()>),
+}
+
+/// The pub/sub side of one Redis node.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    client: redis::Client,
+    channels: Arc<Mutex<Channels>>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Taken by the driver when the first waiter needs it (it must start inside a runtime).
+    pending_driver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Subscribe(channel, _) => write!(f, "Subscribe({channel})"),
+        }
+    }
+}
+
+impl Notifier {
+    pub(crate) fn new(client: redis::Client) -> Notifier {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        Notifier {
+            client,
+            channels: Arc::default(),
+            commands,
+            pending_driver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    /// Starts listening on `channel`; waits up to `confirm_within` for the subscription to be
+    /// confirmed. Without confirmation (node down) the listener still works once the driver
+    /// reconnects; until then the waiter's timer covers.
+    pub(crate) async fn listen(&self, channel: &str, confirm_within: Duration) -> Listener {
+        self.start_driver();
+        let (wakes, subscribed) = {
+            let mut channels = self.channels.lock().expect("channels lock");
+            let entry = channels
+                .by_name
+                .entry(channel.to_string())
+                .or_insert_with(|| Channel {
+                    wakes: watch::channel(0).0,
+                    listeners: 0,
+                    subscribed: false,
+                });
+            entry.listeners += 1;
+            (entry.wakes.subscribe(), entry.subscribed)
+        };
+        let listener = Listener {
+            wakes,
+            channel: channel.to_string(),
+            channels: Arc::clone(&self.channels),
+        };
+        if !subscribed {
+            let (ack, confirmed) = oneshot::channel();
+            if self
+                .commands
+                .send(Command::Subscribe(channel.to_string(), ack))
+                .is_ok()
+            {
+                let _ = tokio::time::timeout(confirm_within, confirmed).await;
+            }
+        }
+        listener
+    }
+
+    fn start_driver(&self) {
+        let Some(commands) = self.pending_driver.lock().expect("driver lock").take() else {
+            return;
+        };
+        tokio::spawn(drive(
+            self.client.clone(),
+            Arc::clone(&self.channels),
+            commands,
+        ));
+    }
+}
+
+/// A waiter's subscription to one channel. Dropping it lets the driver unsubscribe later.
+#[derive(Debug)]
+pub(crate) struct Listener {
+    wakes: watch::Receiver<u64>,
+    channel: String,
+    channels: Arc<Mutex<Channels>>,
+}
+
+impl Listener {
+    /// Resolves when a release was announced since the last call (or since listening began).
+    pub(crate) async fn released(&mut self) {
+        if self.wakes.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Ok(mut channels) = self.channels.lock() {
+            if let Some(channel) = channels.by_name.get_mut(&self.channel) {
+                channel.listeners -= 1;
+            }
+        }
+    }
+}
+
+async fn drive(
+    client: redis::Client,
+    channels: Arc<Mutex<Channels>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let connected = tokio::time::timeout(RECONNECT_MAX, client.get_async_pubsub()).await;
+        let Ok(Ok(pubsub)) = connected else {
+            // Down: answer subscribe requests at once (the waiters' timers cover) and retry.
+            let retry_at = tokio::time::Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(retry_at) => break,
+                    command = commands.recv() => match command {
+                        None => return,
+                        Some(Command::Subscribe(_, ack)) => drop(ack),
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+            continue;
+        };
+        backoff = RECONNECT_MIN;
+        let (mut sink, mut stream) = pubsub.split();
+        let wanted: Vec<String> = {
+            let mut channels = channels.lock().expect("channels lock");
+            channels.wake_all_and_forget_subscriptions();
+            channels
+                .by_name
+                .iter()
+                .filter(|(_, channel)| channel.listeners > 0)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        if !wanted.is_empty() {
+            if sink.subscribe(&wanted).await.is_err() {
+                continue;
+            }
+            mark_subscribed(&channels, &wanted);
+        }
+        let mut sweep = tokio::time::interval(IDLE_CHANNEL_SWEEP);
+        sweep.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => channels
+                        .lock()
+                        .expect("channels lock")
+                        .wake(message.get_channel_name()),
+                    None => {
+                        tracing::debug!("pub/sub connection lost; reconnecting");
+                        channels.lock().expect("channels lock").wake_all_and_forget_subscriptions();
+                        break;
+                    }
+                },
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Subscribe(channel, ack)) => {
+                        if sink.subscribe(&channel).await.is_ok() {
+                            mark_subscribed(&channels, std::slice::from_ref(&channel));
+                            let _ = ack.send(());
+                        }
+                    }
+                },
+                _ = sweep.tick() => {
+                    let idle: Vec<String> = {
+                        let mut channels = channels.lock().expect("channels lock");
+                        let idle: Vec<String> = channels
+                            .by_name
+                            .iter()
+                            .filter(|(_, channel)| channel.listeners == 0)
+                            .map(|(name, _)| name.clone())
+                            .collect();
+                        for name in &idle {
+                            channels.by_name.remove(name);
+                        }
+                        idle
+                    };
+                    if !idle.is_empty() && sink.unsubscribe(&idle).await.is_err() {
+                        channels.lock().expect("channels lock").wake_all_and_forget_subscriptions();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn mark_subscribed(channels: &Mutex<Channels>, names: &[String]) {
+    let mut channels = channels.lock().expect("channels lock");
+    for name in names {
+        if let Some(channel) = channels.by_name.get_mut(name) {
+            channel.subscribed = true;
+        }
+    }
+}

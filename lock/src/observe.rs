@@ -1,0 +1,66 @@
+//! Metrics through the `metrics` facade (the app installs an exporter), names in one place.
+
+use std::time::Duration;
+
+/// Acquisition attempts (one per round of scripts sent to the nodes).
+pub const ATTEMPTS: &str = "dlock_acquire_attempts_total";
+/// Successful acquisitions, labelled `via` = `redis` | `handoff`.
+pub const ACQUIRED: &str = "dlock_acquired_total";
+/// Acquisitions that gave up because the wait budget was spent.
+pub const BUSY: &str = "dlock_busy_total";
+/// Operations that failed because Redis (or a quorum of it) was unreachable.
+pub const UNAVAILABLE: &str = "dlock_unavailable_total";
+/// Auto-extensions, labelled `outcome` = `ok` | `refused` | `failed`.
+pub const EXTENSIONS: &str = "dlock_extensions_total";
+/// Guards that learned their lock was lost while held.
+pub const LOST: &str = "dlock_lost_total";
+/// Releases, labelled `outcome` = `released` | `handoff` | `not_held` | `failed`.
+pub const RELEASES: &str = "dlock_releases_total";
+/// Time from the call to `acquire` to holding the lock, in seconds.
+pub const WAIT_SECONDS: &str = "dlock_wait_seconds";
+/// Time from acquisition to release, in seconds.
+pub const HOLD_SECONDS: &str = "dlock_hold_seconds";
+
+/// Registers descriptions with the installed recorder (call once, after installing it).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(ATTEMPTS, "Lock acquisition attempts sent to Redis");
+    describe_counter!(ACQUIRED, "Locks acquired, by way of Redis or local handoff");
+    describe_counter!(BUSY, "Acquisitions that gave up after the wait budget");
+    describe_counter!(UNAVAILABLE, "Lock operations that found Redis unavailable");
+    describe_counter!(EXTENSIONS, "Auto-extensions by outcome");
+    describe_counter!(LOST, "Locks lost while held");
+    describe_counter!(RELEASES, "Lock releases by outcome");
+    describe_histogram!(WAIT_SECONDS, Unit::Seconds, "Time spent waiting for a lock");
+    describe_histogram!(HOLD_SECONDS, Unit::Seconds, "Time a lock was held");
+}
+
+pub(crate) fn attempt() {
+    metrics::counter!(ATTEMPTS).increment(1);
+}
+
+pub(crate) fn acquired(via: &'static str, waited: Duration) {
+    metrics::counter!(ACQUIRED, "via" => via).increment(1);
+    metrics::histogram!(WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
+pub(crate) fn busy() {
+    metrics::counter!(BUSY).increment(1);
+}
+
+pub(crate) fn unavailable() {
+    metrics::counter!(UNAVAILABLE).increment(1);
+}
+
+pub(crate) fn extension(outcome: &'static str) {
+    metrics::counter!(EXTENSIONS, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn lost() {
+    metrics::counter!(LOST).increment(1);
+}
+
+pub(crate) fn released(outcome: &'static str, held: Duration) {
+    metrics::counter!(RELEASES, "outcome" => outcome).increment(1);
+    metrics::histogram!(HOLD_SECONDS).record(held.as_secs_f64());
+}

@@ -1,0 +1,196 @@
+//! Per-acquisition options and locker-wide configuration.
+
+use crate::LockError;
+use std::time::Duration;
+
+/// How to take one lock. Build with [`LockOptions::new`] and the chained setters.
+///
+/// ```
+/// use std::time::Duration;
+/// let options = dlock::LockOptions::new()
+///     .ttl(Duration::from_secs(5))
+///     .wait(Duration::from_millis(500))
+///     .auto_extend(true);
+/// assert_eq!(options.ttl, Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOptions {
+    /// How long the lock lives in Redis unless extended or released. Default 10 s.
+    pub ttl: Duration,
+    /// Total time to wait for a busy lock before giving up with [`LockError::Busy`]. Zero means
+    /// a single attempt. Default 5 s.
+    pub wait: Duration,
+    /// Keep extending the lock (every `ttl / 3`) while the guard lives. Default off.
+    pub auto_extend: bool,
+    /// Serve waiters in arrival order across all processes (single-node mode only). Default off.
+    pub fair: bool,
+    /// Keep the resource locked for at least this long after acquisition, even when released
+    /// earlier (ShedLock's `lockAtLeastFor`). The TTL is raised to at least this. Default zero.
+    pub min_hold: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            ttl: Duration::from_secs(10),
+            wait: Duration::from_secs(5),
+            auto_extend: false,
+            fair: false,
+            min_hold: Duration::ZERO,
+        }
+    }
+}
+
+impl LockOptions {
+    /// The defaults: 10 s TTL, 5 s wait, no auto-extend, not fair, no minimum hold.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`LockOptions::ttl`].
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`LockOptions::wait`].
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets [`LockOptions::auto_extend`].
+    pub fn auto_extend(mut self, auto_extend: bool) -> Self {
+        self.auto_extend = auto_extend;
+        self
+    }
+
+    /// Sets [`LockOptions::fair`].
+    pub fn fair(mut self, fair: bool) -> Self {
+        self.fair = fair;
+        self
+    }
+
+    /// Sets [`LockOptions::min_hold`].
+    pub fn min_hold(mut self, min_hold: Duration) -> Self {
+        self.min_hold = min_hold;
+        self
+    }
+
+    /// The TTL written to Redis: at least `min_hold`, so the minimum hold is honoured.
+    pub(crate) fn effective_ttl(&self) -> Duration {
+        self.ttl.max(self.min_hold)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), LockError> {
+        if self.ttl < Duration::from_millis(10) {
+            return Err(LockError::InvalidOptions("ttl must be at least 10 ms"));
+        }
+        if self.effective_ttl() > Duration::from_secs(30 * 24 * 3600) {
+            return Err(LockError::InvalidOptions("ttl and min_hold must be at most 30 days"));
+        }
+        Ok(())
+    }
+}
+
+/// Locker-wide settings. [`LockerConfig::new`] takes the Redis URLs; the rest has defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockerConfig {
+    /// One URL: single-node mode. Three or more: quorum (Redlock) mode over independent nodes.
+    pub urls: Vec<String>,
+    /// Prefix of every key (`<prefix>:{<resource>}:lock`, …). Default `dlock`. No braces.
+    pub prefix: String,
+    /// Pooled connections per node. Default 16.
+    pub pool_size: u32,
+    /// Upper bound for one call to one node, connection checkout included. In quorum mode it is
+    /// further capped at a tenth of the TTL, so a hung node cannot eat the lock's validity.
+    /// Default 500 ms.
+    pub node_timeout: Duration,
+    /// First retry delay of a waiter that heard nothing; doubles per attempt. Default 10 ms.
+    pub retry_min_delay: Duration,
+    /// Largest retry delay (jittered). Release messages usually wake waiters long before. Default 200 ms.
+    pub retry_max_delay: Duration,
+    /// Fair mode: a waiter that stops renewing its place (crashed) is dropped from the queue this
+    /// long after its last attempt at most. Waiters renew every third of it. Default 2 s.
+    pub fair_waiter_lease: Duration,
+    /// How many times in a row a lock may pass between waiters of this process without touching
+    /// the free state in Redis. Bounded so waiters in other processes get their turn. Default 8.
+    pub max_local_handoffs: u32,
+}
+
+impl LockerConfig {
+    /// A configuration over the given Redis URLs, with defaults for the rest.
+    pub fn new<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        LockerConfig {
+            urls: urls.into_iter().map(Into::into).collect(),
+            prefix: "dlock".into(),
+            pool_size: 16,
+            node_timeout: Duration::from_millis(500),
+            retry_min_delay: Duration::from_millis(10),
+            retry_max_delay: Duration::from_millis(200),
+            fair_waiter_lease: Duration::from_secs(2),
+            max_local_handoffs: 8,
+        }
+    }
+
+    /// Parses a comma-separated list of URLs (the app's `REDIS_URLS`).
+    pub fn from_url_list(list: &str) -> Self {
+        Self::new(list.split(',').map(str::trim).filter(|url| !url.is_empty()))
+    }
+
+    /// Sets [`LockerConfig::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`LockerConfig::node_timeout`].
+    pub fn node_timeout(mut self, timeout: Duration) -> Self {
+        self.node_timeout = timeout;
+        self
+    }
+
+    /// Sets [`LockerConfig::fair_waiter_lease`].
+    pub fn fair_waiter_lease(mut self, lease: Duration) -> Self {
+        self.fair_waiter_lease = lease;
+        self
+    }
+
+    /// Sets [`LockerConfig::max_local_handoffs`] (0 turns local handoff off).
+    pub fn max_local_handoffs(mut self, handoffs: u32) -> Self {
+        self.max_local_handoffs = handoffs;
+        self
+    }
+
+    /// Sets [`LockerConfig::pool_size`].
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    pub(crate) fn check(&self) -> Result<(), LockError> {
+        match self.urls.len() {
+            0 => return Err(LockError::Config("no Redis URL given".into())),
+            2 => {
+                return Err(LockError::Config(
+                    "2 Redis nodes cannot form a useful quorum: use 1 node, or 3 or more".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(LockError::Config(format!(
+                "key prefix {:?} must be non-empty and contain no braces",
+                self.prefix
+            )));
+        }
+        if self.pool_size == 0 {
+            return Err(LockError::Config("pool_size must be at least 1".into()));
+        }
+        Ok(())
+    }
+}

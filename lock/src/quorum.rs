@@ -1,0 +1,42 @@
+//! The one place that knows what a majority is and how long a lock stays valid.
+
+use std::time::Duration;
+
+/// Nodes that must agree: a strict majority (1 of 1 in single-node mode).
+pub(crate) fn majority(nodes: usize) -> usize {
+    nodes / 2 + 1
+}
+
+/// Clock drift allowance for a TTL: 1% of it plus 2 ms (the Redlock paper's figures).
+pub(crate) fn drift(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(2)
+}
+
+/// How long a lock taken with `ttl`, whose acquisition took `elapsed`, can be relied on:
+/// `ttl − elapsed − drift`, or `None` when nothing is left.
+pub(crate) fn validity(ttl: Duration, elapsed: Duration) -> Option<Duration> {
+    ttl.checked_sub(elapsed)?
+        .checked_sub(drift(ttl))
+        .filter(|left| !left.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_of_common_sizes() {
+        assert_eq!([1, 3, 4, 5, 7].map(majority), [1, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn validity_subtracts_elapsed_and_drift() {
+        let ttl = Duration::from_millis(1000);
+        assert_eq!(
+            validity(ttl, Duration::from_millis(100)),
+            Some(Duration::from_millis(888))
+        );
+        assert_eq!(validity(ttl, Duration::from_millis(988)), None);
+        assert_eq!(validity(ttl, Duration::from_secs(5)), None);
+    }
+}

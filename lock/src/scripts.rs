@@ -1,0 +1,144 @@
+//! The Lua scripts, each next to a note on what it guarantees. `redis::Script` sends them by
+//! EVALSHA and loads them on NOSCRIPT, so a restarted Redis needs no special handling.
+//!
+//! Every script that touches a lock first compares the stored token with the caller's: a
+//! holder can only ever release, extend or hand off its *own* lock.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Issues the next fence for a resource: `max(last + 1, server time in µs)`, stored back.
+///
+/// The `+ 1` makes fences strictly increase for as long as the counter survives. The time floor
+/// keeps them increasing when it does not (Redis restarted without persistence, or a quorum node
+/// came back empty): each fence is about its issue time in µs (ahead of it only by a burst of more
+/// than one fence per µs), so a counter rebuilt from a later clock reading is still ahead of every
+/// fence issued before the loss, provided the server clock does not step back. Values stay below
+/// 2^53, exact in Lua's doubles.
+const NEXT_FENCE: &str = r"
+local function next_fence(fence_key)
+  local now = redis.call('TIME')
+  local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', fence_key) or '0')
+  local fence = math.max(last + 1, now_us)
+  redis.call('SET', fence_key, string.format('%.0f', fence))
+  return fence
+end
+";
+
+/// KEYS: lock, fence. ARGV: token, ttl_ms.
+/// Returns the new fence (> 0) when the lock was free, else minus the remaining TTL in ms
+/// (0 when the holder set no expiry), so a waiter knows when to look again at the latest.
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NEXT_FENCE}
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return next_fence(KEYS[2])
+end
+return -math.max(redis.call('PTTL', KEYS[1]), 0)"
+    ))
+});
+
+/// KEYS: lock, fence, queue, leases, tickets. ARGV: waiter token, ttl_ms, waiter lease ms.
+///
+/// Fair (FIFO) acquisition. Waiters queue by arrival ticket; each keeps a lease that it renews on
+/// every attempt. Dead waiters are dropped from the head once their lease runs out, which bounds
+/// how long a crashed waiter can stall the queue. The lock goes only to the head of the queue (or
+/// to anyone when nobody queues). Returns like ACQUIRE.
+pub(crate) static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NEXT_FENCE}
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local me, lease = ARGV[1], tonumber(ARGV[3])
+while true do
+  local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+  if not head or head == me then break end
+  local expires = tonumber(redis.call('HGET', KEYS[4], head) or '0')
+  if expires > now_ms then break end
+  redis.call('ZREM', KEYS[3], head)
+  redis.call('HDEL', KEYS[4], head)
+end
+local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
+if (not head or head == me) and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
+  redis.call('ZREM', KEYS[3], me)
+  redis.call('HDEL', KEYS[4], me)
+  return next_fence(KEYS[2])
+end
+if not redis.call('ZSCORE', KEYS[3], me) then
+  redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), me)
+end
+redis.call('HSET', KEYS[4], me, now_ms + lease)
+for i = 3, 5 do redis.call('PEXPIRE', KEYS[i], lease * 4) end
+return -math.max(redis.call('PTTL', KEYS[1]), 0)"
+    ))
+});
+
+/// KEYS: queue, leases. ARGV: waiter token, channel.
+/// A fair waiter gives up: leave the queue and wake the others, one of whom may now be head.
+pub(crate) static FAIR_LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], 'left')
+end
+return 1",
+    )
+});
+
+/// KEYS: lock. ARGV: token, keep_ms, channel.
+/// Releases the caller's own lock and announces it on the channel. With `keep_ms > 0` (the
+/// `min_hold` has not passed yet) the key stays, owned by nobody, and just expires then; waiters'
+/// timers are set to that expiry. Returns 1 if the lock was the caller's, else 0.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local keep = tonumber(ARGV[2])
+if keep > 0 then
+  redis.call('PEXPIRE', KEYS[1], keep)
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[3], 'released')
+end
+return 1",
+    )
+});
+
+/// KEYS: lock. ARGV: token, ttl_ms. Resets the TTL of the caller's own lock. Returns 1 or 0.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1",
+    )
+});
+
+/// KEYS: lock, fence. ARGV: old token, new token, ttl_ms.
+/// Hands the caller's lock straight to a waiter in the same process: one round trip instead of
+/// a release, a wake-up and an acquire. The lock never becomes free, the new holder gets its own
+/// token, full TTL and a fresh fence. Returns the fence, or 0 when the old token no longer owns
+/// the lock.
+pub(crate) static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NEXT_FENCE}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return next_fence(KEYS[2])"
+    ))
+});
+
+/// KEYS: fence. ARGV: fence.
+/// Quorum mode: raises a node's counter to the fence the holder took (the highest any node of
+/// its majority issued), so any later majority, which shares a node with this one, issues more.
+pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1",
+    )
+});

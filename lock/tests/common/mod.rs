@@ -1,0 +1,46 @@
+//! Helpers shared by the lock runtime's integration tests (real redis-server, never mocks).
+#![allow(dead_code)]
+
+use dlock::{Locker, LockerConfig};
+use redis::AsyncCommands;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A resource name no other test of this binary uses (they share one Redis).
+pub fn unique(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{name}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn locker(urls: &[String]) -> Locker {
+    Locker::new(LockerConfig::new(urls.iter().cloned())).expect("valid config")
+}
+
+pub async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test redis")
+}
+
+/// The lock key the runtime uses for `resource` under the default prefix.
+pub fn lock_key(resource: &str) -> String {
+    format!("dlock:{{{resource}}}:lock")
+}
+
+pub async fn exists(url: &str, key: &str) -> bool {
+    let mut conn = connection(url).await;
+    conn.exists(key).await.unwrap()
+}
+
+/// `cmdstat_evalsha` + `cmdstat_eval` calls so far: the number of script round trips.
+pub async fn script_calls(url: &str) -> u64 {
+    let mut conn = connection(url).await;
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    info.lines()
+        .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next())
+        .map(|calls| calls.parse::<u64>().unwrap())
+        .sum()
+}

@@ -1,0 +1,57 @@
+//! Real servers for tests: `redis-server` and PostgreSQL on free loopback ports in temp dirs.
+//!
+//! Nothing here is a mock. Each server runs as a child of a tiny `sh` *guardian* whose stdin
+//! is a pipe from the test process. When the test process exits — normally, after a panic, or
+//! killed — the pipe closes, the guardian stops the server and deletes its directory. That is
+//! what keeps shared servers (held in statics, which Rust never drops) from outliving the test
+//! binary.
+//!
+//! ```no_run
+//! let redis = dlock_testkit::RedisServer::start();
+//! println!("redis at {}", redis.url());
+//! ```
+
+mod guardian;
+mod postgres;
+mod redis;
+
+pub use postgres::PostgresServer;
+pub use redis::{shared_redis, RedisServer};
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("cannot bind an ephemeral port on 127.0.0.1")
+}
+
+/// Finds `program` on `PATH` or in `extra_dirs`, or panics naming the Debian package.
+pub(crate) fn find_program(program: &str, extra_dirs: &[PathBuf], debian_package: &str) -> PathBuf {
+    let path_dirs = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default();
+    path_dirs
+        .iter()
+        .chain(extra_dirs)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{program}` not found on PATH: install the Debian package `{debian_package}` \
+                 (apt-get install -y {debian_package}), or run `cargo xtask test`, which installs it"
+            )
+        })
+}
+
+/// True when this process runs as root (servers that refuse root are started as `postgres`).
+pub(crate) fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}

@@ -1,0 +1,122 @@
+//! `redis-server` on a free loopback port, persistence off.
+
+use crate::guardian::{DirGuardian, Guarded};
+use crate::{find_program, free_port};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A real `redis-server` owned by a test. Dropping it stops the server and removes its dir.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    process: Option<Guarded>,
+    dir: PathBuf,
+    program: PathBuf,
+    _dir_guardian: DirGuardian,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers `PING`.
+    pub fn start() -> RedisServer {
+        let program = find_program("redis-server", &[], "redis-server");
+        let dir = tempfile::Builder::new()
+            .prefix("dlock-redis-")
+            .tempdir()
+            .expect("create a temp dir for redis-server")
+            .keep();
+        let mut server = RedisServer {
+            port: free_port(),
+            process: None,
+            _dir_guardian: DirGuardian::watch(&dir),
+            dir,
+            program,
+        };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TCP port the server listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server was started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Kills the server with SIGKILL (a crash: no goodbye to clients) and waits until its port
+    /// refuses connections. Data is lost, as persistence is off.
+    pub fn kill(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.signal("KILL");
+            drop(process);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                assert!(Instant::now() < deadline, "redis-server on {} would not die", self.port);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Starts the server again on the same port (killing it first if it runs), empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = self.dir.join("redis.log");
+        let args = [
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &self.dir.display().to_string(),
+        ]
+        .map(String::from);
+        self.process = Some(Guarded::spawn(None, &self.program, &args, "KILL", &log));
+        self.wait_until_ready(&log);
+    }
+
+    fn wait_until_ready(&self, log: &std::path::Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if ping(self.port) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("redis-server on port {} did not answer PING in 10 s:\n{log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// One `redis-server` shared by every test of this test binary, started on first use. Tests
+/// that share it must use distinct keys; tests that kill or restart servers start their own.
+pub fn shared_redis() -> &'static RedisServer {
+    static SHARED: OnceLock<RedisServer> = OnceLock::new();
+    SHARED.get_or_init(RedisServer::start)
+}
