@@ -107,6 +107,15 @@ impl LocalTicket {
         }
     }
 
+    /// Whether this waiter is first in the local queue.
+    pub(crate) fn is_first(&self) -> bool {
+        let queues = self.queues.lock().expect("local queue lock");
+        queues
+            .get(&self.resource)
+            .and_then(|queue| queue.waiters.front())
+            .is_none_or(|first| first.id == self.id)
+    }
+
     /// A guard handed over already, if any.
     pub(crate) fn try_take(&mut self) -> Option<Guard> {
         self.granted.try_recv().ok()

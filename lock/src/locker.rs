@@ -241,14 +241,25 @@ impl Inner {
                 .retry_delay(attempt, retry_after, options)
                 .min(deadline - now);
             attempt = attempt.saturating_add(1);
-            tokio::select! {
-                biased;
-                Some(guard) = LocalTicket::granted(&mut local) => {
-                    observe::acquired("handoff", started.elapsed());
-                    return Ok(guard);
+            let timer = tokio::time::sleep(delay);
+            tokio::pin!(timer);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(guard) = LocalTicket::granted(&mut local) => {
+                        observe::acquired("handoff", started.elapsed());
+                        return Ok(guard);
+                    }
+                    _ = select_all(listeners.iter_mut().map(|l| Box::pin(l.released()))) => {
+                        // Of this process's waiters only the first answers a release message;
+                        // the rest wait for a handoff (or their timer). One contender per process
+                        // instead of a herd, which in quorum mode also avoids split votes.
+                        if local.as_ref().is_none_or(LocalTicket::is_first) {
+                            break;
+                        }
+                    }
+                    () = &mut timer => break,
                 }
-                _ = select_all(listeners.iter_mut().map(|l| Box::pin(l.released()))) => {}
-                () = tokio::time::sleep(delay) => {}
             }
         }
     }

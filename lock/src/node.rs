@@ -5,20 +5,45 @@ use crate::notify::Notifier;
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisError, Script};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// bb8-redis's manager, plus a way to retire a connection that a command found broken.
 ///
 /// bb8-redis never reports a multiplexed connection as broken, so after a Redis restart the pool
 /// would keep handing out dead connections, and testing each one on checkout would cost a PING
 /// round trip per call. Instead a failed command marks its connection and bb8 drops it.
+///
+/// One dead connection usually means they all are (Redis restarted), so a failure also bumps
+/// the node's *generation*: connections from an older generation are retired at checkout
+/// without being tried, and only the call that found the first dead one fails.
 #[derive(Debug, Clone)]
-struct NodeConnections(RedisConnectionManager);
+struct NodeConnections {
+    manager: RedisConnectionManager,
+    generation: Arc<AtomicU64>,
+}
 
 #[derive(Debug)]
 struct NodeConnection {
     redis: MultiplexedConnection,
+    generation: u64,
     broken: bool,
+}
+
+impl NodeConnection {
+    /// Records a failed command; errors that mean the connection is gone retire it.
+    fn failed(&mut self, err: &RedisError, generation: &AtomicU64) {
+        if err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_unrecoverable_error()
+            || err.is_timeout()
+        {
+            self.broken = true;
+            generation.fetch_max(self.generation + 1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl bb8::ManageConnection for NodeConnections {
@@ -26,19 +51,42 @@ impl bb8::ManageConnection for NodeConnections {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
-        let redis = self.0.connect().await?;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let redis = self.manager.connect().await?;
         Ok(NodeConnection {
             redis,
+            generation,
             broken: false,
         })
     }
 
     async fn is_valid(&self, conn: &mut NodeConnection) -> Result<(), RedisError> {
-        self.0.is_valid(&mut conn.redis).await
+        self.manager.is_valid(&mut conn.redis).await
     }
 
     fn has_broken(&self, conn: &mut NodeConnection) -> bool {
         conn.broken
+    }
+}
+
+/// Hears about failed connection attempts from bb8, so that callers waiting for a connection
+/// fail at once instead of waiting out the checkout timeout. bb8 reports a failed connect only
+/// to its error sink and lets `get()` wait for a connection that is not coming; with a node down
+/// that would add the whole timeout to every call, in quorum mode to every acquisition.
+#[derive(Debug, Clone, Default)]
+struct ConnectFailures {
+    notify: Arc<Notify>,
+    last: Arc<Mutex<String>>,
+}
+
+impl bb8::ErrorSink<RedisError> for ConnectFailures {
+    fn sink(&self, error: RedisError) {
+        *self.last.lock().expect("last error lock") = error.to_string();
+        self.notify.notify_waiters();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<RedisError>> {
+        Box::new(self.clone())
     }
 }
 
@@ -55,6 +103,8 @@ pub(crate) struct Node {
     pub index: usize,
     pub address: String,
     pool: bb8::Pool<NodeConnections>,
+    connect_failures: ConnectFailures,
+    generation: Arc<AtomicU64>,
     pub notifier: Notifier,
     timeout: Duration,
 }
@@ -70,17 +120,25 @@ impl Node {
         let client = redis::Client::open(url).map_err(|err| format!("Redis URL {url:?}: {err}"))?;
         let address = client.get_connection_info().addr().to_string();
         let manager = RedisConnectionManager::new(url).map_err(|err| err.to_string())?;
+        let connect_failures = ConnectFailures::default();
+        let generation = Arc::new(AtomicU64::new(0));
         let pool = bb8::Pool::builder()
             .max_size(pool_size)
             .min_idle(None)
             .test_on_check_out(false)
             .retry_connection(false)
             .connection_timeout(timeout)
-            .build_unchecked(NodeConnections(manager));
+            .error_sink(Box::new(connect_failures.clone()))
+            .build_unchecked(NodeConnections {
+                manager,
+                generation: Arc::clone(&generation),
+            });
         Ok(Node {
             index,
             address,
             pool,
+            connect_failures,
+            generation,
             notifier: Notifier::new(client),
             timeout,
         })
@@ -100,11 +158,7 @@ impl Node {
     }
 
     async fn run_unbounded<T: FromRedisValue>(&self, call: &ScriptCall<'_>) -> Result<T, NodeError> {
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|err| self.error(format!("no connection: {err}")))?;
+        let mut conn = self.connection().await?;
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
             invocation.key(*key);
@@ -116,26 +170,48 @@ impl Node {
             .invoke_async(&mut conn.redis)
             .await
             .map_err(|err| {
-                if err.is_io_error()
-                    || err.is_connection_dropped()
-                    || err.is_unrecoverable_error()
-                    || err.is_timeout()
-                {
-                    conn.broken = true;
-                }
+                conn.failed(&err, &self.generation);
                 self.error(err.to_string())
             })
     }
 
-    /// PING, bounded by the node timeout.
+    /// A pooled connection of the current generation, or the error of the attempt to make one.
+    async fn connection(&self) -> Result<bb8::PooledConnection<'_, NodeConnections>, NodeError> {
+        loop {
+            let mut conn = self.checkout().await?;
+            if conn.generation >= self.generation.load(Ordering::SeqCst) {
+                return Ok(conn);
+            }
+            conn.broken = true;
+        }
+    }
+
+    async fn checkout(&self) -> Result<bb8::PooledConnection<'_, NodeConnections>, NodeError> {
+        let connect_failed = self.connect_failures.notify.notified();
+        tokio::pin!(connect_failed);
+        connect_failed.as_mut().enable();
+        tokio::select! {
+            biased;
+            conn = self.pool.get() => conn.map_err(|err| self.error(format!("no connection: {err}"))),
+            () = connect_failed => {
+                let cause = self.connect_failures.last.lock().expect("last error lock").clone();
+                Err(self.error(format!("cannot connect: {cause}")))
+            }
+        }
+    }
+
+    /// PING, bounded by the node timeout. A dead pooled connection gets one retry on a fresh
+    /// one (PING is harmless to repeat), so a restarted node reads as up.
     pub(crate) async fn ping(&self) -> bool {
         let ping = async {
-            let mut conn = self.pool.get().await.ok()?;
-            let answer: Result<String, _> = redis::cmd("PING").query_async(&mut conn.redis).await;
-            if answer.is_err() {
-                conn.broken = true;
+            for _ in 0..2 {
+                let mut conn = self.connection().await.ok()?;
+                match redis::cmd("PING").query_async::<String>(&mut conn.redis).await {
+                    Ok(pong) => return Some(pong),
+                    Err(err) => conn.failed(&err, &self.generation),
+                }
             }
-            answer.ok()
+            None
         };
         matches!(
             tokio::time::timeout(self.timeout, ping).await,
