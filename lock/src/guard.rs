@@ -78,7 +78,9 @@ impl Guard {
     }
 
     fn hold(&self) -> &Hold {
-        self.hold.as_ref().expect("a live guard always has its hold")
+        self.hold
+            .as_ref()
+            .expect("a live guard always has its hold")
     }
 
     /// The fencing token: strictly greater than every fence issued before for this resource,
@@ -102,7 +104,8 @@ impl Guard {
     /// auto-extend) its validity has run out.
     pub fn is_lost(&self) -> bool {
         let hold = self.hold();
-        hold.lost.is_cancelled() || (!hold.options.auto_extend && Instant::now() >= hold.valid_until)
+        hold.lost.is_cancelled()
+            || (!hold.options.auto_extend && Instant::now() >= hold.valid_until)
     }
 
     /// Resolves when the lock is lost (see [`Guard::is_lost`]). Race your work against it with

@@ -52,11 +52,7 @@ impl LocalQueues {
             .entry(Arc::clone(resource))
             .or_default()
             .waiters
-            .push_back(LocalWaiter {
-                id,
-                options,
-                grant,
-            });
+            .push_back(LocalWaiter { id, options, grant });
         LocalTicket {
             id,
             resource: Arc::clone(resource),

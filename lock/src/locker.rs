@@ -299,7 +299,11 @@ impl Inner {
         }
     }
 
-    async fn on_all_nodes(&self, call: &ScriptCall<'_>, timeout: Duration) -> Vec<Result<i64, NodeError>> {
+    async fn on_all_nodes(
+        &self,
+        call: &ScriptCall<'_>,
+        timeout: Duration,
+    ) -> Vec<Result<i64, NodeError>> {
         join_all(self.nodes.iter().map(|node| node.run::<i64>(call, timeout))).await
     }
 
@@ -313,7 +317,13 @@ impl Inner {
         let call = if options.fair {
             ScriptCall {
                 script: &scripts::FAIR_ACQUIRE,
-                keys: &[&keys.lock, &keys.fence, &keys.queue, &keys.leases, &keys.tickets],
+                keys: &[
+                    &keys.lock,
+                    &keys.fence,
+                    &keys.queue,
+                    &keys.leases,
+                    &keys.tickets,
+                ],
                 args: &[token, &ttl_ms, &lease_ms],
             }
         } else {
@@ -326,10 +336,7 @@ impl Inner {
         let started = Instant::now();
         let replies = self.on_all_nodes(&call, timeout).await;
         let (issued, busy, errors) = sort_replies(replies);
-        let retry_after = busy
-            .iter()
-            .filter_map(|(_, expires_in)| *expires_in)
-            .min();
+        let retry_after = busy.iter().filter_map(|(_, expires_in)| *expires_in).min();
         if issued.len() >= majority(self.nodes.len()) {
             let others: Vec<usize> = busy.iter().map(|(node, _)| *node).collect();
             if let Some(fence) = self.settle_fence(keys, &issued, &others, timeout).await {
@@ -412,7 +419,10 @@ impl Inner {
             args: &[token, &keep_ms, &keys.channel],
         };
         let replies = self.on_all_nodes(&call, timeout).await;
-        let confirmed = replies.iter().filter(|reply| matches!(reply, Ok(1))).count();
+        let confirmed = replies
+            .iter()
+            .filter(|reply| matches!(reply, Ok(1)))
+            .count();
         let errors: Vec<NodeError> = replies.into_iter().filter_map(Result::err).collect();
         let quorum = majority(self.nodes.len());
         if confirmed >= quorum {
@@ -440,7 +450,10 @@ impl Inner {
         };
         let started = Instant::now();
         let replies = self.on_all_nodes(&call, self.call_timeout(ttl)).await;
-        let confirmed = replies.iter().filter(|reply| matches!(reply, Ok(1))).count();
+        let confirmed = replies
+            .iter()
+            .filter(|reply| matches!(reply, Ok(1)))
+            .count();
         let errors: Vec<NodeError> = replies.into_iter().filter_map(Result::err).collect();
         let quorum = majority(self.nodes.len());
         if confirmed >= quorum {
@@ -473,7 +486,10 @@ impl Inner {
         let (issued, refused, errors) = sort_replies(replies);
         if issued.len() >= majority(self.nodes.len()) {
             let others: Vec<usize> = refused.iter().map(|(node, _)| *node).collect();
-            if let Some(fence) = self.settle_fence(&hold.keys, &issued, &others, timeout).await {
+            if let Some(fence) = self
+                .settle_fence(&hold.keys, &issued, &others, timeout)
+                .await
+            {
                 if let Some(valid_for) = validity(ttl, started.elapsed()) {
                     return Ok(Grant {
                         token,
@@ -494,7 +510,9 @@ impl Inner {
                 .await;
         }
         if errors.len() > self.nodes.len() - majority(self.nodes.len()) {
-            Err(HandoffFailed::Unavailable(self.unavailable(&hold.resource, errors)))
+            Err(HandoffFailed::Unavailable(
+                self.unavailable(&hold.resource, errors),
+            ))
         } else {
             Err(HandoffFailed::NotOurs)
         }
@@ -514,7 +532,9 @@ impl Inner {
                 keys: &[&keys.queue, &keys.leases],
                 args: &[&token, &keys.channel],
             };
-            let _ = inner.nodes[0].run::<i64>(&call, inner.config.node_timeout).await;
+            let _ = inner.nodes[0]
+                .run::<i64>(&call, inner.config.node_timeout)
+                .await;
         });
     }
 
@@ -543,7 +563,11 @@ impl Inner {
 #[allow(clippy::type_complexity)]
 fn sort_replies(
     replies: Vec<Result<i64, NodeError>>,
-) -> (Vec<(usize, u64)>, Vec<(usize, Option<Duration>)>, Vec<NodeError>) {
+) -> (
+    Vec<(usize, u64)>,
+    Vec<(usize, Option<Duration>)>,
+    Vec<NodeError>,
+) {
     let mut issued = Vec::new();
     let mut refused = Vec::new();
     let mut errors = Vec::new();

@@ -157,7 +157,10 @@ impl Node {
         }
     }
 
-    async fn run_unbounded<T: FromRedisValue>(&self, call: &ScriptCall<'_>) -> Result<T, NodeError> {
+    async fn run_unbounded<T: FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+    ) -> Result<T, NodeError> {
         let mut conn = self.connection().await?;
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
@@ -206,7 +209,10 @@ impl Node {
         let ping = async {
             for _ in 0..2 {
                 let mut conn = self.connection().await.ok()?;
-                match redis::cmd("PING").query_async::<String>(&mut conn.redis).await {
+                match redis::cmd("PING")
+                    .query_async::<String>(&mut conn.redis)
+                    .await
+                {
                     Ok(pong) => return Some(pong),
                     Err(err) => conn.failed(&err, &self.generation),
                 }

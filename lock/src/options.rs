@@ -87,7 +87,9 @@ impl LockOptions {
             return Err(LockError::InvalidOptions("ttl must be at least 10 ms"));
         }
         if self.effective_ttl() > Duration::from_secs(30 * 24 * 3600) {
-            return Err(LockError::InvalidOptions("ttl and min_hold must be at most 30 days"));
+            return Err(LockError::InvalidOptions(
+                "ttl and min_hold must be at most 30 days",
+            ));
         }
         Ok(())
     }

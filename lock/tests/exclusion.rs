@@ -26,7 +26,7 @@ async fn three_lockers_never_overlap_and_lose_no_update() {
     let url = shared_redis().url();
     let resource = unique("stress");
     let counter_key = format!("test:{resource}:counter");
-    let lockers: Vec<Locker> = (0..LOCKERS).map(|_| locker(&[url.clone()])).collect();
+    let lockers: Vec<Locker> = (0..LOCKERS).map(|_| locker(&[&url])).collect();
     let records = Arc::new(Mutex::new(Vec::new()));
     let options = LockOptions::new()
         .ttl(Duration::from_secs(5))
@@ -35,7 +35,8 @@ async fn three_lockers_never_overlap_and_lose_no_update() {
     let mut tasks = Vec::new();
     for locker in &lockers {
         for _ in 0..TASKS_PER_LOCKER {
-            let (locker, resource, counter_key) = (locker.clone(), resource.clone(), counter_key.clone());
+            let (locker, resource, counter_key) =
+                (locker.clone(), resource.clone(), counter_key.clone());
             let (records, options, url) = (Arc::clone(&records), options.clone(), url.clone());
             tasks.push(tokio::spawn(async move {
                 let mut redis = connection(&url).await;
@@ -45,10 +46,20 @@ async fn three_lockers_never_overlap_and_lose_no_update() {
                     // The race the lock prevents: read, yield, write back + 1.
                     let value: Option<u64> = redis.get(&counter_key).await.unwrap();
                     tokio::task::yield_now().await;
-                    let () = redis.set(&counter_key, value.unwrap_or(0) + 1).await.unwrap();
+                    let () = redis
+                        .set(&counter_key, value.unwrap_or(0) + 1)
+                        .await
+                        .unwrap();
                     let end = Instant::now();
-                    records.lock().unwrap().push(HoldRecord { start, end, fence: guard.fence() });
-                    assert!(guard.release().await.expect("release"), "lock lost mid-hold");
+                    records.lock().unwrap().push(HoldRecord {
+                        start,
+                        end,
+                        fence: guard.fence(),
+                    });
+                    assert!(
+                        guard.release().await.expect("release"),
+                        "lock lost mid-hold"
+                    );
                 }
             }));
         }
@@ -60,7 +71,10 @@ async fn three_lockers_never_overlap_and_lose_no_update() {
     let expected = (LOCKERS * TASKS_PER_LOCKER * ITERATIONS) as u64;
     let mut redis = connection(&url).await;
     let counter: u64 = redis.get(&counter_key).await.unwrap();
-    assert_eq!(counter, expected, "lost increments: the lock let two holders in");
+    assert_eq!(
+        counter, expected,
+        "lost increments: the lock let two holders in"
+    );
 
     let mut records = records.lock().unwrap().clone();
     assert_eq!(records.len() as u64, expected);

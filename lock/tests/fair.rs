@@ -13,14 +13,14 @@ async fn waiters_acquire_in_arrival_order() {
     let url = shared_redis().url();
     let resource = unique("fair");
     let fair = LockOptions::new().fair(true).wait(Duration::from_secs(10));
-    let holder = locker(&[url.clone()]);
+    let holder = locker(&[&url]);
     let guard = holder.acquire(&resource, &fair).await.unwrap();
 
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for arrival in 0..6 {
         // Alternate between two lockers: order must hold across processes, not just within one.
-        let locker = locker(&[url.clone()]);
+        let locker = locker(&[&url]);
         let (resource, fair, order) = (resource.clone(), fair.clone(), Arc::clone(&order));
         waiters.push(tokio::spawn(async move {
             let guard = locker.acquire(&resource, &fair).await.unwrap();
@@ -52,7 +52,11 @@ async fn a_crashed_waiter_stalls_the_queue_at_most_one_lease() {
     // (its place in the queue included) is ever cleaned up.
     let crashed = Locker::new(config(&url)).unwrap();
     let mut doomed = Box::pin(crashed.acquire(&resource, &fair));
-    assert!(tokio::time::timeout(Duration::from_millis(100), &mut doomed).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut doomed)
+            .await
+            .is_err()
+    );
     std::mem::forget(doomed);
 
     let survivor = Locker::new(config(&url)).unwrap();
@@ -69,17 +73,28 @@ async fn a_crashed_waiter_stalls_the_queue_at_most_one_lease() {
     let stalled = next.await.unwrap() - released;
     // Documented bound: the dead waiter's lease (renewed at most `lease/3` before it died)
     // plus one retry delay of the survivor (≤ lease/3).
-    assert!(stalled < lease + lease / 3 + Duration::from_millis(150), "stalled {stalled:?}");
-    assert!(stalled > Duration::from_millis(100), "the dead waiter was head: it should cost something ({stalled:?})");
+    assert!(
+        stalled < lease + lease / 3 + Duration::from_millis(150),
+        "stalled {stalled:?}"
+    );
+    assert!(
+        stalled > Duration::from_millis(100),
+        "the dead waiter was head: it should cost something ({stalled:?})"
+    );
 }
 
 #[tokio::test]
 async fn fair_mode_is_refused_in_quorum_mode() {
-    let urls: Vec<String> = (0..3).map(|i| format!("redis://127.0.0.1:{}/", 1 + i)).collect();
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("redis://127.0.0.1:{}/", 1 + i))
+        .collect();
     let quorum = locker(&urls);
     let err = quorum
         .acquire("x", &LockOptions::new().fair(true))
         .await
         .unwrap_err();
-    assert!(matches!(err, dlock::LockError::InvalidOptions(_)), "{err:?}");
+    assert!(
+        matches!(err, dlock::LockError::InvalidOptions(_)),
+        "{err:?}"
+    );
 }

@@ -17,7 +17,9 @@ fn url() -> String {
 async fn stale_holder_cannot_release_the_new_holders_lock() {
     let (first, second) = (locker(&[url()]), locker(&[url()]));
     let resource = unique("takeover");
-    let short = LockOptions::new().ttl(Duration::from_millis(150)).wait(Duration::ZERO);
+    let short = LockOptions::new()
+        .ttl(Duration::from_millis(150))
+        .wait(Duration::ZERO);
     let stale = first.acquire(&resource, &short).await.unwrap();
     // The stale holder stalls past its TTL without auto-extend…
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -28,8 +30,14 @@ async fn stale_holder_cannot_release_the_new_holders_lock() {
         .await
         .unwrap();
     assert!(fresh.fence() > stale.fence());
-    assert!(!stale.release().await.unwrap(), "stale release must report not-ours");
-    assert!(exists(&url(), &lock_key(&resource)).await, "stale release deleted the new key");
+    assert!(
+        !stale.release().await.unwrap(),
+        "stale release must report not-ours"
+    );
+    assert!(
+        exists(&url(), &lock_key(&resource)).await,
+        "stale release deleted the new key"
+    );
     assert!(fresh.release().await.unwrap());
     assert!(!exists(&url(), &lock_key(&resource)).await);
 }
@@ -47,10 +55,16 @@ async fn auto_extend_keeps_a_short_lock_through_long_work() {
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let attempt = other.try_acquire(&probe, &LockOptions::new()).await;
-        assert!(matches!(attempt, Err(LockError::Busy { .. })), "lock slipped away: {attempt:?}");
+        assert!(
+            matches!(attempt, Err(LockError::Busy { .. })),
+            "lock slipped away: {attempt:?}"
+        );
     }
     assert!(!guard.is_lost());
-    assert!(guard.release().await.unwrap(), "2 s of work under a 300 ms TTL kept the lock");
+    assert!(
+        guard.release().await.unwrap(),
+        "2 s of work under a 300 ms TTL kept the lock"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +96,10 @@ async fn killing_redis_raises_the_lost_signal() {
     tokio::time::timeout(Duration::from_secs(2), guard.lost())
         .await
         .expect("a failed extension must mark the guard lost");
-    assert!(matches!(guard.release().await, Err(LockError::Unavailable { .. })));
+    assert!(matches!(
+        guard.release().await,
+        Err(LockError::Unavailable { .. })
+    ));
 }
 
 /// Holds the lock in a task, then cancels (or panics) it; measures how soon a waiter gets in.
@@ -93,7 +110,10 @@ async fn takeover_after(end_the_holder: impl FnOnce(tokio::task::JoinHandle<()>)
     let (held_tx, held_rx) = tokio::sync::oneshot::channel();
     let held_resource = resource.clone();
     let holder = tokio::spawn(async move {
-        let _guard = holder_locker.acquire(&held_resource, &ttl_10s).await.unwrap();
+        let _guard = holder_locker
+            .acquire(&held_resource, &ttl_10s)
+            .await
+            .unwrap();
         held_tx.send(()).unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
@@ -113,7 +133,10 @@ async fn takeover_after(end_the_holder: impl FnOnce(tokio::task::JoinHandle<()>)
 #[tokio::test]
 async fn cancelling_the_holders_future_frees_the_lock_at_once() {
     let gap = takeover_after(|holder| holder.abort()).await;
-    assert!(gap < Duration::from_millis(500), "waited {gap:?}; the TTL is 10 s");
+    assert!(
+        gap < Duration::from_millis(500),
+        "waited {gap:?}; the TTL is 10 s"
+    );
     eprintln!("takeover after cancel: {gap:?}");
 }
 
@@ -144,7 +167,10 @@ async fn a_panic_inside_the_hold_frees_the_lock_at_once() {
     go_tx.send(()).unwrap();
     assert!(holder.await.unwrap_err().is_panic());
     let gap = waiter.await.unwrap() - panicked;
-    assert!(gap < Duration::from_millis(500), "waited {gap:?}; the TTL is 10 s");
+    assert!(
+        gap < Duration::from_millis(500),
+        "waited {gap:?}; the TTL is 10 s"
+    );
     eprintln!("takeover after panic: {gap:?}");
 }
 
@@ -161,14 +187,36 @@ async fn busy_after_about_the_wait_budget_and_zero_wait_is_one_attempt() {
         .unwrap_err();
     let waited = started.elapsed();
     assert!(matches!(err, LockError::Busy { .. }), "{err:?}");
-    assert!(waited >= Duration::from_millis(300), "gave up early: {waited:?}");
-    assert!(waited < Duration::from_millis(800), "overshot the budget: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(800),
+        "overshot the budget: {waited:?}"
+    );
     assert!(err.to_string().contains("busy"), "{err}");
 
     let before = script_calls(&redis.url()).await;
-    let err = waiter.try_acquire("busy", &LockOptions::new()).await.unwrap_err();
-    assert!(matches!(err, LockError::Busy { retry_after: Some(_), .. }), "{err:?}");
-    assert_eq!(script_calls(&redis.url()).await - before, 1, "zero wait = one attempt");
+    let err = waiter
+        .try_acquire("busy", &LockOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LockError::Busy {
+                retry_after: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        script_calls(&redis.url()).await - before,
+        1,
+        "zero wait = one attempt"
+    );
 }
 
 #[tokio::test]
@@ -183,7 +231,10 @@ async fn min_hold_keeps_the_resource_locked_after_an_early_release() {
     let guard = locker.acquire(&resource, &options).await.unwrap();
     assert!(guard.release().await.unwrap());
     assert!(
-        matches!(locker.try_acquire(&resource, &options).await, Err(LockError::Busy { .. })),
+        matches!(
+            locker.try_acquire(&resource, &options).await,
+            Err(LockError::Busy { .. })
+        ),
         "released early, but min_hold must keep others out"
     );
     let next = locker
@@ -191,8 +242,14 @@ async fn min_hold_keeps_the_resource_locked_after_an_early_release() {
         .await
         .unwrap();
     let gap = acquired.elapsed();
-    assert!(gap >= Duration::from_millis(550), "min_hold not honoured: {gap:?}");
-    assert!(gap < Duration::from_millis(1500), "waited far past min_hold: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(550),
+        "min_hold not honoured: {gap:?}"
+    );
+    assert!(
+        gap < Duration::from_millis(1500),
+        "waited far past min_hold: {gap:?}"
+    );
     next.release().await.unwrap();
 }
 
@@ -209,7 +266,9 @@ async fn bad_resources_and_options_are_rejected_before_redis() {
         Err(LockError::InvalidResource { .. })
     ));
     assert!(matches!(
-        locker.acquire("ok", &LockOptions::new().ttl(Duration::ZERO)).await,
+        locker
+            .acquire("ok", &LockOptions::new().ttl(Duration::ZERO))
+            .await,
         Err(LockError::InvalidOptions(_))
     ));
     assert!(dlock::Locker::new(dlock::LockerConfig::new(["redis://a/", "redis://b/"])).is_err());
@@ -220,12 +279,22 @@ async fn redis_restart_fails_fast_then_recovers() {
     let mut redis = RedisServer::start();
     let locker = locker(&[redis.url()]);
     let options = LockOptions::new().wait(Duration::from_secs(2));
-    locker.acquire("restart", &options).await.unwrap().release().await.unwrap();
+    locker
+        .acquire("restart", &options)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
     redis.kill();
     let started = Instant::now();
     let err = locker.acquire("restart", &options).await.unwrap_err();
     assert!(matches!(err, LockError::Unavailable { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "did not fail fast: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "did not fail fast: {:?}",
+        started.elapsed()
+    );
     assert!(err.to_string().contains("unavailable"), "{err}");
     redis.restart();
     let mut recovered = None;

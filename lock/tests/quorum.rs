@@ -27,7 +27,9 @@ async fn stress_through_a_node_kill(node_count: usize) {
     let counter_key = format!("test:{resource}:counter");
     let counter_url = shared_redis().url();
     let lockers: Vec<Locker> = (0..3).map(|_| locker(&urls)).collect();
-    let options = LockOptions::new().ttl(Duration::from_secs(5)).wait(Duration::from_secs(30));
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(5))
+        .wait(Duration::from_secs(30));
     let holds = Arc::new(AtomicUsize::new(0));
     let records = Arc::new(Mutex::new(Vec::new()));
     let (tasks_per_locker, iterations) = (8, 25);
@@ -37,7 +39,8 @@ async fn stress_through_a_node_kill(node_count: usize) {
     let mut tasks = Vec::new();
     for locker in &lockers {
         for _ in 0..tasks_per_locker {
-            let (locker, resource, counter_key) = (locker.clone(), resource.clone(), counter_key.clone());
+            let (locker, resource, counter_key) =
+                (locker.clone(), resource.clone(), counter_key.clone());
             let (options, counter_url, holds, records, nodes) = (
                 options.clone(),
                 counter_url.clone(),
@@ -48,12 +51,21 @@ async fn stress_through_a_node_kill(node_count: usize) {
             tasks.push(tokio::spawn(async move {
                 let mut redis = connection(&counter_url).await;
                 for _ in 0..iterations {
-                    let guard = locker.acquire(&resource, &options).await.expect("acquire with one node down");
+                    let guard = locker
+                        .acquire(&resource, &options)
+                        .await
+                        .expect("acquire with one node down");
                     let start = Instant::now();
                     let value: Option<u64> = redis.get(&counter_key).await.unwrap();
                     tokio::task::yield_now().await;
-                    let () = redis.set(&counter_key, value.unwrap_or(0) + 1).await.unwrap();
-                    records.lock().unwrap().push((start, Instant::now(), guard.fence()));
+                    let () = redis
+                        .set(&counter_key, value.unwrap_or(0) + 1)
+                        .await
+                        .unwrap();
+                    records
+                        .lock()
+                        .unwrap()
+                        .push((start, Instant::now(), guard.fence()));
                     if holds.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
                         // Kill node 0 while this task still holds the lock.
                         eprintln!("killing node 0 at {:?}", started.elapsed());
@@ -104,14 +116,26 @@ async fn majority_down_is_unavailable_and_leaves_no_keys(node_count: usize) {
         .await
         .unwrap_err();
     assert!(matches!(err, LockError::Unavailable { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
     for survivor in nodes.iter().filter(|node| node.is_running()) {
         let mut conn = connection(&survivor.url()).await;
         let lock: Option<String> = conn.get(lock_key(&resource)).await.unwrap();
-        assert_eq!(lock, None, "partial acquisition left behind on {}", survivor.url());
+        assert_eq!(
+            lock,
+            None,
+            "partial acquisition left behind on {}",
+            survivor.url()
+        );
     }
     let health = locker.health().await;
-    assert_eq!((health.up, health.quorum), (node_count - (node_count / 2 + 1), false));
+    assert_eq!(
+        (health.up, health.quorum),
+        (node_count - (node_count / 2 + 1), false)
+    );
 }
 
 #[tokio::test]
@@ -134,7 +158,11 @@ async fn fences_stay_increasing_across_node_restarts() {
     for round in 0..6 {
         for _ in 0..3 {
             let guard = locker.acquire("restarts", &options).await.expect("acquire");
-            assert!(guard.fence() > last, "round {round}: {} <= {last}", guard.fence());
+            assert!(
+                guard.fence() > last,
+                "round {round}: {} <= {last}",
+                guard.fence()
+            );
             last = guard.fence();
             guard.release().await.unwrap();
         }
@@ -159,5 +187,11 @@ async fn quorum_lock_excludes_and_releases_on_all_nodes() {
         let exists: bool = conn.exists(lock_key("q")).await.unwrap();
         assert!(!exists, "release left the key on {url}");
     }
-    second.try_acquire("q", &LockOptions::new()).await.unwrap().release().await.unwrap();
+    second
+        .try_acquire("q", &LockOptions::new())
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
 }

@@ -30,7 +30,10 @@ impl PostgresServer {
             .keep();
         let dir_guardian = DirGuardian::watch(&dir);
         if let Some(user) = run_as {
-            run(Command::new("chown").arg("-R").arg(user).arg(&dir), "chown the PostgreSQL dir");
+            run(
+                Command::new("chown").arg("-R").arg(user).arg(&dir),
+                "chown the PostgreSQL dir",
+            );
         }
         run(
             wrap_as(run_as, &bin_dir.join("initdb").display().to_string())
@@ -70,8 +73,26 @@ impl PostgresServer {
     /// Runs one SQL command with `psql` and returns its unaligned, tuples-only output.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let out = Command::new(self.bin_dir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", database, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
             .output()
             .expect("run psql");
         assert!(
@@ -89,7 +110,11 @@ impl PostgresServer {
             drop(process);
             let deadline = Instant::now() + Duration::from_secs(15);
             while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                assert!(Instant::now() < deadline, "postgres on {} would not die", self.port);
+                assert!(
+                    Instant::now() < deadline,
+                    "postgres on {} would not die",
+                    self.port
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
             // Orphaned backends exit once they notice the postmaster is gone; wait for the pid file's lock.
@@ -170,10 +195,15 @@ fn postgres_bin_dir() -> PathBuf {
         .map(|bin| bin.join("initdb"))
         .unwrap_or_else(|| find_program("initdb", &[], "postgresql"));
     let initdb = std::fs::canonicalize(&initdb).unwrap_or(initdb);
-    initdb.parent().expect("initdb has a parent dir").to_path_buf()
+    initdb
+        .parent()
+        .expect("initdb has a parent dir")
+        .to_path_buf()
 }
 
 fn run(command: &mut Command, what: &str) {
-    let status = command.status().unwrap_or_else(|err| panic!("{what}: {err}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
     assert!(status.success(), "{what} failed with {status}");
 }

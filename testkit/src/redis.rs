@@ -61,7 +61,11 @@ impl RedisServer {
             drop(process);
             let deadline = Instant::now() + Duration::from_secs(10);
             while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                assert!(Instant::now() < deadline, "redis-server on {} would not die", self.port);
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server on {} would not die",
+                    self.port
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
@@ -96,7 +100,10 @@ impl RedisServer {
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(log).unwrap_or_default();
-                panic!("redis-server on port {} did not answer PING in 10 s:\n{log}", self.port);
+                panic!(
+                    "redis-server on port {} did not answer PING in 10 s:\n{log}",
+                    self.port
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -13,7 +13,10 @@ fn redis_starts_restarts_and_stops_with_its_owner() {
     redis.restart();
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
     drop(redis);
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "server outlived its owner");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "server outlived its owner"
+    );
 }
 
 #[test]
@@ -23,5 +26,8 @@ fn postgres_starts_and_answers_sql() {
     assert_eq!(postgres.psql("harness_check", "SELECT 40 + 2"), "42");
     let port = postgres.port();
     drop(postgres);
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "server outlived its owner");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "server outlived its owner"
+    );
 }

@@ -98,12 +98,17 @@ fn ensure_installed(requirements: &[Requirement]) -> Result<(), String> {
     )?;
     match requirements.iter().find(|req| !program_exists(req.program)) {
         None => Ok(()),
-        Some(req) => Err(format!("`{}` still missing after installing {}", req.program, req.debian_package)),
+        Some(req) => Err(format!(
+            "`{}` still missing after installing {}",
+            req.program, req.debian_package
+        )),
     }
 }
 
 fn run_root(command: &mut Command) -> Result<(), String> {
-    let status = command.status().map_err(|err| format!("cannot run {command:?}: {err}"))?;
+    let status = command
+        .status()
+        .map_err(|err| format!("cannot run {command:?}: {err}"))?;
     status
         .success()
         .then_some(())
@@ -112,9 +117,8 @@ fn run_root(command: &mut Command) -> Result<(), String> {
 
 /// On PATH, or (PostgreSQL server tools) in Debian's versioned `/usr/lib/postgresql/*/bin`.
 fn program_exists(program: &str) -> bool {
-    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    });
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
     on_path
         || std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()

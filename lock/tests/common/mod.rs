@@ -11,8 +11,11 @@ pub fn unique(name: &str) -> String {
     format!("{name}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-pub fn locker(urls: &[String]) -> Locker {
-    Locker::new(LockerConfig::new(urls.iter().cloned())).expect("valid config")
+pub fn locker(urls: &[impl AsRef<str>]) -> Locker {
+    Locker::new(LockerConfig::new(
+        urls.iter().map(|url| url.as_ref().to_string()),
+    ))
+    .expect("valid config")
 }
 
 pub async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
@@ -36,7 +39,11 @@ pub async fn exists(url: &str, key: &str) -> bool {
 /// `cmdstat_evalsha` + `cmdstat_eval` calls so far: the number of script round trips.
 pub async fn script_calls(url: &str) -> u64 {
     let mut conn = connection(url).await;
-    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     info.lines()
         .filter(|line| line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:"))
         .filter_map(|line| line.split("calls=").nth(1))
