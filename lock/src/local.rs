@@ -61,6 +61,14 @@ impl LocalQueues {
         }
     }
 
+    /// Whether waiters of this process queue for `resource`.
+    pub(crate) fn has_waiters(&self, resource: &str) -> bool {
+        let queues = self.by_resource.lock().expect("local queue lock");
+        queues
+            .get(resource)
+            .is_some_and(|queue| !queue.waiters.is_empty())
+    }
+
     /// The next waiter to hand the lock to, unless the streak is used up (then the caller must
     /// release for real).
     pub(crate) fn next_for_handoff(&self, resource: &str, max_streak: u32) -> Option<LocalWaiter> {

@@ -191,8 +191,24 @@ impl Inner {
         let mut local: Option<LocalTicket> = None;
         let mut fair_place = FairPlace::default();
         let mut attempt = 0u32;
+        let local_handoff = !options.fair && self.config.max_local_handoffs > 0;
+        let mut attempt_now = true;
+        if local_handoff && self.local.has_waiters(&resource) {
+            // Waiters of this process are already queued: join them rather than barge past
+            // (a holder that releases and comes straight back would otherwise win every race,
+            // starving its own queue and every other process).
+            listeners = self.listen(&keys).await;
+            local = Some(self.local.enqueue(&resource, options.clone()));
+            attempt_now = false;
+        }
         loop {
-            let retry_after = match self.attempt(&keys, &token, options).await {
+            let outcome = if attempt_now {
+                self.attempt(&keys, &token, options).await
+            } else {
+                Attempt::Busy { retry_after: None }
+            };
+            attempt_now = true;
+            let retry_after = match outcome {
                 Attempt::Acquired(grant) => {
                     fair_place.taken();
                     observe::acquired("redis", started.elapsed());
@@ -225,14 +241,8 @@ impl Inner {
             if listeners.is_empty() {
                 // Subscribe (and queue for local handoff) *before* the next attempt, so that a
                 // release between that attempt and the wait below cannot go unheard.
-                let confirm = self.config.node_timeout;
-                listeners = join_all(
-                    self.nodes
-                        .iter()
-                        .map(|node| node.notifier.listen(&keys.channel, confirm)),
-                )
-                .await;
-                if !options.fair && self.config.max_local_handoffs > 0 {
+                listeners = self.listen(&keys).await;
+                if local_handoff {
                     local = Some(self.local.enqueue(&resource, options.clone()));
                 }
                 continue;
@@ -262,6 +272,17 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Subscribes to the resource's release channel on every node.
+    async fn listen(&self, keys: &ResourceKeys) -> Vec<Listener> {
+        let confirm = self.config.node_timeout;
+        join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.notifier.listen(&keys.channel, confirm)),
+        )
+        .await
     }
 
     /// The single place that decides how long a waiter sleeps when it hears nothing: exponential

@@ -1,0 +1,249 @@
+//! The lock runtime's benchmark: `cargo bench -p dlock` (or `cargo xtask bench`).
+//!
+//! Starts its own redis-server processes on loopback and prints one JSON object per line:
+//! - `hot`: one resource, 32 tasks over 3 lockers; the hold reads a Redis counter and writes it
+//!   back + 1 (two round trips). Ops/s, acquire-wait p50/p99, lost updates (must be 0).
+//! - `uncontended`: acquire + release of distinct resources, one task: ops/s and script calls
+//!   (= round trips) per cycle and node.
+//! - `handoff_local` / `handoff_remote`: release → next holder latency, with the waiter in the
+//!   same locker (direct handoff) or another one (pub/sub wake-up).
+//! - the same in quorum mode over 3 nodes.
+//!
+//! `BENCH_SECONDS` sets the hot run's length (default 10).
+
+use dlock::{LockOptions, Locker, LockerConfig};
+use dlock_testkit::RedisServer;
+use redis::AsyncCommands;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10);
+    let single = vec![RedisServer::start()];
+    let quorum: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let counter = RedisServer::start();
+    for (mode, nodes) in [("single", &single), ("quorum3", &quorum)] {
+        let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+        hot(mode, &urls, &counter.url(), Duration::from_secs(seconds)).await;
+        uncontended(mode, &urls).await;
+        handoff(mode, &urls, true).await;
+        handoff(mode, &urls, false).await;
+    }
+}
+
+fn locker(urls: &[String]) -> Locker {
+    let mut config = LockerConfig::new(urls.iter().cloned());
+    if let Some(handoffs) = std::env::var("BENCH_MAX_LOCAL_HANDOFFS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.max_local_handoffs(handoffs);
+    }
+    Locker::new(config).expect("config")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn hot(mode: &str, urls: &[String], counter_url: &str, run_for: Duration) {
+    const TASKS: usize = 32;
+    let lockers: Vec<Locker> = (0..3).map(|_| locker(urls)).collect();
+    let resource = format!("bench-hot-{mode}");
+    let counter_key = format!("bench:{mode}:counter");
+    connection(counter_url)
+        .await
+        .del::<_, ()>(&counter_key)
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(5))
+        .wait(Duration::from_secs(30));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let locker = lockers[task % lockers.len()].clone();
+        let (resource, counter_key, options, stop) = (
+            resource.clone(),
+            counter_key.clone(),
+            options.clone(),
+            Arc::clone(&stop),
+        );
+        let counter_url = counter_url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut redis = connection(&counter_url).await;
+            let mut waits = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let guard = locker.acquire(&resource, &options).await.expect("acquire");
+                waits.push(asked.elapsed());
+                let value: Option<u64> = redis.get(&counter_key).await.unwrap();
+                let () = redis
+                    .set(&counter_key, value.unwrap_or(0) + 1)
+                    .await
+                    .unwrap();
+                guard.release().await.expect("release");
+            }
+            waits
+        }));
+    }
+    tokio::time::sleep(run_for).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut waits = Vec::new();
+    for task in tasks {
+        waits.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let counted: u64 = connection(counter_url)
+        .await
+        .get(&counter_key)
+        .await
+        .unwrap();
+    waits.sort();
+    println!(
+        "{}",
+        json!({
+            "bench": "hot", "mode": mode, "tasks": TASKS, "lockers": 3,
+            "ops": waits.len(), "seconds": elapsed.as_secs_f64(),
+            "ops_per_sec": waits.len() as f64 / elapsed.as_secs_f64(),
+            "wait_p50_ms": percentile(&waits, 0.50), "wait_p90_ms": percentile(&waits, 0.90),
+            "wait_p99_ms": percentile(&waits, 0.99), "wait_max_ms": percentile(&waits, 1.0),
+            "lost_updates": waits.len() as i64 - counted as i64,
+        })
+    );
+}
+
+async fn script_calls(urls: &[String]) -> Vec<u64> {
+    let mut calls = Vec::new();
+    for url in urls {
+        let mut conn = connection(url).await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        calls.push(
+            info.lines()
+                .filter(|line| {
+                    line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+                })
+                .filter_map(|line| {
+                    line.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum(),
+        );
+    }
+    calls
+}
+
+async fn uncontended(mode: &str, urls: &[String]) {
+    const CYCLES: usize = 3000;
+    let locker = locker(urls);
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(5))
+        .wait(Duration::ZERO);
+    // Warm up: connections made, scripts loaded.
+    locker
+        .acquire("bench-warm", &options)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    let before = script_calls(urls).await;
+    let started = Instant::now();
+    for cycle in 0..CYCLES {
+        let guard = locker
+            .acquire(&format!("bench-free-{mode}-{cycle}"), &options)
+            .await
+            .unwrap();
+        guard.release().await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let after = script_calls(urls).await;
+    let per_node: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a - b) as f64 / CYCLES as f64)
+        .collect();
+    println!(
+        "{}",
+        json!({
+            "bench": "uncontended", "mode": mode, "cycles": CYCLES,
+            "ops_per_sec": CYCLES as f64 / elapsed.as_secs_f64(),
+            "round_trips_per_cycle_per_node": per_node,
+        })
+    );
+}
+
+/// Holder releases while one waiter waits; measures release call → waiter holds.
+async fn handoff(mode: &str, urls: &[String], same_locker: bool) {
+    const ROUNDS: usize = 300;
+    let holder_locker = locker(urls);
+    let waiter_locker = if same_locker {
+        holder_locker.clone()
+    } else {
+        locker(urls)
+    };
+    let resource = format!("bench-handoff-{mode}-{same_locker}");
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(5))
+        .wait(Duration::from_secs(5));
+    let mut latencies = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let guard = holder_locker.acquire(&resource, &options).await.unwrap();
+        let (waiter_locker, resource2, options2) =
+            (waiter_locker.clone(), resource.clone(), options.clone());
+        let waiter = tokio::spawn(async move {
+            let guard = waiter_locker.acquire(&resource2, &options2).await.unwrap();
+            let at = Instant::now();
+            guard.release().await.unwrap();
+            at
+        });
+        // Let the waiter fail its attempt and settle into waiting.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let released = Instant::now();
+        guard.release().await.unwrap();
+        latencies.push(waiter.await.unwrap() - released);
+    }
+    latencies.sort();
+    println!(
+        "{}",
+        json!({
+            "bench": if same_locker { "handoff_local" } else { "handoff_remote" }, "mode": mode,
+            "rounds": ROUNDS,
+            "p50_ms": percentile(&latencies, 0.50), "p99_ms": percentile(&latencies, 0.99),
+        })
+    );
+}
