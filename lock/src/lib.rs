@@ -25,7 +25,10 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "actix")]
+mod actix;
 mod error;
+mod failure;
 mod guard;
 mod local;
 mod locker;
@@ -37,8 +40,16 @@ mod quorum;
 mod resource;
 mod scripts;
 
+#[cfg(feature = "actix")]
+pub use actix::AppLocker;
+pub use dlock_macros::distributed_lock;
 pub use error::{LockError, NodeError, NodeErrors};
+pub use failure::FromLockError;
 pub use guard::Guard;
 pub use locker::{Health, Locker, Mode};
 pub use options::{LockOptions, LockerConfig};
 pub use resource::{validate_resource, MAX_RESOURCE_LEN};
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;

@@ -1,0 +1,140 @@
+//! Parsing `#[distributed_lock(...)]`'s arguments with `syn::meta::parser`.
+
+use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
+use syn::{Expr, Ident, LitBool, LitInt, LitStr, Path};
+
+const VALID_ARGUMENTS: &str =
+    "resource, ttl_ms, wait_ms, auto_extend, fair, min_hold_ms, guard, locker, crate";
+
+/// The arguments, each with the span of its key for error messages.
+#[derive(Default)]
+pub(crate) struct LockArgs {
+    pub resource: Option<LitStr>,
+    pub ttl_ms: Option<u64>,
+    pub wait_ms: Option<u64>,
+    pub min_hold_ms: Option<u64>,
+    pub auto_extend: Option<bool>,
+    pub fair: Option<bool>,
+    pub guard: Option<Ident>,
+    pub locker: Option<Expr>,
+    pub krate: Option<Path>,
+}
+
+impl LockArgs {
+    /// Parses one `key = value` or bare `flag` (called by `syn::meta::parser`).
+    pub(crate) fn parse_one(&mut self, meta: ParseNestedMeta) -> syn::Result<()> {
+        let key = meta
+            .path
+            .get_ident()
+            .map(Ident::to_string)
+            .unwrap_or_default();
+        let duplicate = || meta.error(format!("duplicate argument `{key}`"));
+        match key.as_str() {
+            "resource" => {
+                if self.resource.is_some() {
+                    return Err(duplicate());
+                }
+                let value: LitStr = meta.value()?.parse().map_err(|err| {
+                    syn::Error::new(
+                        err.span(),
+                        "`resource` expects a string template, e.g. `resource = \"product:{id}\"`",
+                    )
+                })?;
+                self.resource = Some(value);
+            }
+            "ttl_ms" | "wait_ms" | "min_hold_ms" => {
+                let slot = match key.as_str() {
+                    "ttl_ms" => &mut self.ttl_ms,
+                    "wait_ms" => &mut self.wait_ms,
+                    _ => &mut self.min_hold_ms,
+                };
+                if slot.is_some() {
+                    return Err(duplicate());
+                }
+                let literal: LitInt = meta.value()?.parse().map_err(|err| {
+                    syn::Error::new(
+                        err.span(),
+                        format!("`{key}` expects an integer literal of milliseconds, e.g. `{key} = 5000`"),
+                    )
+                })?;
+                let millis: u64 = literal.base10_parse()?;
+                if key == "ttl_ms" && millis == 0 {
+                    return Err(syn::Error::new(
+                        literal.span(),
+                        "`ttl_ms` must be greater than 0: a lock that expires at once protects nothing",
+                    ));
+                }
+                *slot = Some(millis);
+            }
+            "auto_extend" | "fair" => {
+                let slot = if key == "fair" {
+                    &mut self.fair
+                } else {
+                    &mut self.auto_extend
+                };
+                if slot.is_some() {
+                    return Err(duplicate());
+                }
+                // A bare flag means `true`; `flag = false` is accepted for generated code.
+                let value = if meta.input.peek(syn::Token![=]) {
+                    let literal: LitBool = meta.value()?.parse().map_err(|err| {
+                        syn::Error::new(
+                            err.span(),
+                            format!("`{key}` is a flag: write `{key}` or `{key} = true`"),
+                        )
+                    })?;
+                    literal.value
+                } else {
+                    true
+                };
+                *slot = Some(value);
+            }
+            "guard" => {
+                if self.guard.is_some() {
+                    return Err(duplicate());
+                }
+                let ident: Ident = meta.value()?.parse().map_err(|err| {
+                    syn::Error::new(
+                        err.span(),
+                        "`guard` expects a variable name, e.g. `guard = lock`",
+                    )
+                })?;
+                self.guard = Some(ident);
+            }
+            "locker" => {
+                if self.locker.is_some() {
+                    return Err(duplicate());
+                }
+                self.locker = Some(meta.value()?.parse()?);
+            }
+            "crate" => {
+                if self.krate.is_some() {
+                    return Err(duplicate());
+                }
+                let path: LitStr = meta.value()?.parse()?;
+                self.krate = Some(path.parse()?);
+            }
+            _ => {
+                let shown = meta
+                    .path
+                    .get_ident()
+                    .map_or_else(|| "this".to_string(), |ident| format!("`{ident}`"));
+                return Err(meta.error(format!(
+                    "unknown argument {shown}; valid arguments: {VALID_ARGUMENTS}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The resource template, or an error at the attribute when it is missing.
+    pub(crate) fn require_resource(&self) -> syn::Result<&LitStr> {
+        self.resource.as_ref().ok_or_else(|| {
+            syn::Error::new(
+                Span::call_site(),
+                "missing `resource = \"...\"`: name what to lock, e.g. `resource = \"product:{id}\"`",
+            )
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! Code generation: keep the caller's signature, attributes and visibility; rewrite the body.
+
+use crate::args::LockArgs;
+use crate::template;
+use proc_macro2::TokenStream;
+use quote::{quote, ToTokens};
+use syn::visit::Visit;
+use syn::{parse_quote, FnArg, ItemFn, Pat, ReturnType, Type};
+
+/// Entry point: on any error, emit the item untouched plus `compile_error!`, so the rest of the
+/// crate (and the IDE) keeps seeing the function.
+pub(crate) fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut lock_args = LockArgs::default();
+    let parser = syn::meta::parser(|meta| lock_args.parse_one(meta));
+    if let Err(err) = syn::parse::Parser::parse2(parser, args) {
+        return item_with_error(item, err);
+    }
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(err) => return item_with_error(item, err),
+    };
+    match expand(lock_args, function) {
+        Ok(tokens) => tokens,
+        Err(err) => item_with_error(item, err),
+    }
+}
+
+fn item_with_error(item: TokenStream, err: syn::Error) -> TokenStream {
+    let error = err.to_compile_error();
+    quote!(#item #error)
+}
+
+fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
+    if function.sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(
+            function.sig.fn_token,
+            "`#[distributed_lock]` needs an `async fn`: acquiring the lock is awaited",
+        ));
+    }
+    let resource = args.require_resource()?;
+    let parameters: Vec<String> = function
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Receiver(_) => Some("self".to_string()),
+            FnArg::Typed(typed) => match &*typed.pat {
+                Pat::Ident(pat) => Some(pat.ident.to_string()),
+                _ => None,
+            },
+        })
+        .collect();
+    let template = template::parse(resource, &parameters)?;
+    let krate: syn::Path = args.krate.clone().unwrap_or_else(|| parse_quote!(::dlock));
+    let private = quote!(#krate::__private);
+
+    let locker = match &args.locker {
+        Some(expr) => quote!(&(#expr)),
+        None => {
+            if let Some(receiver) = function.sig.receiver() {
+                return Err(syn::Error::new_spanned(
+                    receiver,
+                    "methods need `locker = ...` (e.g. `locker = self.locker`): without it the \
+                     Locker comes from actix app data, which only handlers can reach",
+                ));
+            }
+            // Actix handlers: one more extractor, which finds the Locker in app data.
+            function
+                .sig
+                .inputs
+                .push(parse_quote!(__dl_app_locker: #private::AppLocker));
+            quote!(&*__dl_app_locker)
+        }
+    };
+
+    let ttl_ms = args.ttl_ms.unwrap_or(10_000);
+    let wait_ms = args.wait_ms.unwrap_or(5_000);
+    let min_hold_ms = args.min_hold_ms.unwrap_or(0);
+    let auto_extend = args.auto_extend.unwrap_or(false);
+    let fair = args.fair.unwrap_or(false);
+    let options = quote!(#private::options(#ttl_ms, #wait_ms, #auto_extend, #fair, #min_hold_ms));
+
+    let format = &template.format;
+    let format_args = &template.args;
+    let bind_guard = args
+        .guard
+        .as_ref()
+        .map(|ident| quote!(let #ident = &__dl_guard;));
+
+    // How a lock failure leaves the function, by return type.
+    let (on_lock_error, output, fake_return) = match &function.sig.output {
+        ReturnType::Type(_, ty) if contains_impl_trait(ty) => (
+            // An opaque `impl Responder`: the failure response and the body's value must share
+            // one type, so both go into `Either`.
+            quote!(return #private::Either::Left(#private::lock_error_response(__dl_error))),
+            quote!(#private::Either::Right(__dl_output)),
+            None,
+        ),
+        ReturnType::Type(_, ty) => (
+            quote!(return <#ty as #private::FromLockError>::from_lock_error(__dl_error)),
+            quote!(__dl_output),
+            Some(ty.to_token_stream()),
+        ),
+        ReturnType::Default => (
+            quote!(return <() as #private::FromLockError>::from_lock_error(__dl_error)),
+            quote!(__dl_output),
+            Some(quote!(())),
+        ),
+    };
+    // Pins the async block's return type to the function's, so `?` in the body infers its
+    // error conversion exactly as it would in the function (tracing-attributes does the same).
+    let fake_return = fake_return.map(|ty| {
+        quote! {
+            #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::needless_return)]
+            if false {
+                let __dl_fake_return: #ty = loop {};
+                return __dl_fake_return;
+            }
+        }
+    });
+
+    let block = &function.block;
+    let body = quote! {{
+        let __dl_resource = ::std::format!(#format #(, #format_args)*);
+        let __dl_guard = match #private::acquire(#locker, &__dl_resource, &#options).await {
+            ::core::result::Result::Ok(guard) => guard,
+            ::core::result::Result::Err(__dl_error) => { #on_lock_error }
+        };
+        #bind_guard
+        // The body runs in its own future, so `return` and `?` end the body, never skip the
+        // release below; a panic or a dropped future releases through the guard's `Drop`.
+        let __dl_output = #private::Instrument::instrument(
+            async move {
+                #fake_return
+                #block
+            },
+            #private::hold_span(&__dl_guard),
+        )
+        .await;
+        #private::release(__dl_guard).await;
+        #output
+    }};
+    function.block = syn::parse2(body)?;
+    Ok(function.into_token_stream())
+}
+
+/// Whether a return type mentions `impl Trait` (it cannot then be named in a `let`).
+fn contains_impl_trait(ty: &Type) -> bool {
+    struct FindImpl(bool);
+    impl<'ast> Visit<'ast> for FindImpl {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut finder = FindImpl(false);
+    finder.visit_type(ty);
+    finder.0
+}

@@ -1,0 +1,60 @@
+//! What `#[distributed_lock]` expands to. Not a public API: names here may change at any time.
+
+pub use crate::{FromLockError, Guard, LockError, LockOptions, Locker};
+pub use tracing::Instrument;
+
+#[cfg(feature = "actix")]
+pub use crate::actix::{lock_error_response, AppLocker};
+#[cfg(feature = "actix")]
+pub use actix_web::Either;
+
+use std::time::Duration;
+
+/// The attribute's options (plain arguments keep the generated code short).
+pub fn options(
+    ttl_ms: u64,
+    wait_ms: u64,
+    auto_extend: bool,
+    fair: bool,
+    min_hold_ms: u64,
+) -> LockOptions {
+    LockOptions {
+        ttl: Duration::from_millis(ttl_ms),
+        wait: Duration::from_millis(wait_ms),
+        auto_extend,
+        fair,
+        min_hold: Duration::from_millis(min_hold_ms),
+    }
+}
+
+pub async fn acquire(
+    locker: &Locker,
+    resource: &str,
+    options: &LockOptions,
+) -> Result<Guard, LockError> {
+    locker.acquire(resource, options).await
+}
+
+/// Releases after the body; a lock found lost is logged (the body's result stands: fence your
+/// writes so a lost lock cannot corrupt them).
+pub async fn release(guard: Guard) {
+    let resource = guard.resource().to_string();
+    match guard.release().await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(%resource, "lock expired or was taken over before the body finished")
+        }
+        Err(error) => {
+            tracing::warn!(%resource, %error, "lock release failed; it expires by its TTL")
+        }
+    }
+}
+
+/// The span the body runs in: every log line inside carries the resource and fence.
+pub fn hold_span(guard: &Guard) -> tracing::Span {
+    tracing::info_span!(
+        "dlock.hold",
+        resource = guard.resource(),
+        fence = guard.fence()
+    )
+}

@@ -1,0 +1,11 @@
+#![allow(unused_variables)]
+use dlock::distributed_lock;
+
+struct Service;
+
+impl Service {
+    #[distributed_lock(resource = "a")]
+    async fn run(&self) {}
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#![allow(unused_variables)]
+use dlock::{distributed_lock, Locker};
+
+#[distributed_lock(resource = "product:{idd}", locker = locker)]
+async fn job(locker: &Locker, id: u64) {}
+
+fn main() {}

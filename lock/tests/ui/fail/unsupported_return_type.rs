@@ -1,0 +1,9 @@
+#![allow(unused_variables)]
+use dlock::{distributed_lock, Locker};
+
+#[distributed_lock(resource = "a", locker = locker)]
+async fn job(locker: &Locker) -> String {
+    String::new()
+}
+
+fn main() {}
