@@ -12,8 +12,13 @@ use proc_macro::TokenStream;
 
 /// Wraps an async fn in acquire → guard → release of a distributed lock.
 ///
-/// See the `dlock` crate's documentation of `distributed_lock` for the arguments, the failure
-/// mapping and the code this generates.
+/// ```text
+/// #[distributed_lock(resource = "product:{id}", ttl_ms = 5000, wait_ms = 0, auto_extend,
+///                    fair, min_hold_ms = 1000, guard = lock, locker = self.locker)]
+/// ```
+///
+/// The `dlock` crate documents the arguments, what a lock failure returns for each return type,
+/// and the exact code this generates ("the same handler written without the macro").
 #[proc_macro_attribute]
 pub fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::distributed_lock(args.into(), item.into()).into()

@@ -11,6 +11,8 @@
 //! - **Release on drop**: a panic or a cancelled request frees the lock at once.
 //! - The [`distributed_lock`] attribute wraps a handler or any async fn in all of this.
 //!
+//! # Locking by hand
+//!
 //! ```no_run
 //! use dlock::{Locker, LockerConfig, LockOptions};
 //! use std::time::Duration;
@@ -23,6 +25,96 @@
 //! let still_ours = guard.release().await?;
 //! assert!(still_ours);
 //! # Ok(()) }
+//! ```
+//!
+//! # The `#[distributed_lock]` attribute
+//!
+//! ```no_run
+//! use actix_web::{post, web, App, HttpResponse, HttpServer};
+//! use dlock::{distributed_lock, LockError, Locker, LockerConfig};
+//!
+//! #[post("/product/{id}/deduct")]
+//! #[distributed_lock(resource = "product:{id}", ttl_ms = 5000, auto_extend)]
+//! async fn deduct(id: web::Path<i64>) -> Result<HttpResponse, LockError> {
+//!     // Runs only while this request holds `product:<id>`, in every instance.
+//!     Ok(HttpResponse::Ok().finish())
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let locker = Locker::new(LockerConfig::new(["redis://127.0.0.1:6379/"])).unwrap();
+//!     let locker = web::Data::new(locker);
+//!     HttpServer::new(move || App::new().app_data(locker.clone()).service(deduct))
+//!         // Let actix drop a handler whose client hung up, so its lock is freed at once.
+//!         .h1_allow_half_closed(false)
+//!         .bind(("127.0.0.1", 8080))?
+//!         .run()
+//!         .await
+//! }
+//! ```
+//!
+//! ## Arguments
+//!
+//! | argument | default | meaning |
+//! |---|---|---|
+//! | `resource = "..."` | required | template of the lock name: `{name}` is a parameter, `{name.field}` / `{name.0}` a field of one, formatted with `Display`; `{{` and `}}` are literal braces. Unknown names are compile errors. |
+//! | `ttl_ms = N` | `10000` | lock lifetime in Redis; must be > 0 |
+//! | `wait_ms = N` | `5000` | wait budget for a busy lock; `0` = one attempt |
+//! | `auto_extend` | off | extend every `ttl / 3` while the body runs |
+//! | `fair` | off | FIFO among waiters (single-node mode) |
+//! | `min_hold_ms = N` | `0` | keep the resource locked at least this long after acquisition |
+//! | `guard = ident` | none | bind the [`Guard`] as `ident` in the body (`ident.fence()`, `ident.lost()`) |
+//! | `locker = expr` | app data | where the [`Locker`] comes from (`self.locker`, `state.locker`); without it the function must be an actix handler and the `Locker` is taken from app data (`web::Data<Locker>` or `Locker`), answering `500 lock_not_configured` if it is missing |
+//! | `crate = "path"` | `::dlock` | path to this crate, if renamed |
+//!
+//! ## What a lock failure returns
+//!
+//! - `Result<T, E>` with `E: From<LockError>`: `Err(E::from(error))`.
+//! - `HttpResponse`, or `impl Responder` (through `actix_web::Either`): the [`LockError`]
+//!   response: `423 Locked` with `Retry-After` and `{"error":"lock_busy","resource":…}`;
+//!   `503` `{"error":"lock_unavailable"}`; `400` for an invalid resource.
+//! - `()` (jobs): the run is skipped and logged.
+//! - anything else: implement [`FromLockError`] for it.
+//!
+//! The lock is released when the body's future completes, including early `return` and `?`.
+//! If the future is dropped (panic, cancelled request), the guard's `Drop` releases it in a
+//! spawned task. actix-web only drops a handler whose client hung up when half-closed
+//! connections are off: `HttpServer::h1_allow_half_closed(false)`.
+//!
+//! ## The same handler written without the macro
+//!
+//! This is, token for token, what the attribute generates for `deduct` above (minus the
+//! unreachable line that pins the body's return type for `?`):
+//!
+//! ```no_run
+//! # use actix_web::{web, HttpResponse};
+//! # use dlock::LockError;
+//! async fn deduct(
+//!     id: web::Path<i64>,
+//!     __dl_app_locker: dlock::AppLocker, // an extra extractor: the Locker from app data
+//! ) -> Result<HttpResponse, LockError> {
+//!     let __dl_resource = format!("product:{}", &id);
+//!     let options = dlock::LockOptions::new()
+//!         .ttl(std::time::Duration::from_millis(5000))
+//!         .wait(std::time::Duration::from_millis(5000))
+//!         .auto_extend(true);
+//!     let __dl_guard = match __dl_app_locker.acquire(&__dl_resource, &options).await {
+//!         Ok(guard) => guard,
+//!         Err(error) => return Err(LockError::from(error)),
+//!     };
+//!     let span = tracing::info_span!(
+//!         "dlock.hold",
+//!         resource = __dl_guard.resource(),
+//!         fence = __dl_guard.fence()
+//!     );
+//!     let __dl_output = tracing::Instrument::instrument(
+//!         async move { Ok(HttpResponse::Ok().finish()) },
+//!         span,
+//!     )
+//!     .await;
+//!     let _ = __dl_guard.release().await; // a lost lock is logged
+//!     __dl_output
+//! }
 //! ```
 
 #[cfg(feature = "actix")]

@@ -271,6 +271,10 @@ impl Inner {
                     () = &mut timer => break,
                 }
             }
+            // Only the first local waiter asks Redis; the others are served by handoff (or
+            // become first). A thousand waiters in one process then cost one poller, not a
+            // thousand.
+            attempt_now = local.as_ref().is_none_or(LocalTicket::is_first);
         }
     }
 

@@ -1,0 +1,238 @@
+//! Settings from environment variables, with defaults for a local run. A bad value fails at
+//! start-up with a message that names the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything the service needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/dlock`).
+    pub database_url: String,
+    /// `DB_POOL_SIZE` (default 16): pooled PostgreSQL connections per instance.
+    pub db_pool_size: u32,
+    /// `REDIS_URLS`, comma-separated (default `redis://127.0.0.1:6379/`): one = single node,
+    /// three or more = quorum.
+    pub redis_urls: Vec<String>,
+    /// `BIND` (default `127.0.0.1:8080`); port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// `INSTANCE_ID` (default `<hostname>:<port>`), sent as `X-Instance` on every response.
+    pub instance_id: Option<String>,
+    /// `LOCK_PREFIX` (default `dlock`): the prefix of every Redis key.
+    pub lock_prefix: String,
+    /// `ALLOW_RESET` (default `false`): whether `POST /product/reset` may wipe products.
+    pub allow_reset: bool,
+    /// `JOB_INTERVAL_MS` (default 10000); 0 turns the scheduled job off.
+    pub job_interval: Duration,
+    /// `LOG_FORMAT`: `pretty` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `WORKERS` (default: the number of CPUs): actix worker threads.
+    pub workers: Option<usize>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// A variable that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {variable}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What it was set to.
+    pub value: String,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database_url: "postgres://postgres@127.0.0.1:5432/dlock".into(),
+            db_pool_size: 16,
+            redis_urls: vec!["redis://127.0.0.1:6379/".into()],
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            instance_id: None,
+            lock_prefix: "dlock".into(),
+            allow_reset: false,
+            job_interval: Duration::from_secs(10),
+            log_format: LogFormat::Pretty,
+            workers: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults overlaid with the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Defaults overlaid with whatever `lookup` returns (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut settings = Settings::default();
+        if let Some(url) = lookup("DATABASE_URL") {
+            if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                return Err(invalid("DATABASE_URL", url, "expected a postgres:// URL"));
+            }
+            settings.database_url = url;
+        }
+        if let Some(size) = lookup("DB_POOL_SIZE") {
+            settings.db_pool_size = parse_number("DB_POOL_SIZE", &size, 1, 1000)? as u32;
+        }
+        if let Some(urls) = lookup("REDIS_URLS") {
+            let list: Vec<String> = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(String::from)
+                .collect();
+            if list.is_empty() || list.len() == 2 {
+                return Err(invalid(
+                    "REDIS_URLS",
+                    urls,
+                    "give one Redis URL (single node) or three or more (quorum)",
+                ));
+            }
+            if let Some(bad) = list.iter().find(|url| !url.starts_with("redis://")) {
+                return Err(invalid(
+                    "REDIS_URLS",
+                    urls.clone(),
+                    &format!("{bad:?} is not a redis:// URL"),
+                ));
+            }
+            settings.redis_urls = list;
+        }
+        if let Some(bind) = lookup("BIND") {
+            settings.bind = bind.parse().map_err(|_| {
+                invalid(
+                    "BIND",
+                    bind.clone(),
+                    "expected host:port, e.g. 127.0.0.1:8080",
+                )
+            })?;
+        }
+        if let Some(id) = lookup("INSTANCE_ID") {
+            if id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_control()) {
+                return Err(invalid("INSTANCE_ID", id, "1 to 64 printable characters"));
+            }
+            settings.instance_id = Some(id);
+        }
+        if let Some(prefix) = lookup("LOCK_PREFIX") {
+            if prefix.is_empty() || prefix.contains(['{', '}']) {
+                return Err(invalid("LOCK_PREFIX", prefix, "non-empty, without braces"));
+            }
+            settings.lock_prefix = prefix;
+        }
+        if let Some(allow) = lookup("ALLOW_RESET") {
+            settings.allow_reset = match allow.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => return Err(invalid("ALLOW_RESET", allow, "expected true or false")),
+            };
+        }
+        if let Some(interval) = lookup("JOB_INTERVAL_MS") {
+            let millis = parse_number("JOB_INTERVAL_MS", &interval, 0, 86_400_000)?;
+            if millis != 0 && millis < 100 {
+                return Err(invalid(
+                    "JOB_INTERVAL_MS",
+                    interval,
+                    "0 (off) or at least 100",
+                ));
+            }
+            settings.job_interval = Duration::from_millis(millis);
+        }
+        if let Some(format) = lookup("LOG_FORMAT") {
+            settings.log_format = match format.as_str() {
+                "pretty" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                _ => return Err(invalid("LOG_FORMAT", format, "expected pretty or json")),
+            };
+        }
+        if let Some(workers) = lookup("WORKERS") {
+            settings.workers = Some(parse_number("WORKERS", &workers, 1, 256)? as usize);
+        }
+        Ok(settings)
+    }
+}
+
+fn parse_number(
+    variable: &'static str,
+    value: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|number| (min..=max).contains(number))
+        .ok_or_else(|| {
+            invalid(
+                variable,
+                value.to_string(),
+                &format!("expected a whole number from {min} to {max}"),
+            )
+        })
+}
+
+fn invalid(variable: &'static str, value: String, reason: &str) -> ConfigError {
+    ConfigError {
+        variable,
+        value,
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_work_for_a_local_run() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.redis_urls.len(), 1);
+        assert!(!settings.allow_reset);
+        assert_eq!(settings.job_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (variable, value) in [
+            ("REDIS_URLS", "redis://a/,redis://b/"),
+            ("REDIS_URLS", "http://x"),
+            ("BIND", "nowhere"),
+            ("JOB_INTERVAL_MS", "fast"),
+            ("ALLOW_RESET", "maybe"),
+            ("DATABASE_URL", "mysql://x"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let err = settings(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.variable, variable);
+            assert!(err.to_string().contains(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn quorum_urls_are_split_and_trimmed() {
+        let settings =
+            settings(&[("REDIS_URLS", "redis://a:1/, redis://b:2/,redis://c:3/")]).unwrap();
+        assert_eq!(settings.redis_urls.len(), 3);
+        assert_eq!(settings.redis_urls[1], "redis://b:2/");
+    }
+}

@@ -1,0 +1,140 @@
+//! The service's error type: every failure has a status and a stable JSON `error` code.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use dlock::LockError;
+use serde_json::json;
+
+/// What can go wrong in a request. Bad input is a 4xx that wrote nothing; lock trouble keeps
+/// its own codes (`lock_busy` 423, `lock_unavailable` 503); the database being down is a 503.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed; `code` is stable, `message` explains.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The body is larger than the 16 KiB limit.
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A resource that does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Stable code, e.g. `product_not_found`.
+        code: &'static str,
+        /// What was looked up.
+        what: &'static str,
+        /// Its id.
+        id: i64,
+    },
+    /// A business rule refused the operation (`out_of_stock`, `insufficient_balance`, …).
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// `POST /product/reset` while `ALLOW_RESET` is off.
+    #[error("reset is disabled on this instance (ALLOW_RESET is off)")]
+    ResetDisabled,
+    /// The lock could not be had (or was lost).
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A fenced write was rejected: a newer lock holder has written since. Nothing was changed.
+    #[error("the lock was lost before the write (a newer holder wrote with fence {newer}); nothing was changed")]
+    FencedOut {
+        /// The fence stored in the row.
+        newer: i64,
+    },
+    /// Another request with the same `Idempotency-Key` committed first; its response is replayed.
+    /// Handled inside the service, never sent as such.
+    #[error("a request with this Idempotency-Key completed first")]
+    AlreadyApplied,
+    /// PostgreSQL failed or is unreachable.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(error: diesel::result::Error) -> Self {
+        AppError::Database(error.to_string())
+    }
+}
+
+impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for AppError {
+    fn from(error: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
+        AppError::Database(format!("no database connection: {error}"))
+    }
+}
+
+impl AppError {
+    /// A refusal that is the answer to the request (to be replayed for its Idempotency-Key),
+    /// as opposed to a transient failure the client should retry.
+    pub fn is_final(&self) -> bool {
+        matches!(self, AppError::NotFound { .. } | AppError::Conflict { .. })
+    }
+
+    /// The JSON body this error is sent with.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": self.code(), "message": self.to_string()})
+    }
+
+    /// Shorthand for a 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadRequest { code, .. }
+            | AppError::NotFound { code, .. }
+            | AppError::Conflict { code, .. } => code,
+            AppError::PayloadTooLarge { .. } => "body_too_large",
+            AppError::ResetDisabled => "reset_disabled",
+            AppError::Lock(lock) => lock.code(),
+            AppError::FencedOut { .. } => "lock_lost",
+            AppError::Database(_) => "database_unavailable",
+            AppError::AlreadyApplied => "idempotency_conflict",
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotFound { .. } => StatusCode::NOT_FOUND,
+            AppError::Conflict { .. } | AppError::FencedOut { .. } | AppError::AlreadyApplied => {
+                StatusCode::CONFLICT
+            }
+            AppError::ResetDisabled => StatusCode::FORBIDDEN,
+            AppError::Lock(lock) => lock.status_code(),
+            AppError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            // The lock's own mapping carries Retry-After and the resource.
+            AppError::Lock(lock) => lock.error_response(),
+            AppError::Database(detail) => {
+                tracing::error!(%detail, "database error");
+                HttpResponse::ServiceUnavailable()
+                    .json(json!({"error": self.code(), "message": "the database is unavailable; retry later"}))
+            }
+            _ => HttpResponse::build(self.status_code()).json(self.body()),
+        }
+    }
+}

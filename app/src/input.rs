@@ -1,0 +1,139 @@
+//! Request input: a JSON body extractor with a size limit and precise 400s, path and number
+//! checks. Everything here rejects before anything is written.
+
+use crate::error::AppError;
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 16 * 1024;
+/// Largest accepted quantity or amount: anything above is a typo or an attack.
+pub const MAX_AMOUNT: i64 = 1_000_000_000;
+
+/// A JSON body of type `T`; an empty body parses as `{}` (so optional fields take defaults).
+/// Bodies over 16 KiB are refused with 413 before being read in full.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let declared_too_large = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok())
+            .is_some_and(|length| length > BODY_LIMIT);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared_too_large {
+                return Err(AppError::PayloadTooLarge { limit: BODY_LIMIT });
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|err| AppError::bad_request("invalid_body", err.to_string()))?;
+                if body.len() + chunk.len() > BODY_LIMIT {
+                    return Err(AppError::PayloadTooLarge { limit: BODY_LIMIT });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+                b"{}"
+            } else {
+                &body
+            };
+            let invalid = |err: serde_json::Error| {
+                AppError::bad_request("invalid_json", format!("invalid JSON body: {err}"))
+            };
+            // serde would happily read a struct from an array (`[5]`); bodies are objects.
+            let value: serde_json::Value = serde_json::from_slice(text).map_err(invalid)?;
+            if !value.is_object() {
+                return Err(AppError::bad_request(
+                    "invalid_json",
+                    "the JSON body must be an object",
+                ));
+            }
+            serde_json::from_value(value).map(JsonBody).map_err(invalid)
+        })
+    }
+}
+
+/// An id from a path or body: a positive 64-bit integer. Anything else fails extraction (400)
+/// before a handler runs, so no lock is taken and nothing is written for bad ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "i64")]
+pub struct Id(pub i64);
+
+impl TryFrom<i64> for Id {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, String> {
+        if value > 0 {
+            Ok(Id(value))
+        } else {
+            Err(format!("ids are positive integers, got {value}"))
+        }
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A quantity or amount: 1 ..= [`MAX_AMOUNT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Amount(pub i64);
+
+impl TryFrom<i64> for Amount {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, String> {
+        if (1..=MAX_AMOUNT).contains(&value) {
+            Ok(Amount(value))
+        } else {
+            Err(format!("must be between 1 and {MAX_AMOUNT}, got {value}"))
+        }
+    }
+}
+
+/// A seat number: 1 ..= 100 000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "i64")]
+pub struct SeatNo(pub i32);
+
+impl TryFrom<i64> for SeatNo {
+    type Error = String;
+
+    fn try_from(value: i64) -> Result<Self, String> {
+        if (1..=100_000).contains(&value) {
+            Ok(SeatNo(value as i32))
+        } else {
+            Err(format!("seat numbers run from 1 to 100000, got {value}"))
+        }
+    }
+}
+
+impl std::fmt::Display for SeatNo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Error handlers for actix's own extractors (path, query), so they answer like ours.
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    AppError::bad_request("invalid_path", err.to_string()).into()
+}
+
+/// See [`path_error`].
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    AppError::bad_request("invalid_query", err.to_string()).into()
+}

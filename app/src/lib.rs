@@ -1,0 +1,17 @@
+//! The reference service: product stock, balances, seats and queue tokens behind
+//! `#[distributed_lock]`, on PostgreSQL through Diesel + diesel-async, with a scheduled job
+//! that runs exactly once per tick across instances.
+//!
+//! Start it with `cargo run -p dlock-app` (settings: [`configuration::Settings`]).
+
+pub mod configuration;
+pub mod db;
+pub mod error;
+pub mod idempotency;
+pub mod input;
+pub mod job;
+pub mod routes;
+pub mod schema;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

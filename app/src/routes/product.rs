@@ -1,0 +1,494 @@
+//! Products and stock deduction, under four strategies so load runs can compare them.
+
+use crate::error::AppError;
+use crate::idempotency::{self, IdempotencyKey, Stored};
+use crate::input::{Amount, Id, JsonBody, MAX_AMOUNT};
+use crate::schema::{products, stock_ledger};
+use crate::state::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use dlock::distributed_lock;
+use serde::Deserialize;
+use serde_json::json;
+
+/// `POST /product/reset` body: both fields optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    #[serde(default = "default_stock")]
+    stock: i64,
+    #[serde(default = "default_name")]
+    name: String,
+}
+
+fn default_stock() -> i64 {
+    1000
+}
+
+fn default_name() -> String {
+    "demo product".into()
+}
+
+/// `POST /product` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    stock: i64,
+}
+
+/// `POST /product/{id}/deduct` body: optional, quantity defaults to 1.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeductBody {
+    #[serde(default = "one")]
+    quantity: Amount,
+}
+
+fn one() -> Amount {
+    Amount(1)
+}
+
+/// How a deduction protects its read-modify-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// `#[distributed_lock]` around read → check → fenced write (the default).
+    Lock,
+    /// Read, then write, unprotected: shows lost updates and oversell under load.
+    None,
+    /// `SELECT … FOR UPDATE` in a transaction: PostgreSQL's row lock.
+    DbRow,
+    /// One conditional `UPDATE … WHERE stock >= q`.
+    Atomic,
+}
+
+impl Strategy {
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Lock => "lock",
+            Strategy::None => "none",
+            Strategy::DbRow => "db-row",
+            Strategy::Atomic => "atomic",
+        }
+    }
+}
+
+/// `?strategy=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeductQuery {
+    #[serde(default = "lock_strategy")]
+    strategy: Strategy,
+}
+
+fn lock_strategy() -> Strategy {
+    Strategy::Lock
+}
+
+fn check_stock(stock: i64) -> Result<i64, AppError> {
+    if (0..=MAX_AMOUNT).contains(&stock) {
+        Ok(stock)
+    } else {
+        Err(AppError::bad_request(
+            "invalid_stock",
+            format!("stock must be between 0 and {MAX_AMOUNT}, got {stock}"),
+        ))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), AppError> {
+    if name.trim().is_empty() || name.chars().count() > 200 {
+        Err(AppError::bad_request(
+            "invalid_name",
+            "name must be 1 to 200 characters",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn product_json(id: i64, name: &str, stock: i64) -> serde_json::Value {
+    json!({"id": id, "name": name, "stock": stock})
+}
+
+fn not_found(id: i64) -> AppError {
+    AppError::NotFound {
+        code: "product_not_found",
+        what: "product",
+        id,
+    }
+}
+
+/// Clears all products and their ledger and creates one product (demo and load-test setup).
+#[post("/product/reset")]
+pub async fn reset(
+    state: web::Data<AppState>,
+    body: JsonBody<ResetBody>,
+) -> Result<HttpResponse, AppError> {
+    if !state.allow_reset {
+        return Err(AppError::ResetDisabled);
+    }
+    let ResetBody { stock, name } = body.0;
+    check_stock(stock)?;
+    check_name(&name)?;
+    let mut conn = state.pool.get().await?;
+    let id: i64 = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            diesel::delete(stock_ledger::table).execute(conn).await?;
+            diesel::delete(products::table).execute(conn).await?;
+            Ok(diesel::insert_into(products::table)
+                .values((products::name.eq(&name), products::stock.eq(stock)))
+                .returning(products::id)
+                .get_result(conn)
+                .await?)
+        })
+        .await?;
+    tracing::info!(product = id, stock, "products reset");
+    Ok(HttpResponse::Created().json(product_json(id, &name, stock)))
+}
+
+/// Creates a product.
+#[post("/product")]
+pub async fn create(
+    state: web::Data<AppState>,
+    body: JsonBody<CreateBody>,
+) -> Result<HttpResponse, AppError> {
+    let CreateBody { name, stock } = body.0;
+    check_stock(stock)?;
+    check_name(&name)?;
+    let mut conn = state.pool.get().await?;
+    let id: i64 = diesel::insert_into(products::table)
+        .values((products::name.eq(&name), products::stock.eq(stock)))
+        .returning(products::id)
+        .get_result(&mut conn)
+        .await?;
+    Ok(HttpResponse::Created().json(product_json(id, &name, stock)))
+}
+
+/// Reads a product.
+#[get("/product/{id}")]
+pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpResponse, AppError> {
+    let mut conn = state.pool.get().await?;
+    let (name, stock): (String, i64) = products::table
+        .find(id.0)
+        .select((products::name, products::stock))
+        .first(&mut conn)
+        .await
+        .optional()?
+        .ok_or_else(|| not_found(id.0))?;
+    Ok(HttpResponse::Ok().json(product_json(id.0, &name, stock)))
+}
+
+/// Deducts `quantity` from a product's stock with the chosen strategy. Every success writes a
+/// ledger row in the same transaction, so `stock == initial − Σ ledger` can be checked.
+#[post("/product/{id}/deduct")]
+pub async fn deduct(
+    state: web::Data<AppState>,
+    id: web::Path<Id>,
+    query: web::Query<DeductQuery>,
+    body: JsonBody<DeductBody>,
+    req: HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    let product_id = *id;
+    let quantity = body.0.quantity.0;
+    let key = IdempotencyKey::from_request(&req, format!("deduct:{product_id}"))?;
+    if let Some(key) = &key {
+        let mut conn = state.pool.get().await?;
+        if let Some(stored) = idempotency::lookup(&mut conn, key).await? {
+            return Ok(stored.response(true));
+        }
+    }
+    let outcome = match query.strategy {
+        // No pooled connection is held while waiting for the lock: the holder must find the
+        // pool free, or every hold would queue behind the waiters.
+        Strategy::Lock => deduct_under_lock(&state, product_id, quantity, key.as_ref()).await,
+        strategy => {
+            let mut conn = state.pool.get().await?;
+            deduct_without_lock(
+                &mut conn,
+                &state.instance,
+                strategy,
+                product_id.0,
+                quantity,
+                key.as_ref(),
+            )
+            .await
+        }
+    };
+    idempotency::respond(&state.pool, key.as_ref(), outcome).await
+}
+
+/// `strategy=lock`: read, check, then a write fenced with the lock's token, so a holder whose
+/// lock expired (and was taken over) cannot overwrite the newer holder's stock. The wait budget
+/// is generous because a flash sale queues hundreds of buyers on one product: they should wait
+/// their turn (each turn takes a few milliseconds), not be told to come back.
+#[distributed_lock(resource = "product:{product_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 20000, guard = lock)]
+async fn deduct_under_lock(
+    state: &AppState,
+    product_id: Id,
+    quantity: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    let fence = i64::try_from(lock.fence()).expect("fences stay below 2^53");
+    let mut conn = state.pool.get().await?;
+    fenced_deduct(
+        &mut conn,
+        &state.instance,
+        product_id.0,
+        quantity,
+        fence,
+        lock.acquired_at(),
+        key,
+    )
+    .await
+}
+
+/// The write a lock holder makes: read the stock, check it, then write the new value with
+/// `WHERE fence <= $fence`. If a newer holder has written since (its fence is larger), nothing
+/// changes and the result is [`AppError::FencedOut`]. Public so tests can play a stale holder.
+pub async fn fenced_deduct(
+    conn: &mut AsyncPgConnection,
+    instance: &str,
+    product_id: i64,
+    quantity: i64,
+    fence: i64,
+    held_since: tokio::time::Instant,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    let (stock, stored_fence) = read_stock(conn, product_id, false).await?;
+    if stock < quantity {
+        return Err(out_of_stock(product_id, stock, quantity));
+    }
+    let hold_us = i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX);
+    let deduction = Deduction {
+        product_id,
+        quantity,
+        strategy: Strategy::Lock,
+        instance,
+        fence: Some(fence),
+        hold_us: Some(hold_us),
+    };
+    let stored = deduction.response(stock - quantity);
+    match deduction
+        .write(conn, NewStock::Value(stock - quantity), key, Some(&stored))
+        .await?
+    {
+        Some(_) => {
+            tracing::info!(
+                product = product_id,
+                fence,
+                remaining = stock - quantity,
+                "stock deducted"
+            );
+            Ok(stored)
+        }
+        None => Err(AppError::FencedOut {
+            newer: stored_fence,
+        }),
+    }
+}
+
+/// The strategies without a distributed lock, for comparison.
+async fn deduct_without_lock(
+    conn: &mut AsyncPgConnection,
+    instance: &str,
+    strategy: Strategy,
+    product_id: i64,
+    quantity: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    let deduction = Deduction {
+        product_id,
+        quantity,
+        strategy,
+        instance,
+        fence: None,
+        hold_us: None,
+    };
+    match strategy {
+        // Read, then write back what was read minus the quantity: between the two another
+        // request may do the same, and a deduction is lost (or stock oversold).
+        Strategy::None => {
+            let (stock, _) = read_stock(conn, product_id, false).await?;
+            if stock < quantity {
+                return Err(out_of_stock(product_id, stock, quantity));
+            }
+            let stored = deduction.response(stock - quantity);
+            deduction
+                .write(conn, NewStock::Value(stock - quantity), key, Some(&stored))
+                .await?;
+            Ok(stored)
+        }
+        // The same read-modify-write, with PostgreSQL holding the row lock from read to commit.
+        Strategy::DbRow => {
+            conn.transaction::<_, AppError, _>(async |conn| {
+                let (stock, _) = read_stock(conn, product_id, true).await?;
+                if stock < quantity {
+                    return Err(out_of_stock(product_id, stock, quantity));
+                }
+                let stored = deduction.response(stock - quantity);
+                deduction
+                    .write(conn, NewStock::Value(stock - quantity), key, Some(&stored))
+                    .await?;
+                Ok(stored)
+            })
+            .await
+        }
+        // One conditional decrement; the remaining stock is only known afterwards, so the
+        // idempotency record follows in the same transaction.
+        Strategy::Atomic => {
+            conn.transaction::<_, AppError, _>(async |conn| {
+                match deduction
+                    .write(conn, NewStock::DecrementIfEnough, None, None)
+                    .await?
+                {
+                    Some(remaining) => {
+                        let stored = deduction.response(remaining);
+                        if let Some(key) = key {
+                            idempotency::save(conn, key, &stored).await?;
+                        }
+                        Ok(stored)
+                    }
+                    None => {
+                        let (stock, _) = read_stock(conn, product_id, false).await?;
+                        Err(out_of_stock(product_id, stock, quantity))
+                    }
+                }
+            })
+            .await
+        }
+        Strategy::Lock => unreachable!("handled by deduct_under_lock"),
+    }
+}
+
+/// `(stock, fence)` of a product, optionally `FOR UPDATE`.
+async fn read_stock(
+    conn: &mut AsyncPgConnection,
+    product_id: i64,
+    for_update: bool,
+) -> Result<(i64, i64), AppError> {
+    let query = products::table
+        .find(product_id)
+        .select((products::stock, products::fence));
+    let row = if for_update {
+        query.for_update().first(conn).await.optional()?
+    } else {
+        query.first(conn).await.optional()?
+    };
+    row.ok_or_else(|| not_found(product_id))
+}
+
+fn out_of_stock(id: i64, stock: i64, quantity: i64) -> AppError {
+    AppError::Conflict {
+        code: "out_of_stock",
+        message: format!(
+            "product {id} has {stock} in stock, {quantity} requested; nothing was deducted"
+        ),
+    }
+}
+
+/// How the stock column changes.
+enum NewStock {
+    /// `stock = value` (read-modify-write strategies).
+    Value(i64),
+    /// `stock = stock - quantity WHERE stock >= quantity` (atomic).
+    DecrementIfEnough,
+}
+
+/// One deduction's write: the stock update, its ledger row and (optionally) the idempotency
+/// record, as a single SQL statement, so they commit together or not at all, in one round trip.
+struct Deduction<'a> {
+    product_id: i64,
+    quantity: i64,
+    strategy: Strategy,
+    instance: &'a str,
+    fence: Option<i64>,
+    hold_us: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct Remaining {
+    #[diesel(sql_type = BigInt)]
+    stock: i64,
+}
+
+impl Deduction<'_> {
+    fn response(&self, remaining: i64) -> Stored {
+        let body = match self.fence {
+            Some(fence) => json!({"id": self.product_id, "stock": remaining, "fence": fence}),
+            None => json!({"id": self.product_id, "stock": remaining}),
+        };
+        Stored::new(StatusCode::OK, &body)
+    }
+
+    /// Returns the remaining stock, or `None` when the update matched nothing (fenced out, or
+    /// not enough stock for `DecrementIfEnough`).
+    async fn write(
+        &self,
+        conn: &mut AsyncPgConnection,
+        new_stock: NewStock,
+        key: Option<&IdempotencyKey>,
+        stored: Option<&Stored>,
+    ) -> Result<Option<i64>, AppError> {
+        let (set_stock, condition) = match new_stock {
+            NewStock::Value(_) => ("$5", ""),
+            NewStock::DecrementIfEnough => ("stock - $2", " AND stock >= $2"),
+        };
+        let fence_condition = if self.fence.is_some() {
+            " AND fence <= $6"
+        } else {
+            ""
+        };
+        let record_key = match (key, stored) {
+            (Some(_), Some(_)) => {
+                ", saved AS (INSERT INTO idempotency_keys (scope, key, status, body) \
+                 SELECT $8, $9, $10, $11 FROM updated)"
+            }
+            _ => "",
+        };
+        let sql = format!(
+            "WITH updated AS (\
+                UPDATE products SET stock = {set_stock}, fence = GREATEST(fence, COALESCE($6, 0)) \
+                WHERE id = $1{condition}{fence_condition} RETURNING id, stock\
+             ), ledger AS (\
+                INSERT INTO stock_ledger (product_id, quantity, strategy, instance, fence, hold_us) \
+                SELECT id, $2, $3, $4, $6, $7 FROM updated\
+             ){record_key} \
+             SELECT stock FROM updated"
+        );
+        let value = match new_stock {
+            NewStock::Value(value) => value,
+            NewStock::DecrementIfEnough => 0,
+        };
+        let (scope, key_text, status, body) = match (key, stored) {
+            (Some(key), Some(stored)) => (
+                key.scope(),
+                key.key(),
+                i32::from(stored.status),
+                stored.body.as_str(),
+            ),
+            _ => ("", "", 0, ""),
+        };
+        let remaining: Option<Remaining> = diesel::sql_query(sql)
+            .bind::<BigInt, _>(self.product_id)
+            .bind::<BigInt, _>(self.quantity)
+            .bind::<Text, _>(self.strategy.name())
+            .bind::<Text, _>(self.instance)
+            .bind::<BigInt, _>(value)
+            .bind::<Nullable<BigInt>, _>(self.fence)
+            .bind::<Nullable<BigInt>, _>(self.hold_us)
+            .bind::<Text, _>(scope)
+            .bind::<Text, _>(key_text)
+            .bind::<Integer, _>(status)
+            .bind::<Text, _>(body)
+            .get_result(conn)
+            .await
+            .optional()
+            .map_err(idempotency::conflict_or_database)?;
+        Ok(remaining.map(|row| row.stock))
+    }
+}

@@ -1,0 +1,51 @@
+//! Queue tokens: positions 1, 2, 3, … per concert, no gaps, no repeats.
+
+use crate::error::AppError;
+use crate::input::{Id, JsonBody};
+use crate::routes::seats::UserBody;
+use crate::schema::queue_tokens;
+use crate::state::AppState;
+use actix_web::{post, web, HttpResponse};
+use diesel::dsl::max;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use dlock::distributed_lock;
+use serde_json::json;
+
+/// Hands out the next position in a concert's queue.
+#[post("/queue/{concert_id}/tokens")]
+#[distributed_lock(resource = "queue:{concert_id}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+pub async fn take(
+    state: web::Data<AppState>,
+    concert_id: web::Path<Id>,
+    body: JsonBody<UserBody>,
+) -> Result<HttpResponse, AppError> {
+    let concert_id = concert_id.0;
+    let user_id = body.0.user_id.0;
+    let fence = i64::try_from(lock.fence()).expect("fences stay below 2^53");
+    let token = uuid::Uuid::new_v4().to_string();
+    let mut conn = state.pool.get().await?;
+    let position = conn
+        .transaction::<_, AppError, _>(async |conn| {
+            let last: Option<i32> = queue_tokens::table
+                .filter(queue_tokens::concert_id.eq(concert_id))
+                .select(max(queue_tokens::position))
+                .first(conn)
+                .await?;
+            let position = last.unwrap_or(0) + 1;
+            diesel::insert_into(queue_tokens::table)
+                .values((
+                    queue_tokens::concert_id.eq(concert_id),
+                    queue_tokens::position.eq(position),
+                    queue_tokens::user_id.eq(user_id),
+                    queue_tokens::token.eq(&token),
+                    queue_tokens::instance.eq(&state.instance),
+                    queue_tokens::fence.eq(fence),
+                ))
+                .execute(conn)
+                .await?;
+            Ok(position)
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(json!({"token": token, "position": position})))
+}

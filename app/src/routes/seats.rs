@@ -1,0 +1,69 @@
+//! Seat reservation: one seat, one winner.
+
+use crate::error::AppError;
+use crate::input::{Id, JsonBody, SeatNo};
+use crate::schema::seat_reservations;
+use crate::state::AppState;
+use actix_web::{post, web, HttpResponse};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::RunQueryDsl;
+use dlock::distributed_lock;
+use serde::Deserialize;
+use serde_json::json;
+
+/// `{"user_id": N}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    /// Who asks.
+    pub user_id: Id,
+}
+
+fn seat_taken(concert_id: i64, seat_no: i32) -> AppError {
+    AppError::Conflict {
+        code: "seat_taken",
+        message: format!("seat {seat_no} of concert {concert_id} is already reserved"),
+    }
+}
+
+/// Reserves a seat: 201 for the one winner, 409 `seat_taken` for everyone else.
+#[post("/concerts/{concert_id}/seats/{seat_no}/reserve")]
+#[distributed_lock(resource = "seat:{path.0}:{path.1}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+pub async fn reserve(
+    state: web::Data<AppState>,
+    path: web::Path<(Id, SeatNo)>,
+    body: JsonBody<UserBody>,
+) -> Result<HttpResponse, AppError> {
+    let (Id(concert_id), SeatNo(seat_no)) = *path;
+    let user_id = body.0.user_id.0;
+    let mut conn = state.pool.get().await?;
+    let taken: bool = diesel::select(diesel::dsl::exists(
+        seat_reservations::table.find((concert_id, seat_no)),
+    ))
+    .get_result(&mut conn)
+    .await?;
+    if taken {
+        return Err(seat_taken(concert_id, seat_no));
+    }
+    // The primary key backs the lock up: even a holder that lost its lock cannot double-book.
+    diesel::insert_into(seat_reservations::table)
+        .values((
+            seat_reservations::concert_id.eq(concert_id),
+            seat_reservations::seat_no.eq(seat_no),
+            seat_reservations::user_id.eq(user_id),
+            seat_reservations::instance.eq(&state.instance),
+            seat_reservations::fence
+                .eq(i64::try_from(lock.fence()).expect("fences stay below 2^53")),
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(|err| match err {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                seat_taken(concert_id, seat_no)
+            }
+            other => other.into(),
+        })?;
+    Ok(HttpResponse::Created()
+        .json(json!({"concert_id": concert_id, "seat_no": seat_no, "user_id": user_id})))
+}

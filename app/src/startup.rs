@@ -1,0 +1,202 @@
+//! Building and running one instance: migrations, pools, the Locker, routes, middleware and the
+//! scheduled job.
+
+use crate::configuration::Settings;
+use crate::input::{path_error, query_error};
+use crate::routes::{balance, health, product, queue, seats};
+use crate::state::AppState;
+use crate::{db, job, telemetry};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use dlock::{Locker, LockerConfig};
+use std::net::TcpListener;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The lock configuration was refused.
+    #[error("REDIS_URLS / LOCK_PREFIX: {0}")]
+    Locker(#[from] dlock::LockError),
+    /// Migrations could not run (is PostgreSQL up? is DATABASE_URL right?).
+    #[error("DATABASE_URL: {0}")]
+    Database(String),
+    /// The address could not be bound.
+    #[error("BIND: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// A built instance, bound and ready to run.
+pub struct Application {
+    port: u16,
+    instance: String,
+    server: Server,
+    state: AppState,
+    job_interval: std::time::Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Runs migrations, binds `settings.bind` (port 0 = any free port) and builds the server.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        db::run_migrations(&settings.database_url)
+            .await
+            .map_err(StartupError::Database)?;
+        let pool = db::pool(&settings.database_url, settings.db_pool_size);
+        let locker = Locker::new(
+            LockerConfig::new(settings.redis_urls.clone()).prefix(settings.lock_prefix.clone()),
+        )?;
+        let listener = TcpListener::bind(settings.bind)?;
+        let port = listener.local_addr()?.port();
+        let instance = settings
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{port}", hostname()));
+        let state = AppState {
+            pool,
+            locker: locker.clone(),
+            instance: instance.clone(),
+            allow_reset: settings.allow_reset,
+        };
+        // Installed before the first request so lock metrics are recorded from the start.
+        let _ = telemetry::metrics_handle();
+        let app_state = web::Data::new(state.clone());
+        let app_locker = web::Data::new(locker);
+        let header_instance = instance.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(app_locker.clone())
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .service(product::reset)
+                .service(product::create)
+                .service(product::show)
+                .service(product::deduct)
+                .service(balance::charge)
+                .service(balance::spend)
+                .service(balance::show)
+                .service(seats::reserve)
+                .service(queue::take)
+                .service(health::health)
+                .service(health::metrics)
+                .default_service(web::to(not_found))
+                .wrap(actix_web::middleware::from_fn(observe_request))
+                .wrap(DefaultHeaders::new().add(("X-Instance", header_instance.clone())))
+        })
+        // A client that hangs up cancels its handler (and so releases its lock) at once.
+        .h1_allow_half_closed(false)
+        .shutdown_timeout(30);
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Application {
+            port,
+            instance,
+            server,
+            state,
+            job_interval: settings.job_interval,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// This instance's id (`X-Instance`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish and release their
+    /// locks) and runs the scheduled job meanwhile.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        tracing::info!(instance = %self.instance, port = self.port, "listening");
+        let scheduler = (!self.job_interval.is_zero())
+            .then(|| tokio::spawn(job::run_scheduler(self.state.clone(), self.job_interval)));
+        let outcome = self.server.await;
+        if let Some(scheduler) = scheduler {
+            scheduler.abort();
+        }
+        tracing::info!(instance = %self.instance, "stopped");
+        outcome
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .json(serde_json::json!({"error": "not_found", "message": "no such route"}))
+}
+
+/// Per request: a request id (taken from `X-Request-Id` or made), a span that every log line
+/// inside carries, one completion log line, and HTTP metrics by route pattern and status.
+async fn observe_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty() && value.len() <= 64)
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let instance = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.instance.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        %request_id,
+        %instance,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let started = Instant::now();
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "request completed"
+        )
+    });
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    Ok(response)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}

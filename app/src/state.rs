@@ -1,0 +1,17 @@
+//! What every handler shares.
+
+use crate::db::Pool;
+use dlock::Locker;
+
+/// Shared by all workers (cheap to clone: everything inside is reference-counted).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// PostgreSQL connections.
+    pub pool: Pool,
+    /// The distributed locks (handlers reach it through `#[distributed_lock]`).
+    pub locker: Locker,
+    /// This instance's id, written into ledgers and `X-Instance`.
+    pub instance: String,
+    /// Whether `POST /product/reset` is allowed.
+    pub allow_reset: bool,
+}

@@ -1,0 +1,200 @@
+//! `spawn_cluster()`: a fresh database and lock prefix, three instances on random ports.
+
+use dlock_app::configuration::Settings;
+use dlock_app::startup::Application;
+use dlock_testkit::{shared_redis, PostgresServer};
+use reqwest::{Client, Response};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// One PostgreSQL per test binary; each test gets its own database in it.
+pub fn postgres() -> &'static PostgresServer {
+    static SERVER: OnceLock<PostgresServer> = OnceLock::new();
+    SERVER.get_or_init(PostgresServer::start)
+}
+
+/// A running cluster of instances and a client that spreads requests over them.
+pub struct Cluster {
+    pub ports: Vec<u16>,
+    pub instances: Vec<String>,
+    pub database: String,
+    pub client: Client,
+    next: AtomicUsize,
+}
+
+pub struct Options {
+    pub instances: usize,
+    pub allow_reset: bool,
+    pub job_interval_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            instances: 3,
+            allow_reset: true,
+            job_interval_ms: 0,
+        }
+    }
+}
+
+pub async fn spawn_cluster() -> Cluster {
+    spawn_cluster_with(Options::default()).await
+}
+
+pub async fn spawn_cluster_with(options: Options) -> Cluster {
+    let database = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    postgres().create_database(&database);
+    let database_url = postgres().url(&database);
+    // All instances start (and migrate) at once, as a real rollout of three would.
+    let builds = (0..options.instances).map(|i| {
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URLS", shared_redis().url()),
+            ("BIND", "127.0.0.1:0".into()),
+            ("INSTANCE_ID", format!("app{}", i + 1)),
+            ("LOCK_PREFIX", prefix.clone()),
+            ("ALLOW_RESET", options.allow_reset.to_string()),
+            ("JOB_INTERVAL_MS", options.job_interval_ms.to_string()),
+            ("WORKERS", "2".into()),
+            ("DB_POOL_SIZE", "12".into()),
+        ]);
+        let settings =
+            Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid test settings");
+        Application::build(settings)
+    });
+    let applications: Vec<Application> = futures_util::future::join_all(builds)
+        .await
+        .into_iter()
+        .map(|built| built.expect("instance starts"))
+        .collect();
+    let ports = applications.iter().map(Application::port).collect();
+    let instances = applications
+        .iter()
+        .map(|app| app.instance().to_string())
+        .collect();
+    for application in applications {
+        tokio::spawn(application.run_until_stopped());
+    }
+    Cluster {
+        ports,
+        instances,
+        database,
+        client: Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        next: AtomicUsize::new(0),
+    }
+}
+
+/// A response, read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub instance: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    async fn from(response: Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let instance = headers
+            .get("x-instance")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            instance,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+impl Cluster {
+    /// The next instance's base URL, round robin.
+    pub fn url(&self, path: &str) -> String {
+        let port = self.ports[self.next.fetch_add(1, Ordering::Relaxed) % self.ports.len()];
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    pub async fn post(&self, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self.client.post(self.url(path));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(self.url(path))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// One SQL query's single value, read straight from the database.
+    pub fn sql(&self, query: &str) -> String {
+        postgres().psql(&self.database, query)
+    }
+
+    pub fn sql_i64(&self, query: &str) -> i64 {
+        self.sql(query)
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {query}"))
+    }
+
+    /// Resets to one product with `stock` and returns its id.
+    pub async fn reset(&self, stock: i64) -> i64 {
+        let reply = self
+            .post("/product/reset", Some(serde_json::json!({"stock": stock})))
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.body["id"].as_i64().unwrap()
+    }
+}
+
+/// Counts replies by status.
+pub fn by_status(replies: &[Reply]) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for reply in replies {
+        *counts.entry(reply.status).or_default() += 1;
+    }
+    counts
+}

@@ -1,0 +1,6 @@
+//! The reference service end to end: three instances in this process share one real
+//! PostgreSQL database and one real Redis, requests are spread across them.
+
+mod bad_input;
+mod helpers;
+mod scenarios;

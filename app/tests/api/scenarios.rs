@@ -1,0 +1,324 @@
+//! The original demos' scenarios over three instances, plus fencing, idempotency and the job.
+
+use crate::helpers::{by_status, spawn_cluster, spawn_cluster_with, Options};
+use dlock::{LockOptions, Locker, LockerConfig};
+use dlock_app::error::AppError;
+use dlock_app::routes::product::fenced_deduct;
+use dlock_testkit::shared_redis;
+use futures_util::future::join_all;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn classic_1050_deducts_sell_exactly_1000() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(1000).await;
+    let path = format!("/product/{product}/deduct");
+    let started = std::time::Instant::now();
+    let replies = join_all((0..1050).map(|_| cluster.post(&path, None))).await;
+    eprintln!("1050 requests in {:?}", started.elapsed());
+    let counts = by_status(&replies);
+    let unexpected: Vec<&str> = replies
+        .iter()
+        .filter(|r| r.status != 200 && r.status != 409)
+        .take(3)
+        .map(|r| r.text.as_str())
+        .collect();
+    assert_eq!(counts.get(&200), Some(&1000), "{counts:?} {unexpected:?}");
+    assert_eq!(counts.get(&409), Some(&50), "{counts:?}");
+    assert!(replies
+        .iter()
+        .filter(|r| r.status == 409)
+        .all(|r| r.code() == "out_of_stock"));
+    assert_eq!(
+        cluster.sql_i64(&format!("SELECT stock FROM products WHERE id = {product}")),
+        0
+    );
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 1000);
+    // Requests were spread: every instance served some, and every response says which.
+    let served: HashSet<&str> = replies.iter().map(|r| r.instance.as_str()).collect();
+    assert_eq!(served.len(), 3, "{served:?}");
+    // Fences strictly increase in the order the writes committed.
+    let fences_in_order = cluster.sql("SELECT bool_and(fence > prev) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev FROM stock_ledger) t WHERE prev IS NOT NULL");
+    assert_eq!(fences_in_order, "t");
+    eprintln!("{}", cluster.sql("SELECT round(avg(hold_us)) || ' us hold, ' || round(extract(epoch from max(created_at) - min(created_at))::numeric, 3) || ' s span' FROM stock_ledger"));
+    eprintln!(
+        "{}",
+        cluster.sql("SELECT instance || ':' || count(*) FROM stock_ledger GROUP BY instance")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn balance_charge_50_then_70_uses_of_1() {
+    let cluster = spawn_cluster().await;
+    let charged = cluster
+        .post("/balance/7/charge", Some(json!({"amount": 50})))
+        .await;
+    assert_eq!(
+        (charged.status, charged.body["balance"].as_i64()),
+        (200, Some(50)),
+        "{}",
+        charged.text
+    );
+    let replies =
+        join_all((0..70).map(|_| cluster.post("/balance/7/use", Some(json!({"amount": 1}))))).await;
+    let counts = by_status(&replies);
+    assert_eq!(
+        (counts.get(&200), counts.get(&409)),
+        (Some(&50), Some(&20)),
+        "{counts:?}"
+    );
+    assert!(replies
+        .iter()
+        .filter(|r| r.status == 409)
+        .all(|r| r.code() == "insufficient_balance"));
+    let balance = cluster.get("/balance/7").await;
+    assert_eq!(balance.body["balance"], 0);
+    let ledger = cluster.sql("SELECT sum(CASE kind WHEN 'charge' THEN amount ELSE -amount END) FROM balance_ledger WHERE user_id = 7");
+    assert_eq!(ledger, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_reservations_of_one_seat_have_one_winner() {
+    let cluster = spawn_cluster().await;
+    let replies = join_all((1..=10).map(|user| {
+        cluster.post(
+            "/concerts/3/seats/12/reserve",
+            Some(json!({"user_id": user})),
+        )
+    }))
+    .await;
+    let counts = by_status(&replies);
+    assert_eq!(
+        (counts.get(&201), counts.get(&409)),
+        (Some(&1), Some(&9)),
+        "{counts:?}"
+    );
+    assert!(replies
+        .iter()
+        .filter(|r| r.status == 409)
+        .all(|r| r.code() == "seat_taken"));
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM seat_reservations"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_queue_tokens_get_positions_1_to_100() {
+    let cluster = spawn_cluster().await;
+    let replies = join_all(
+        (1..=100).map(|user| cluster.post("/queue/9/tokens", Some(json!({"user_id": user})))),
+    )
+    .await;
+    assert!(
+        replies.iter().all(|r| r.status == 201),
+        "{:?}",
+        by_status(&replies)
+    );
+    let mut positions: Vec<i64> = replies
+        .iter()
+        .map(|r| r.body["position"].as_i64().unwrap())
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=100).collect::<Vec<_>>());
+    let tokens: HashSet<&str> = replies
+        .iter()
+        .map(|r| r.body["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_job_runs_exactly_once_per_tick_across_three_instances() {
+    let cluster = spawn_cluster_with(Options {
+        job_interval_ms: 250,
+        ..Options::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let ticks = cluster.sql_i64("SELECT count(DISTINCT tick) FROM job_runs");
+    assert!(ticks >= 5, "only {ticks} ticks ran");
+    let doubled = cluster.sql_i64(
+        "SELECT count(*) FROM (SELECT tick FROM job_runs GROUP BY tick HAVING count(*) > 1) t",
+    );
+    assert_eq!(
+        doubled,
+        0,
+        "some tick ran more than once: {}",
+        cluster.sql(
+            "SELECT tick, string_agg(instance, ',') FROM job_runs GROUP BY tick ORDER BY tick"
+        )
+    );
+    let missing =
+        cluster.sql_i64("SELECT (max(tick) - min(tick) + 1) - count(DISTINCT tick) FROM job_runs");
+    assert_eq!(missing, 0, "a tick was skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_that_lost_its_lock_cannot_write() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(10).await;
+    let locker =
+        Locker::new(LockerConfig::new([shared_redis().url()]).prefix("fencing-test")).unwrap();
+    let resource = format!("product:{product}");
+    let stale = locker
+        .acquire(
+            &resource,
+            &LockOptions::new().ttl(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // expired…
+    let fresh = locker
+        .acquire(&resource, &LockOptions::new())
+        .await
+        .unwrap(); // …and taken over
+    let pool = dlock_app::db::pool(&crate::helpers::postgres().url(&cluster.database), 2);
+    let mut conn = pool.get().await.unwrap();
+    let fence = |guard: &dlock::Guard| i64::try_from(guard.fence()).unwrap();
+    fenced_deduct(
+        &mut conn,
+        "new",
+        product,
+        1,
+        fence(&fresh),
+        fresh.acquired_at(),
+        None,
+    )
+    .await
+    .expect("the new holder writes");
+    let stale_write = fenced_deduct(
+        &mut conn,
+        "stale",
+        product,
+        1,
+        fence(&stale),
+        stale.acquired_at(),
+        None,
+    )
+    .await;
+    assert!(
+        matches!(stale_write, Err(AppError::FencedOut { .. })),
+        "{stale_write:?}"
+    );
+    assert_eq!(
+        cluster.sql_i64(&format!("SELECT stock FROM products WHERE id = {product}")),
+        9
+    );
+    assert_eq!(
+        cluster.sql("SELECT string_agg(instance, ',') FROM stock_ledger"),
+        "new"
+    );
+    assert!(!stale.release().await.unwrap());
+    fresh.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_sent_20_times_at_once_applies_once() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(100).await;
+    for strategy in ["lock", "atomic"] {
+        let path = format!("/product/{product}/deduct?strategy={strategy}");
+        let key = format!("key-{strategy}");
+        let headers = [
+            ("idempotency-key", key.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let replies =
+            join_all((0..20).map(|_| cluster.post_raw(&path, r#"{"quantity": 3}"#, &headers)))
+                .await;
+        assert!(
+            replies.iter().all(|r| r.status == 200),
+            "{:?}",
+            replies.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
+        let bodies: HashSet<&str> = replies.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(
+            bodies.len(),
+            1,
+            "repeats must get the first response: {bodies:?}"
+        );
+        let replayed = replies
+            .iter()
+            .filter(|r| r.headers.contains_key("idempotent-replayed"))
+            .count();
+        assert_eq!(replayed, 19);
+    }
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 2);
+    assert_eq!(
+        cluster.sql_i64(&format!("SELECT stock FROM products WHERE id = {product}")),
+        94
+    );
+    // Charges too.
+    let replies = join_all((0..20).map(|_| {
+        cluster.post_raw(
+            "/balance/5/charge",
+            r#"{"amount": 10}"#,
+            &[("idempotency-key", "charge-1")],
+        )
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    assert_eq!(cluster.get("/balance/5").await.body["balance"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_and_metrics_report_the_instance() {
+    let cluster = spawn_cluster().await;
+    let health = cluster.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    assert_eq!(health.body["db"], "ok");
+    assert_eq!(
+        health.body["redis"],
+        json!({"nodes": 1, "up": 1, "quorum": true})
+    );
+    assert!(cluster
+        .instances
+        .contains(&health.body["instance"].as_str().unwrap().to_string()));
+    let product = cluster.reset(5).await;
+    cluster
+        .post(&format!("/product/{product}/deduct"), None)
+        .await;
+    let metrics = cluster.get("/metrics").await;
+    assert!(
+        metrics.text.contains("dlock_acquired_total"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("http_requests_total"),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("/product/{id}/deduct"),
+        "routes are labelled by pattern"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strategies_all_sell_within_stock_when_serial() {
+    let cluster = spawn_cluster_with(Options {
+        instances: 1,
+        ..Options::default()
+    })
+    .await;
+    let product = cluster.reset(8).await;
+    for strategy in ["lock", "none", "db-row", "atomic"] {
+        for _ in 0..2 {
+            let reply = cluster
+                .post(
+                    &format!("/product/{product}/deduct?strategy={strategy}"),
+                    None,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{strategy}: {}", reply.text);
+        }
+    }
+    let reply = cluster
+        .post(&format!("/product/{product}/deduct?strategy=atomic"), None)
+        .await;
+    assert_eq!((reply.status, reply.code()), (409, "out_of_stock"));
+    let strategies = cluster
+        .sql("SELECT string_agg(DISTINCT strategy, ',' ORDER BY strategy) FROM stock_ledger");
+    assert_eq!(strategies, "atomic,db-row,lock,none");
+}
