@@ -1,51 +1,52 @@
 //! `cargo xtask <chore>`: the project's chores that are more than one command.
-//!
-//! - `test [args…]`   install the servers the tests need (Debian packages), then run every test
-//!   of the workspace (`cargo test --workspace args…`).
-//! - `bench [args…]`  the lock runtime's benchmark (`cargo bench -p dlock`), JSON lines on stdout.
 
+mod cluster;
+mod docker;
+mod install;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// A program the tests need, and the Debian package that provides it.
-struct Requirement {
-    program: &'static str,
-    debian_package: &'static str,
-}
+const USAGE: &str = "usage: cargo xtask <chore>
 
-const TEST_REQUIREMENTS: &[Requirement] = &[
-    Requirement {
-        program: "redis-server",
-        debian_package: "redis-server",
-    },
-    Requirement {
-        program: "initdb",
-        debian_package: "postgresql",
-    },
-    Requirement {
-        program: "pg_isready",
-        debian_package: "postgresql",
-    },
-    Requirement {
-        program: "psql",
-        debian_package: "postgresql-client",
-    },
-];
+  demo                  install what is missing, build, bring up the 3-instance cluster and run
+                        the `classic` load scenario; prints the verdict and the report's path
+  test [args…]          install the servers the tests need, then run every test of the workspace
+  bench [args…]         the lock runtime's benchmark (JSON lines)
+  up [--quorum]         start PostgreSQL, Redis (5 nodes with --quorum), 3 app instances and
+                        HAProxy on loopback (http://127.0.0.1:8080)
+  down                  stop exactly what `up` started
+  status                what runs, with pids
+  kill <component>      SIGKILL one of app1-3, redis1-5, postgres, lb (fault drills)
+  restart <component>   start it again
+  load <scenario|all> [--report DIR]
+                        run load scenarios against the running cluster: classic, oversell,
+                        strategies, balance, spread, quorum (needs `up --quorum`)
+  docker-check          validate docker/ (compose config, HAProxy config, Dockerfile steps)";
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let chore = args.next();
-    let rest: Vec<String> = args.collect();
-    let result = match chore.as_deref() {
-        Some("test") => ensure_installed(TEST_REQUIREMENTS).and_then(|()| {
-            cargo(&["test", "--workspace"], &rest)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let workspace = workspace_root();
+    let rest = args.get(1..).unwrap_or_default();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => install::ensure(install::TESTS)
+            .and_then(|()| cargo(&workspace, &["test", "--workspace"], rest)),
+        Some("bench") => install::ensure(&install::TESTS[..1]).and_then(|()| {
+            cargo(
+                &workspace,
+                &["bench", "-p", "dlock", "--bench", "lock", "--"],
+                rest,
+            )
         }),
-        Some("bench") => ensure_installed(&TEST_REQUIREMENTS[..1])
-            .and_then(|()| cargo(&["bench", "-p", "dlock", "--bench", "lock"], &rest)),
-        _ => Err(
-            "usage: cargo xtask <chore>\n  test [args…]   install what tests need, run all tests\n  \
-             bench [args…]  run the lock benchmark (JSON lines)"
-                .to_string(),
-        ),
+        Some("up") => cluster::up(&workspace, rest.iter().any(|arg| arg == "--quorum")).map(drop),
+        Some("down") => cluster::down(&workspace),
+        Some("status") => cluster::status(&workspace),
+        Some("kill") => one_arg(rest).and_then(|name| cluster::kill(&workspace, name)),
+        Some("restart") => one_arg(rest).and_then(|name| cluster::restart(&workspace, name)),
+        Some("load") => load(&workspace, rest),
+        Some("demo") => demo(&workspace),
+        Some("docker-check") => docker::check(&workspace),
+        _ => Err(USAGE.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,80 +57,75 @@ fn main() -> ExitCode {
     }
 }
 
-fn cargo(args: &[&str], extra: &[String]) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(args)
-        .args(extra)
-        .status()
-        .map_err(|err| format!("cannot run {cargo}: {err}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+fn one_arg(rest: &[String]) -> Result<&str, String> {
+    match rest {
+        [name] => Ok(name),
+        _ => Err("name one component: app1-3, redis1-5, postgres, lb".into()),
     }
 }
 
-/// Installs the Debian packages behind missing programs when we are root; otherwise says
-/// exactly what to install.
-fn ensure_installed(requirements: &[Requirement]) -> Result<(), String> {
-    let mut missing: Vec<&str> = requirements
-        .iter()
-        .filter(|req| !program_exists(req.program))
-        .map(|req| req.debian_package)
-        .collect();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !is_root() {
-        return Err(format!(
-            "missing Debian packages: {0}\n  install them with: sudo apt-get install -y {0}",
-            missing.join(" ")
-        ));
-    }
-    eprintln!("xtask: installing {} (apt-get)", missing.join(" "));
-    run_root(Command::new("apt-get").args(["update", "-q"]))?;
-    run_root(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    match requirements.iter().find(|req| !program_exists(req.program)) {
-        None => Ok(()),
-        Some(req) => Err(format!(
-            "`{}` still missing after installing {}",
-            req.program, req.debian_package
-        )),
-    }
+/// The whole demo: dependencies, cluster, the classic scenario and its verdict.
+fn demo(workspace: &Path) -> Result<(), String> {
+    install::ensure(install::CLUSTER)?;
+    install::ensure_oha()?;
+    cluster::up(workspace, false)?;
+    load(workspace, &["classic".to_string()])?;
+    println!("\nThe cluster is still up: try `cargo xtask load all`, `cargo xtask status`, `cargo xtask down`.");
+    Ok(())
 }
 
-fn run_root(command: &mut Command) -> Result<(), String> {
-    let status = command
+/// Runs the load-tests binary (release) against the running cluster.
+fn load(workspace: &Path, rest: &[String]) -> Result<(), String> {
+    let info = cluster::Layout::new(workspace)
+        .info()
+        .ok_or("no cluster is running here: start one with `cargo xtask up` (or `up --quorum`)")?;
+    let oha = install::ensure_oha()?;
+    let mut args = vec!["run", "--release", "-q", "-p", "load-tests", "--"];
+    args.extend(rest.iter().map(String::as_str));
+    let status = Command::new(cargo_program())
+        .current_dir(workspace)
+        .args(&args)
+        .env("LB_URL", &info.lb_url)
+        .env("DATABASE_URL", &info.database_url)
+        .env("REDIS_URLS", info.redis_urls.join(","))
+        .env(
+            "CLUSTER_MODE",
+            if info.quorum { "quorum" } else { "single" },
+        )
+        .env("OHA", &oha)
+        .env(
+            "XTASK",
+            std::env::current_exe().map_err(|err| err.to_string())?,
+        )
         .status()
-        .map_err(|err| format!("cannot run {command:?}: {err}"))?;
+        .map_err(|err| format!("cannot run the load tests: {err}"))?;
     status
         .success()
         .then_some(())
-        .ok_or_else(|| format!("{command:?} failed ({status})"))
+        .ok_or_else(|| "load scenario verdict: FAIL (see the table above)".to_string())
 }
 
-/// On PATH, or (PostgreSQL server tools) in Debian's versioned `/usr/lib/postgresql/*/bin`.
-fn program_exists(program: &str) -> bool {
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()));
-    on_path
-        || std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|version| version.path().join("bin").join(program).is_file())
+fn cargo(workspace: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
+    let status = Command::new(cargo_program())
+        .current_dir(workspace)
+        .args(args)
+        .args(extra)
+        .status()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("`cargo {}` failed ({status})", args.join(" ")))
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// `xtask/..`: chores run from anywhere inside the workspace.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }

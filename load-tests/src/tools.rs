@@ -1,0 +1,219 @@
+//! The outside world: oha runs, API calls, SQL queries, cluster fault drills.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Where everything is, from the environment `cargo xtask load` sets.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub lb_url: String,
+    pub database_url: String,
+    pub oha: PathBuf,
+    pub quorum: bool,
+    pub xtask: Option<PathBuf>,
+    pub client: reqwest::Client,
+}
+
+impl Env {
+    pub fn from_env() -> Result<Env, String> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .map_err(|_| format!("{name} is not set; run through `cargo xtask load`"))
+        };
+        Ok(Env {
+            lb_url: var("LB_URL")?,
+            database_url: var("DATABASE_URL")?,
+            oha: PathBuf::from(std::env::var("OHA").unwrap_or_else(|_| "oha".into())),
+            quorum: std::env::var("CLUSTER_MODE").as_deref() == Ok("quorum"),
+            xtask: std::env::var_os("XTASK").map(PathBuf::from),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|err| err.to_string())?,
+        })
+    }
+
+    /// `POST` JSON through the load balancer; returns (status, body).
+    pub async fn post(&self, path: &str, body: Value) -> Result<(u16, Value), String> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.lb_url))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|err| format!("POST {path}: {err}"))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Resets to one product with `stock`; returns its id.
+    pub async fn reset(&self, stock: i64) -> Result<i64, String> {
+        let (status, body) = self.post("/product/reset", json!({"stock": stock})).await?;
+        match (status, body["id"].as_i64()) {
+            (201, Some(id)) => Ok(id),
+            _ => Err(format!("reset answered {status} {body}")),
+        }
+    }
+
+    /// Creates a product; returns its id.
+    pub async fn create_product(&self, name: &str, stock: i64) -> Result<i64, String> {
+        let (status, body) = self
+            .post("/product", json!({"name": name, "stock": stock}))
+            .await?;
+        match (status, body["id"].as_i64()) {
+            (201, Some(id)) => Ok(id),
+            _ => Err(format!("create product answered {status} {body}")),
+        }
+    }
+
+    /// Rows of a query, tab-separated fields, via `psql`.
+    pub fn sql(&self, query: &str) -> Result<Vec<Vec<String>>, String> {
+        let out = Command::new("psql")
+            .arg(&self.database_url)
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                query,
+            ])
+            .output()
+            .map_err(|err| format!("cannot run psql (package postgresql-client): {err}"))?;
+        if !out.status.success() {
+            return Err(format!("psql: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(|line| line.split('\t').map(String::from).collect())
+            .collect())
+    }
+
+    /// One number from a query.
+    pub fn sql_i64(&self, query: &str) -> Result<i64, String> {
+        let rows = self.sql(query)?;
+        rows.first()
+            .and_then(|row| row.first())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| format!("no number from {query}: {rows:?}"))
+    }
+
+    /// `cargo xtask kill|restart <component>` (fault drills in the quorum scenario).
+    pub fn xtask(&self, verb: &str, component: &str) -> Result<(), String> {
+        let xtask = self
+            .xtask
+            .as_ref()
+            .ok_or("XTASK is not set; run through `cargo xtask load`")?;
+        let status = Command::new(xtask)
+            .args([verb, component])
+            .status()
+            .map_err(|err| err.to_string())?;
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("xtask {verb} {component} failed"))
+    }
+}
+
+/// What oha measured in one run.
+#[derive(Debug, Clone, Default)]
+pub struct Load {
+    pub label: String,
+    pub requests: u64,
+    pub requests_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub errors: u64,
+}
+
+impl Load {
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    pub fn statuses_text(&self) -> String {
+        let mut parts: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(status, n)| format!("{n}×{status}"))
+            .collect();
+        if self.errors > 0 {
+            parts.push(format!("{}×error", self.errors));
+        }
+        parts.join(", ")
+    }
+}
+
+/// How oha is driven.
+#[derive(Debug, Clone)]
+pub struct OhaRun {
+    pub label: String,
+    pub url: String,
+    pub body: String,
+    pub concurrency: u32,
+    /// A request count (`-n`) or, when `None`, a duration (`-z`).
+    pub requests: Option<u32>,
+    pub duration: Duration,
+    /// `url` is a regex of URLs (`--rand-regex-url`), e.g. to spread over products.
+    pub url_regex: bool,
+}
+
+/// Runs oha (JSON output) and parses what it measured.
+pub fn oha(env: &Env, run: &OhaRun, out_dir: &Path) -> Result<Load, String> {
+    let file = out_dir.join(format!("oha-{}.json", run.label));
+    let mut command = Command::new(&env.oha);
+    command
+        .args(["--no-tui", "--output-format", "json", "-o"])
+        .arg(&file)
+        .args(["-c", &run.concurrency.to_string(), "-m", "POST"])
+        .args(["-H", "content-type: application/json", "-d", &run.body]);
+    match run.requests {
+        Some(requests) => command.args(["-n", &requests.to_string()]),
+        None => command.args(["-z", &format!("{}s", run.duration.as_secs())]),
+    };
+    if run.url_regex {
+        command.arg("--rand-regex-url");
+    }
+    command.arg(&run.url);
+    let status = command
+        .status()
+        .map_err(|err| format!("cannot run oha ({}): {err}", env.oha.display()))?;
+    if !status.success() {
+        return Err(format!("oha failed ({status})"));
+    }
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).map_err(|err| err.to_string())?)
+            .map_err(|err| format!("oha JSON: {err}"))?;
+    let number = |value: &Value| value.as_f64().unwrap_or(0.0);
+    let statuses: BTreeMap<u16, u64> = json["statusCodeDistribution"]
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter_map(|(status, n)| Some((status.parse().ok()?, n.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let errors = json["errorDistribution"]
+        .as_object()
+        .map(|map| map.values().filter_map(Value::as_u64).sum())
+        .unwrap_or(0);
+    Ok(Load {
+        label: run.label.clone(),
+        requests: statuses.values().sum::<u64>() + errors,
+        requests_per_sec: number(&json["summary"]["requestsPerSec"]),
+        p50_ms: number(&json["latencyPercentiles"]["p50"]) * 1000.0,
+        p99_ms: number(&json["latencyPercentiles"]["p99"]) * 1000.0,
+        statuses,
+        errors,
+    })
+}

@@ -1,0 +1,195 @@
+//! Invariants, checked from the database after each run, and the verdict table.
+
+use crate::tools::Env;
+
+/// How one invariant came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// Broken, and expected to be (the `none` strategy shows the race the lock prevents).
+    ExpectedBroken,
+    /// Not applicable or informational.
+    Info,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub scenario: String,
+    pub name: String,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn new(scenario: &str, name: &str, ok: bool, detail: String) -> Check {
+        Check {
+            scenario: scenario.into(),
+            name: name.into(),
+            outcome: if ok { Outcome::Pass } else { Outcome::Fail },
+            detail,
+        }
+    }
+
+    /// For runs that are meant to show breakage: broken is expected, intact is noted.
+    pub fn expected_broken(scenario: &str, name: &str, ok: bool, detail: String) -> Check {
+        Check {
+            scenario: scenario.into(),
+            name: name.into(),
+            outcome: if ok {
+                Outcome::Info
+            } else {
+                Outcome::ExpectedBroken
+            },
+            detail,
+        }
+    }
+}
+
+/// One lock hold as the ledger recorded it (µs since the epoch, database clock).
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub instance: String,
+    pub fence: i64,
+    pub start_us: i64,
+    pub end_us: i64,
+}
+
+/// The holds of a product under the `lock` strategy, in write order.
+pub fn holds(env: &Env, product_id: i64) -> Result<Vec<Hold>, String> {
+    let rows = env.sql(&format!(
+        "SELECT instance, fence, \
+                (extract(epoch FROM created_at) * 1000000)::bigint - hold_us, \
+                (extract(epoch FROM created_at) * 1000000)::bigint \
+         FROM stock_ledger WHERE product_id = {product_id} AND strategy = 'lock' ORDER BY id"
+    ))?;
+    rows.into_iter()
+        .map(|row| {
+            let number = |i: usize| {
+                row.get(i)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .ok_or("bad ledger row")
+            };
+            Ok(Hold {
+                instance: row.first().cloned().unwrap_or_default(),
+                fence: number(1)?,
+                start_us: number(2)?,
+                end_us: number(3)?,
+            })
+        })
+        .collect::<Result<_, &str>>()
+        .map_err(String::from)
+}
+
+/// The stock invariant: `stock == initial − Σ ledger`, and stock never negative.
+pub fn stock_checks(
+    env: &Env,
+    scenario: &str,
+    product_id: i64,
+    initial: i64,
+    expect_intact: bool,
+) -> Result<Vec<Check>, String> {
+    let stock = env.sql_i64(&format!(
+        "SELECT stock FROM products WHERE id = {product_id}"
+    ))?;
+    let sold = env.sql_i64(&format!(
+        "SELECT COALESCE(SUM(quantity), 0) FROM stock_ledger WHERE product_id = {product_id}"
+    ))?;
+    let intact = stock == initial - sold;
+    let detail = format!(
+        "initial {initial}, ledger {sold}, stock {stock} (expected {})",
+        initial - sold
+    );
+    let oversold = sold > initial || stock < 0;
+    let oversell_detail = format!("sold {sold} of {initial}, stock {stock}");
+    Ok(if expect_intact {
+        vec![
+            Check::new(scenario, "no oversell", !oversold, oversell_detail),
+            Check::new(
+                scenario,
+                "no lost update (stock = initial − Σ ledger)",
+                intact,
+                detail,
+            ),
+        ]
+    } else {
+        vec![
+            Check::expected_broken(scenario, "no oversell", !oversold, oversell_detail),
+            Check::expected_broken(
+                scenario,
+                "no lost update (stock = initial − Σ ledger)",
+                intact,
+                detail,
+            ),
+        ]
+    })
+}
+
+/// Fences strictly increase in write order, and no two holds overlap in time.
+pub fn hold_checks(scenario: &str, holds: &[Hold]) -> Vec<Check> {
+    let decreasing = holds
+        .windows(2)
+        .filter(|pair| pair[1].fence <= pair[0].fence)
+        .count();
+    let mut by_start: Vec<&Hold> = holds.iter().collect();
+    by_start.sort_by_key(|hold| hold.start_us);
+    let overlaps = by_start
+        .windows(2)
+        .filter(|pair| pair[1].start_us < pair[0].end_us)
+        .count();
+    vec![
+        Check::new(
+            scenario,
+            "fences strictly increasing",
+            decreasing == 0,
+            format!("{} holds, {decreasing} out of order", holds.len()),
+        ),
+        Check::new(
+            scenario,
+            "no overlapping holds",
+            overlaps == 0,
+            format!("{} holds, {overlaps} overlapping", holds.len()),
+        ),
+    ]
+}
+
+/// Prints the verdict table; true when nothing failed.
+pub fn print_verdict(checks: &[Check]) -> bool {
+    println!(
+        "\n{:<12} {:<46} {:<16} detail",
+        "scenario", "invariant", "verdict"
+    );
+    println!("{}", "-".repeat(110));
+    for check in checks {
+        println!(
+            "{:<12} {:<46} {:<16} {}",
+            check.scenario,
+            check.name,
+            label(check.outcome),
+            check.detail
+        );
+    }
+    let failed = checks
+        .iter()
+        .filter(|check| check.outcome == Outcome::Fail)
+        .count();
+    println!("{}", "-".repeat(110));
+    println!(
+        "VERDICT: {}",
+        if failed == 0 {
+            "PASS".to_string()
+        } else {
+            format!("FAIL ({failed} invariant(s) broken)")
+        }
+    );
+    failed == 0
+}
+
+pub fn label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Pass => "PASS",
+        Outcome::Fail => "FAIL",
+        Outcome::ExpectedBroken => "BROKEN (expected)",
+        Outcome::Info => "intact (lucky)",
+    }
+}

@@ -1,0 +1,585 @@
+//! The native cluster: PostgreSQL, Redis (1 node, or 5 with `--quorum`), three release-built
+//! app instances and HAProxy in front, all on loopback, all tracked by pid files under
+//! `.local/cluster/` so that `down` stops exactly what `up` started.
+
+use crate::install::{self, find};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The load balancer's port: the one URL clients use.
+pub const LB_PORT: u16 = 8080;
+/// The app instances' ports (app1, app2, app3).
+pub const APP_PORTS: [u16; 3] = [8081, 8082, 8083];
+/// PostgreSQL's port (off the default 5432, so a system PostgreSQL does not collide).
+pub const PG_PORT: u16 = 55432;
+/// Redis: one node in single mode, five in quorum mode.
+pub const REDIS_SINGLE_PORT: u16 = 6390;
+pub const REDIS_QUORUM_PORTS: [u16; 5] = [6391, 6392, 6393, 6394, 6395];
+
+/// Where the cluster keeps its data, pid files and logs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+/// What `up` recorded about the running cluster, read back by `status` and the load tests.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    pub quorum: bool,
+    pub lb_url: String,
+    pub database_url: String,
+    pub redis_urls: Vec<String>,
+}
+
+impl Layout {
+    pub fn new(workspace: &Path) -> Layout {
+        Layout {
+            root: workspace.join(".local/cluster"),
+        }
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.root.join("run").join(format!("{name}.pid"))
+    }
+
+    fn log_file(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+
+    fn info_file(&self) -> PathBuf {
+        self.root.join("cluster.env")
+    }
+
+    fn pg_dir(&self) -> PathBuf {
+        self.root.join("pg")
+    }
+
+    fn redis_dir(&self, node: usize) -> PathBuf {
+        self.root.join("redis").join(format!("node{node}"))
+    }
+
+    /// The pid recorded for `name`, if that process is alive.
+    fn running(&self, name: &str) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.pid_file(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    pub fn info(&self) -> Option<ClusterInfo> {
+        let text = std::fs::read_to_string(self.info_file()).ok()?;
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{key}=")))
+                .map(str::to_string)
+        };
+        Some(ClusterInfo {
+            quorum: value("MODE")? == "quorum",
+            lb_url: value("LB_URL")?,
+            database_url: value("DATABASE_URL")?,
+            redis_urls: value("REDIS_URLS")?.split(',').map(String::from).collect(),
+        })
+    }
+}
+
+fn redis_ports(quorum: bool) -> Vec<u16> {
+    if quorum {
+        REDIS_QUORUM_PORTS.to_vec()
+    } else {
+        vec![REDIS_SINGLE_PORT]
+    }
+}
+
+fn database_url() -> String {
+    format!("postgres://postgres@127.0.0.1:{PG_PORT}/dlock")
+}
+
+/// Starts whatever is not running yet and waits until the load balancer reports healthy.
+pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
+    install::ensure(install::CLUSTER)?;
+    let layout = Layout::new(workspace);
+    if let Some(info) = layout.info() {
+        if info.quorum != quorum && layout.running("app1").is_some() {
+            return Err(format!(
+                "the cluster is up in {} mode; run `cargo xtask down` first",
+                if info.quorum { "quorum" } else { "single" }
+            ));
+        }
+    }
+    for dir in ["run", "logs", "redis"] {
+        std::fs::create_dir_all(layout.root.join(dir)).map_err(|err| err.to_string())?;
+    }
+    eprintln!("xtask: building the app (release)");
+    install::run(Command::new(cargo()).current_dir(workspace).args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "dlock-app",
+    ]))?;
+
+    start_postgres(&layout)?;
+    let ports = redis_ports(quorum);
+    for (index, port) in ports.iter().enumerate() {
+        start_redis(&layout, index + 1, *port)?;
+    }
+    let info = ClusterInfo {
+        quorum,
+        lb_url: format!("http://127.0.0.1:{LB_PORT}"),
+        database_url: database_url(),
+        redis_urls: ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}/"))
+            .collect(),
+    };
+    std::fs::write(
+        layout.info_file(),
+        format!(
+            "MODE={}\nLB_URL={}\nDATABASE_URL={}\nREDIS_URLS={}\n",
+            if quorum { "quorum" } else { "single" },
+            info.lb_url,
+            info.database_url,
+            info.redis_urls.join(",")
+        ),
+    )
+    .map_err(|err| err.to_string())?;
+    for (index, _) in APP_PORTS.iter().enumerate() {
+        start_app(workspace, &layout, &info, index + 1)?;
+    }
+    for (index, port) in APP_PORTS.iter().enumerate() {
+        wait_healthy(&format!("app{}", index + 1), *port, Duration::from_secs(60))?;
+    }
+    start_lb(&layout)?;
+    wait_healthy("load balancer", LB_PORT, Duration::from_secs(20))?;
+    println!(
+        "cluster up ({} Redis node{}):",
+        ports.len(),
+        if ports.len() == 1 { "" } else { "s" }
+    );
+    println!(
+        "  load balancer  {}   (round robin, /health checks)",
+        info.lb_url
+    );
+    for (index, port) in APP_PORTS.iter().enumerate() {
+        println!("  app{}           http://127.0.0.1:{port}", index + 1);
+    }
+    println!("  PostgreSQL     {}", info.database_url);
+    println!("  Redis          {}", info.redis_urls.join(" "));
+    println!("  logs           {}", layout.root.join("logs").display());
+    Ok(info)
+}
+
+/// Stops everything `up` started, by pid, newest tier first.
+pub fn down(workspace: &Path) -> Result<(), String> {
+    let layout = Layout::new(workspace);
+    let mut names: Vec<String> = vec!["lb".into(), "app1".into(), "app2".into(), "app3".into()];
+    names.extend((1..=REDIS_QUORUM_PORTS.len()).map(|node| format!("redis{node}")));
+    names.push("postgres".into());
+    for name in names {
+        if let Some(pid) = layout.running(&name) {
+            stop(pid, &name)?;
+            println!("stopped {name} (pid {pid})");
+        }
+        let _ = std::fs::remove_file(layout.pid_file(&name));
+    }
+    Ok(())
+}
+
+/// Prints each component with its pid, or `down`.
+pub fn status(workspace: &Path) -> Result<(), String> {
+    let layout = Layout::new(workspace);
+    let Some(info) = layout.info() else {
+        println!("no cluster has been started here (run `cargo xtask up`)");
+        return Ok(());
+    };
+    println!(
+        "mode: {}",
+        if info.quorum {
+            "quorum (5 Redis nodes)"
+        } else {
+            "single Redis node"
+        }
+    );
+    let mut rows: Vec<(String, String)> = vec![("lb".into(), info.lb_url.clone())];
+    for (index, port) in APP_PORTS.iter().enumerate() {
+        rows.push((
+            format!("app{}", index + 1),
+            format!("http://127.0.0.1:{port}"),
+        ));
+    }
+    for (index, url) in info.redis_urls.iter().enumerate() {
+        rows.push((format!("redis{}", index + 1), url.clone()));
+    }
+    rows.push(("postgres".into(), info.database_url.clone()));
+    for (name, url) in rows {
+        let state = match layout.running(&name) {
+            Some(pid) => format!("up (pid {pid})"),
+            None => "down".into(),
+        };
+        println!("  {name:<9} {state:<16} {url}");
+    }
+    Ok(())
+}
+
+/// Fault drill: SIGKILL one component (`app1`…`app3`, `redis1`…, `postgres`, `lb`).
+pub fn kill(workspace: &Path, name: &str) -> Result<(), String> {
+    let layout = Layout::new(workspace);
+    let pid = layout
+        .running(name)
+        .ok_or_else(|| format!("{name} is not running (see `cargo xtask status`)"))?;
+    signal(pid, "KILL");
+    wait_dead(pid, Duration::from_secs(10))?;
+    let _ = std::fs::remove_file(layout.pid_file(name));
+    println!("killed {name} (pid {pid})");
+    Ok(())
+}
+
+/// Starts one component again (a Redis node comes back empty: persistence is off).
+pub fn restart(workspace: &Path, name: &str) -> Result<(), String> {
+    let layout = Layout::new(workspace);
+    let info = layout
+        .info()
+        .ok_or("no cluster here; run `cargo xtask up`")?;
+    if let Some(pid) = layout.running(name) {
+        stop(pid, name)?;
+    }
+    if let Some(index) = name
+        .strip_prefix("app")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let port = *APP_PORTS
+            .get(index.wrapping_sub(1))
+            .ok_or("apps are app1, app2, app3")?;
+        start_app(workspace, &layout, &info, index)?;
+        wait_healthy(name, port, Duration::from_secs(60))?;
+    } else if let Some(node) = name
+        .strip_prefix("redis")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let port = redis_ports(info.quorum)
+            .get(node.wrapping_sub(1))
+            .copied()
+            .ok_or_else(|| format!("no Redis node {node} in this mode"))?;
+        start_redis(&layout, node, port)?;
+    } else if name == "postgres" {
+        start_postgres(&layout)?;
+    } else if name == "lb" {
+        start_lb(&layout)?;
+    } else {
+        return Err(format!(
+            "unknown component {name:?}: app1-3, redis1-5, postgres, lb"
+        ));
+    }
+    println!("restarted {name}");
+    Ok(())
+}
+
+fn start_postgres(layout: &Layout) -> Result<(), String> {
+    if layout.running("postgres").is_some() {
+        return Ok(());
+    }
+    let dir = layout.pg_dir();
+    let data = dir.join("data");
+    let run_as = install::is_root().then_some("postgres");
+    let as_user = |program: &str| -> Result<Command, String> {
+        let path =
+            find(program).ok_or_else(|| format!("{program} not found (package postgresql)"))?;
+        Ok(match run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(path);
+                command
+            }
+            None => Command::new(path),
+        })
+    };
+    if !data.join("PG_VERSION").is_file() {
+        eprintln!(
+            "xtask: creating the PostgreSQL cluster in {}",
+            data.display()
+        );
+        std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+        if let Some(user) = run_as {
+            install::run(Command::new("chown").arg("-R").arg(user).arg(&dir))?;
+        }
+        install::run(
+            as_user("initdb")?
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+                .stdout(Stdio::null()),
+        )?;
+    }
+    let options = format!(
+        "-p {PG_PORT} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+        dir.display()
+    );
+    install::run(
+        as_user("pg_ctl")?
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("postgres.log"))
+            .args(["-w", "-o", &options, "start"])
+            .stdout(Stdio::null()),
+    )?;
+    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().map(str::to_string))
+        .ok_or("PostgreSQL started but wrote no postmaster.pid")?;
+    std::fs::write(layout.pid_file("postgres"), pid).map_err(|err| err.to_string())?;
+    let psql = find("psql").ok_or("psql not found (package postgresql-client)")?;
+    let exists = Command::new(&psql)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &PG_PORT.to_string(),
+            "-U",
+            "postgres",
+            "-tAc",
+        ])
+        .arg("SELECT 1 FROM pg_database WHERE datname = 'dlock'")
+        .output()
+        .map_err(|err| err.to_string())?;
+    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+        install::run(
+            Command::new(&psql)
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &PG_PORT.to_string(),
+                    "-U",
+                    "postgres",
+                    "-c",
+                ])
+                .arg("CREATE DATABASE dlock"),
+        )?;
+    }
+    Ok(())
+}
+
+fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
+    let name = format!("redis{node}");
+    if layout.running(&name).is_some() {
+        return Ok(());
+    }
+    let dir = layout.redis_dir(node);
+    std::fs::create_dir_all(&dir).map_err(|err| err.to_string())?;
+    let pid_file = dir.join("redis.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let redis = find("redis-server").ok_or("redis-server not found (package redis-server)")?;
+    install::run(
+        Command::new(redis)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--daemonize", "yes", "--maxclients", "10000"])
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--pidfile")
+            .arg(&pid_file)
+            .arg("--logfile")
+            .arg(layout.log_file(&name)),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} did not start; see {}",
+                layout.log_file(&name).display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::write(layout.pid_file(&name), pid.to_string()).map_err(|err| err.to_string())
+}
+
+fn start_app(
+    workspace: &Path,
+    layout: &Layout,
+    info: &ClusterInfo,
+    index: usize,
+) -> Result<(), String> {
+    let name = format!("app{index}");
+    if layout.running(&name).is_some() {
+        return Ok(());
+    }
+    let binary = workspace.join("target/release/dlock-app");
+    let log = std::fs::File::create(layout.log_file(&name)).map_err(|err| err.to_string())?;
+    let child = Command::new(&binary)
+        .env("DATABASE_URL", &info.database_url)
+        .env("REDIS_URLS", info.redis_urls.join(","))
+        .env("BIND", format!("127.0.0.1:{}", APP_PORTS[index - 1]))
+        .env("INSTANCE_ID", &name)
+        .env("ALLOW_RESET", "true")
+        .env("LOG_FORMAT", "json")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,dlock_app=info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|err| err.to_string())?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C in this terminal later does not reach it.
+        .process_group(0)
+        .spawn()
+        .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
+    std::fs::write(layout.pid_file(&name), child.id().to_string()).map_err(|err| err.to_string())
+}
+
+fn start_lb(layout: &Layout) -> Result<(), String> {
+    if layout.running("lb").is_some() {
+        return Ok(());
+    }
+    let config = layout.root.join("haproxy.cfg");
+    let servers: String = APP_PORTS
+        .iter()
+        .enumerate()
+        .map(|(index, port)| format!("    server app{} 127.0.0.1:{port} check\n", index + 1))
+        .collect();
+    std::fs::write(
+        &config,
+        haproxy_config(&format!("127.0.0.1:{LB_PORT}"), &servers),
+    )
+    .map_err(|err| err.to_string())?;
+    let haproxy = find("haproxy").ok_or("haproxy not found (package haproxy)")?;
+    install::run(
+        Command::new(&haproxy)
+            .arg("-c")
+            .arg("-q")
+            .arg("-f")
+            .arg(&config),
+    )?;
+    install::run(
+        Command::new(haproxy)
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .arg("-p")
+            .arg(layout.pid_file("lb")),
+    )
+}
+
+/// The HAProxy configuration shared by the native cluster and (with other addresses) Docker:
+/// round robin per request, active `/health` checks every second.
+pub fn haproxy_config(bind: &str, servers: &str) -> String {
+    format!(
+        "# Generated by `cargo xtask up`.
+global
+    maxconn 20000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+
+frontend api
+    bind {bind}
+    default_backend apps
+
+backend apps
+    balance roundrobin
+    option httpchk GET /health
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1
+{servers}"
+    )
+}
+
+fn wait_healthy(name: &str, port: u16, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if http_get_status(port, "/health") == Some(200) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} on port {port} not healthy after {within:?}; see .local/cluster/logs/"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The status code of `GET path` on a loopback port (a plain HTTP/1.1 request).
+pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn stop(pid: u32, name: &str) -> Result<(), String> {
+    signal(pid, "TERM");
+    if wait_dead(pid, Duration::from_secs(30)).is_err() {
+        eprintln!("xtask: {name} ignored SIGTERM for 30 s; killing it");
+        signal(pid, "KILL");
+        wait_dead(pid, Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Alive and not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit(')')
+                .next()
+                .map(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+fn wait_dead(pid: u32, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    while alive(pid) {
+        if Instant::now() > deadline {
+            return Err(format!("pid {pid} still alive after {within:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}

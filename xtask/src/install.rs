@@ -1,0 +1,131 @@
+//! Installing what a chore needs: Debian packages (as root) and `oha` (through cargo).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A program a chore needs, and the Debian package that provides it.
+#[derive(Debug, Clone, Copy)]
+pub struct Requirement {
+    pub program: &'static str,
+    pub debian_package: &'static str,
+}
+
+const fn requirement(program: &'static str, debian_package: &'static str) -> Requirement {
+    Requirement {
+        program,
+        debian_package,
+    }
+}
+
+/// What the test suite starts: Redis and PostgreSQL servers.
+pub const TESTS: &[Requirement] = &[
+    requirement("redis-server", "redis-server"),
+    requirement("initdb", "postgresql"),
+    requirement("pg_isready", "postgresql"),
+    requirement("psql", "postgresql-client"),
+    // The Docker files are validated without an engine: compose parses them, HAProxy checks.
+    requirement("docker-compose", "docker-compose"),
+    requirement("haproxy", "haproxy"),
+];
+
+/// What the native cluster runs: the servers plus HAProxy as the load balancer.
+pub const CLUSTER: &[Requirement] = &[
+    requirement("redis-server", "redis-server"),
+    requirement("initdb", "postgresql"),
+    requirement("pg_ctl", "postgresql"),
+    requirement("psql", "postgresql-client"),
+    requirement("haproxy", "haproxy"),
+];
+
+/// Installs the Debian packages behind missing programs when we are root; otherwise says
+/// exactly what to install.
+pub fn ensure(requirements: &[Requirement]) -> Result<(), String> {
+    let mut missing: Vec<&str> = requirements
+        .iter()
+        .filter(|req| find(req.program).is_none())
+        .map(|req| req.debian_package)
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing Debian packages: {0}\n  install them with: sudo apt-get install -y {0}",
+            missing.join(" ")
+        ));
+    }
+    eprintln!("xtask: installing {} (apt-get)", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    match requirements.iter().find(|req| find(req.program).is_none()) {
+        None => Ok(()),
+        Some(req) => Err(format!(
+            "`{}` still missing after installing {}",
+            req.program, req.debian_package
+        )),
+    }
+}
+
+/// `oha` for the load runs: on PATH or in `~/.cargo/bin`, else `cargo install oha --locked`
+/// (about ten minutes on two cores, once).
+pub fn ensure_oha() -> Result<PathBuf, String> {
+    if let Some(oha) = find("oha") {
+        return Ok(oha);
+    }
+    eprintln!("xtask: installing oha with `cargo install oha --locked` (takes a while, once)");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "oha", "--locked"]),
+    )?;
+    find("oha").ok_or_else(|| {
+        "oha still not found after `cargo install oha`; is ~/.cargo/bin on PATH?".into()
+    })
+}
+
+/// A program on PATH, in `~/.cargo/bin`, or (PostgreSQL server tools) in Debian's versioned
+/// `/usr/lib/postgresql/<version>/bin`, newest first.
+pub fn find(program: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    let mut postgres: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    postgres.sort_by(|a, b| b.0.cmp(&a.0));
+    // Server tools from the versioned folder first: PATH may hold lone symlinks to some.
+    let ordered = postgres.into_iter().map(|(_, dir)| dir).chain(dirs);
+    ordered
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+pub fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|err| format!("cannot run {command:?}: {err}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("{command:?} failed ({status})"))
+}
