@@ -133,7 +133,10 @@ pub struct Load {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub statuses: BTreeMap<u16, u64>,
+    /// Transport errors (connection failures, resets).
     pub errors: u64,
+    /// Requests still in flight when a timed run ended (oha abandons them; not a failure).
+    pub aborted_at_deadline: u64,
 }
 
 impl Load {
@@ -149,6 +152,12 @@ impl Load {
             .collect();
         if self.errors > 0 {
             parts.push(format!("{}×error", self.errors));
+        }
+        if self.aborted_at_deadline > 0 {
+            parts.push(format!(
+                "({} in flight at the deadline)",
+                self.aborted_at_deadline
+            ));
         }
         parts.join(", ")
     }
@@ -203,13 +212,22 @@ pub fn oha(env: &Env, run: &OhaRun, out_dir: &Path) -> Result<Load, String> {
                 .collect()
         })
         .unwrap_or_default();
-    let errors = json["errorDistribution"]
-        .as_object()
-        .map(|map| map.values().filter_map(Value::as_u64).sum())
-        .unwrap_or(0);
+    let error_count = |deadline: bool| -> u64 {
+        json["errorDistribution"]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .filter(|(kind, _)| kind.contains("deadline") == deadline)
+                    .filter_map(|(_, n)| n.as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let (errors, aborted_at_deadline) = (error_count(false), error_count(true));
     Ok(Load {
         label: run.label.clone(),
         requests: statuses.values().sum::<u64>() + errors,
+        aborted_at_deadline,
         requests_per_sec: number(&json["summary"]["requestsPerSec"]),
         p50_ms: number(&json["latencyPercentiles"]["p50"]) * 1000.0,
         p99_ms: number(&json["latencyPercentiles"]["p99"]) * 1000.0,

@@ -46,6 +46,21 @@ impl Check {
     }
 }
 
+/// Waits until no deduction has been written for half a second: requests that oha abandoned at
+/// its deadline may still be finishing on the server.
+pub fn settle(env: &Env) -> Result<(), String> {
+    let mut last = -1;
+    for _ in 0..40 {
+        let count = env.sql_i64("SELECT count(*) FROM stock_ledger")?;
+        if count == last {
+            return Ok(());
+        }
+        last = count;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Err("the ledger kept growing for 20 s after the run".into())
+}
+
 /// One lock hold as the ledger recorded it (µs since the epoch, database clock).
 #[derive(Debug, Clone)]
 pub struct Hold {
@@ -89,12 +104,19 @@ pub fn stock_checks(
     initial: i64,
     expect_intact: bool,
 ) -> Result<Vec<Check>, String> {
-    let stock = env.sql_i64(&format!(
-        "SELECT stock FROM products WHERE id = {product_id}"
+    settle(env)?;
+    // One statement, one snapshot: stock and ledger are read at the same instant.
+    let rows = env.sql(&format!(
+        "SELECT stock, (SELECT COALESCE(SUM(quantity), 0) FROM stock_ledger WHERE product_id = {product_id}) \
+         FROM products WHERE id = {product_id}"
     ))?;
-    let sold = env.sql_i64(&format!(
-        "SELECT COALESCE(SUM(quantity), 0) FROM stock_ledger WHERE product_id = {product_id}"
-    ))?;
+    let number = |i: usize| {
+        rows.first()
+            .and_then(|row| row.get(i))
+            .and_then(|value| value.parse::<i64>().ok())
+            .ok_or("no product row")
+    };
+    let (stock, sold) = (number(0)?, number(1)?);
     let intact = stock == initial - sold;
     let detail = format!(
         "initial {initial}, ledger {sold}, stock {stock} (expected {})",

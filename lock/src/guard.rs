@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Grant {
     pub token: String,
     pub fence: u64,
+    /// When the winning round returned: from here on the lock is certainly held. (Validity is
+    /// reckoned from the round's *start*, the conservative end for expiry.)
     pub acquired_at: Instant,
     pub valid_until: Instant,
 }
@@ -95,7 +97,8 @@ impl Guard {
         &self.hold().resource
     }
 
-    /// When the lock was acquired (the start of the winning round).
+    /// When the acquisition (or handoff) returned: the lock is certainly held from this instant,
+    /// so `[acquired_at, release]` never overlaps another holder's interval.
     pub fn acquired_at(&self) -> Instant {
         self.hold().acquired_at
     }

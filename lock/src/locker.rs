@@ -369,7 +369,7 @@ impl Inner {
                     return Attempt::Acquired(Grant {
                         token: token.to_string(),
                         fence,
-                        acquired_at: started,
+                        acquired_at: Instant::now(),
                         valid_until: Instant::now() + valid_for,
                     });
                 }
@@ -519,7 +519,7 @@ impl Inner {
                     return Ok(Grant {
                         token,
                         fence,
-                        acquired_at: started,
+                        acquired_at: Instant::now(),
                         valid_until: Instant::now() + valid_for,
                     });
                 }

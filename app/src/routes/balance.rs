@@ -116,9 +116,11 @@ pub async fn spend(
                 });
             }
             let written = diesel::update(
+                // Compare-and-set on the fence read with the balance (see `fenced_deduct`).
                 balances::table
                     .find(user_id)
-                    .filter(balances::fence.le(fence)),
+                    .filter(balances::fence.eq(stored_fence))
+                    .filter(balances::fence.lt(fence)),
             )
             .set((
                 balances::balance.eq(balance - amount),

@@ -247,9 +247,14 @@ async fn deduct_under_lock(
     .await
 }
 
-/// The write a lock holder makes: read the stock, check it, then write the new value with
-/// `WHERE fence <= $fence`. If a newer holder has written since (its fence is larger), nothing
-/// changes and the result is [`AppError::FencedOut`]. Public so tests can play a stale holder.
+/// The write a lock holder makes: read `(stock, fence)`, check the stock, then write the new
+/// value `WHERE fence = $read_fence AND fence < $our_fence`, setting `fence = $our_fence`.
+///
+/// `fence < ours` rejects a holder whose lock expired and was taken over once the newer holder
+/// has written. `fence = read` closes the other half: a new holder that read *before* a stale
+/// holder's late write landed (the old request was cancelled with its query in flight) would
+/// otherwise write back a stale value. Either way nothing changes and the result is
+/// [`AppError::FencedOut`]. Public so tests can play a stale holder.
 pub async fn fenced_deduct(
     conn: &mut AsyncPgConnection,
     instance: &str,
@@ -269,7 +274,10 @@ pub async fn fenced_deduct(
         quantity,
         strategy: Strategy::Lock,
         instance,
-        fence: Some(fence),
+        fence: Some(Fencing {
+            ours: fence,
+            read: stored_fence,
+        }),
         hold_us: Some(hold_us),
     };
     let stored = deduction.response(stock - quantity);
@@ -406,8 +414,15 @@ struct Deduction<'a> {
     quantity: i64,
     strategy: Strategy,
     instance: &'a str,
-    fence: Option<i64>,
+    fence: Option<Fencing>,
     hold_us: Option<i64>,
+}
+
+/// A lock holder's fence and the fence it read with the stock.
+#[derive(Debug, Clone, Copy)]
+struct Fencing {
+    ours: i64,
+    read: i64,
 }
 
 #[derive(QueryableByName)]
@@ -419,7 +434,7 @@ struct Remaining {
 impl Deduction<'_> {
     fn response(&self, remaining: i64) -> Stored {
         let body = match self.fence {
-            Some(fence) => json!({"id": self.product_id, "stock": remaining, "fence": fence}),
+            Some(fence) => json!({"id": self.product_id, "stock": remaining, "fence": fence.ours}),
             None => json!({"id": self.product_id, "stock": remaining}),
         };
         Stored::new(StatusCode::OK, &body)
@@ -479,12 +494,13 @@ impl Deduction<'_> {
             .bind::<Text, _>(self.strategy.name())
             .bind::<Text, _>(self.instance)
             .bind::<BigInt, _>(value)
-            .bind::<Nullable<BigInt>, _>(self.fence)
+            .bind::<Nullable<BigInt>, _>(self.fence.map(|fence| fence.ours))
             .bind::<Nullable<BigInt>, _>(self.hold_us)
             .bind::<Text, _>(scope)
             .bind::<Text, _>(key_text)
             .bind::<Integer, _>(status)
             .bind::<Text, _>(body)
+            .bind::<BigInt, _>(self.fence.map_or(0, |fence| fence.read))
             .get_result(conn)
             .await
             .optional()
