@@ -68,7 +68,12 @@ pub struct Health {
 /// The outcome of one acquisition round.
 enum Attempt {
     Acquired(Grant),
-    Busy { retry_after: Option<Duration> },
+    Busy {
+        retry_after: Option<Duration>,
+        /// Quorum mode: we won some nodes but not a majority (a split vote with other
+        /// contenders), and gave them back.
+        split: bool,
+    },
     Unavailable(Vec<NodeError>),
 }
 
@@ -205,10 +210,13 @@ impl Inner {
             let outcome = if attempt_now {
                 self.attempt(&keys, &token, options).await
             } else {
-                Attempt::Busy { retry_after: None }
+                Attempt::Busy {
+                    retry_after: None,
+                    split: false,
+                }
             };
             attempt_now = true;
-            let retry_after = match outcome {
+            let (retry_after, split) = match outcome {
                 Attempt::Acquired(grant) => {
                     fair_place.taken();
                     observe::acquired("redis", started.elapsed());
@@ -221,7 +229,7 @@ impl Inner {
                     ));
                 }
                 Attempt::Unavailable(errors) => return Err(self.unavailable(&resource, errors)),
-                Attempt::Busy { retry_after } => retry_after,
+                Attempt::Busy { retry_after, split } => (retry_after, split),
             };
             if options.fair {
                 fair_place.queued(&self, &keys, &token);
@@ -245,6 +253,13 @@ impl Inner {
                 if local_handoff {
                     local = Some(self.local.enqueue(&resource, options.clone()));
                 }
+                continue;
+            }
+            if split {
+                // Nobody holds the lock now: contenders that split the vote retry after a short
+                // random pause (Redlock's advice), so one of them soon wins a majority.
+                let pause = Duration::from_micros(rand::rng().random_range(0..=3000));
+                tokio::time::sleep(pause.min(deadline - now)).await;
                 continue;
             }
             let delay = self
@@ -375,16 +390,15 @@ impl Inner {
                 }
             }
         }
-        if !issued.is_empty() {
+        let split = !issued.is_empty();
+        if split {
             // A minority, or too late: give back what we got so no one waits on our leftovers.
-            let _ = self
-                .release_on_nodes(keys, token, Duration::ZERO, timeout)
-                .await;
+            let _ = self.undo_on_nodes(keys, token, timeout).await;
         }
         if errors.len() > self.nodes.len() - majority(self.nodes.len()) {
             return Attempt::Unavailable(errors);
         }
-        Attempt::Busy { retry_after }
+        Attempt::Busy { retry_after, split }
     }
 
     /// Quorum mode: the fence is the highest any node issued, written back to the nodes that
@@ -426,6 +440,16 @@ impl Inner {
         .filter(Result::is_ok)
         .count();
         (already + raised >= majority(self.nodes.len())).then_some(fence)
+    }
+
+    /// Gives back a partial acquisition without announcing it (see `RELEASE`).
+    async fn undo_on_nodes(&self, keys: &ResourceKeys, token: &str, timeout: Duration) {
+        let call = ScriptCall {
+            script: &scripts::RELEASE,
+            keys: &[&keys.lock],
+            args: &[token, "0", ""],
+        };
+        let _ = self.on_all_nodes(&call, timeout).await;
     }
 
     /// Releases `token`'s lock on every node; `keep` > 0 leaves the key to expire then (min_hold).

@@ -89,9 +89,11 @@ return 1",
 });
 
 /// KEYS: lock. ARGV: token, keep_ms, channel.
-/// Releases the caller's own lock and announces it on the channel. With `keep_ms > 0` (the
-/// `min_hold` has not passed yet) the key stays, owned by nobody, and just expires then; waiters'
-/// timers are set to that expiry. Returns 1 if the lock was the caller's, else 0.
+/// Releases the caller's own lock and announces it on the channel (unless the channel is empty:
+/// undoing a failed quorum attempt wakes nobody, the other contenders are retrying already).
+/// With `keep_ms > 0` (the `min_hold` has not passed yet) the key stays, owned by nobody, and
+/// just expires then; waiters' timers are set to that expiry. Returns 1 if the lock was the
+/// caller's, else 0.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -101,7 +103,7 @@ if keep > 0 then
   redis.call('PEXPIRE', KEYS[1], keep)
 else
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[3], 'released')
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'released') end
 end
 return 1",
     )
