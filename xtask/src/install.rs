@@ -105,7 +105,7 @@ pub fn find(program: &str) -> Option<PathBuf> {
             Some((version, entry.path().join("bin")))
         })
         .collect();
-    postgres.sort_by(|a, b| b.0.cmp(&a.0));
+    postgres.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
     // Server tools from the versioned folder first: PATH may hold lone symlinks to some.
     let ordered = postgres.into_iter().map(|(_, dir)| dir).chain(dirs);
     ordered
