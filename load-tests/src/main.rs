@@ -110,10 +110,11 @@ async fn run() -> Result<bool, String> {
 }
 
 fn checks_table(checks: &[verify::Check]) -> String {
-    let mut table = String::from("\n| invariant | verdict | detail |\n|---|---|---|\n");
+    let mut table = String::from("\n| run | invariant | verdict | detail |\n|---|---|---|---|\n");
     for check in checks {
         table.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {} |\n",
+            check.scenario,
             check.name,
             verify::label(check.outcome),
             check.detail

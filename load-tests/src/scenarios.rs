@@ -125,20 +125,17 @@ async fn run_classic(
             .push((hold.start_us, hold.end_us));
     }
     let lanes: Vec<(String, Vec<(i64, i64)>)> = lanes.into_iter().collect();
-    let first_ms: Vec<(String, Vec<(i64, i64)>)> = {
-        // A zoomed view of the first 40 ms, where single holds are visible.
-        let start = holds.iter().map(|h| h.start_us).min().unwrap_or(0);
+    let zoomed: Vec<(String, Vec<(i64, i64)>)> = {
+        // 40 ms around the first time the lock moved between instances, where single holds
+        // and the gaps between them are visible.
+        let switch = holds
+            .windows(2)
+            .find(|pair| pair[0].instance != pair[1].instance)
+            .map_or_else(|| holds.first().map_or(0, |h| h.start_us), |pair| pair[1].start_us);
+        let (from, to) = (switch - 20_000, switch + 20_000);
         lanes
             .iter()
-            .map(|(name, bars)| {
-                (
-                    name.clone(),
-                    bars.iter()
-                        .copied()
-                        .filter(|b| b.1 <= start + 40_000)
-                        .collect(),
-                )
-            })
+            .map(|(name, bars)| (name.clone(), bars.iter().copied().filter(|b| b.0 >= from && b.1 <= to).collect()))
             .collect()
     };
     let charts = vec![
@@ -159,7 +156,7 @@ async fn run_classic(
         ),
         (
             format!("{name}-timeline-40ms.svg"),
-            svg::timeline(&format!("{name}: the first 40 ms, zoomed"), &first_ms),
+            svg::timeline(&format!("{name}: 40 ms around a move between instances"), &zoomed),
         ),
     ];
     let markdown = format!(
