@@ -55,7 +55,10 @@ async fn run() -> Result<bool, String> {
             ALL.join(", ")
         ));
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let dir = report_dir.unwrap_or_else(|| workspace.join(".local/reports/latest"));
     std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
 

@@ -131,11 +131,22 @@ async fn run_classic(
         let switch = holds
             .windows(2)
             .find(|pair| pair[0].instance != pair[1].instance)
-            .map_or_else(|| holds.first().map_or(0, |h| h.start_us), |pair| pair[1].start_us);
+            .map_or_else(
+                || holds.first().map_or(0, |h| h.start_us),
+                |pair| pair[1].start_us,
+            );
         let (from, to) = (switch - 20_000, switch + 20_000);
         lanes
             .iter()
-            .map(|(name, bars)| (name.clone(), bars.iter().copied().filter(|b| b.0 >= from && b.1 <= to).collect()))
+            .map(|(name, bars)| {
+                (
+                    name.clone(),
+                    bars.iter()
+                        .copied()
+                        .filter(|b| b.0 >= from && b.1 <= to)
+                        .collect(),
+                )
+            })
             .collect()
     };
     let charts = vec![
@@ -156,7 +167,10 @@ async fn run_classic(
         ),
         (
             format!("{name}-timeline-40ms.svg"),
-            svg::timeline(&format!("{name}: 40 ms around a move between instances"), &zoomed),
+            svg::timeline(
+                &format!("{name}: 40 ms around a move between instances"),
+                &zoomed,
+            ),
         ),
     ];
     let markdown = format!(
