@@ -83,8 +83,9 @@
 //!
 //! ## The same handler written without the macro
 //!
-//! This is, token for token, what the attribute generates for `deduct` above (minus the
-//! unreachable line that pins the body's return type for `?`):
+//! This is what the attribute generates for `deduct` above, with the calls into the crate's
+//! hidden helper module spelled out (and without the unreachable line that pins the body's
+//! return type so `?` converts errors as it would in the function):
 //!
 //! ```no_run
 //! # use actix_web::{web, HttpResponse};

@@ -77,6 +77,21 @@ enum Attempt {
     Unavailable(Vec<NodeError>),
 }
 
+/// When a round started, the TTL it asked for, and its per-node budget.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    started: Instant,
+    ttl: Duration,
+    timeout: Duration,
+}
+
+/// How a yes/no round over the nodes came out.
+enum Verdict {
+    Confirmed,
+    Refused,
+    Unreachable(Vec<NodeError>),
+}
+
 /// Why a handoff to a local waiter did not happen.
 pub(crate) enum HandoffFailed {
     NotOurs,
@@ -377,18 +392,14 @@ impl Inner {
         let replies = self.on_all_nodes(&call, timeout).await;
         let (issued, busy, errors) = sort_replies(replies);
         let retry_after = busy.iter().filter_map(|(_, expires_in)| *expires_in).min();
-        if issued.len() >= majority(self.nodes.len()) {
-            let others: Vec<usize> = busy.iter().map(|(node, _)| *node).collect();
-            if let Some(fence) = self.settle_fence(keys, &issued, &others, timeout).await {
-                if let Some(valid_for) = validity(ttl, started.elapsed()) {
-                    return Attempt::Acquired(Grant {
-                        token: token.to_string(),
-                        fence,
-                        acquired_at: Instant::now(),
-                        valid_until: Instant::now() + valid_for,
-                    });
-                }
-            }
+        let others: Vec<usize> = busy.iter().map(|(node, _)| *node).collect();
+        let round = Round {
+            started,
+            ttl,
+            timeout,
+        };
+        if let Some(grant) = self.grant(keys, token, &issued, &others, round).await {
+            return Attempt::Acquired(grant);
         }
         let split = !issued.is_empty();
         if split {
@@ -399,6 +410,32 @@ impl Inner {
             return Attempt::Unavailable(errors);
         }
         Attempt::Busy { retry_after, split }
+    }
+
+    /// The grant a round earned, if a majority issued a fence, the fence could be settled and
+    /// the lock is still valid after all that.
+    async fn grant(
+        &self,
+        keys: &ResourceKeys,
+        token: &str,
+        issued: &[(usize, u64)],
+        others: &[usize],
+        round: Round,
+    ) -> Option<Grant> {
+        if issued.len() < majority(self.nodes.len()) {
+            return None;
+        }
+        let fence = self
+            .settle_fence(keys, issued, others, round.timeout)
+            .await?;
+        let valid_for = validity(round.ttl, round.started.elapsed())?;
+        let now = Instant::now();
+        Some(Grant {
+            token: token.to_string(),
+            fence,
+            acquired_at: now,
+            valid_until: now + valid_for,
+        })
     }
 
     /// Quorum mode: the fence is the highest any node issued, written back to the nodes that
@@ -467,19 +504,10 @@ impl Inner {
             keys: &[&keys.lock],
             args: &[token, &keep_ms, &keys.channel],
         };
-        let replies = self.on_all_nodes(&call, timeout).await;
-        let confirmed = replies
-            .iter()
-            .filter(|reply| matches!(reply, Ok(1)))
-            .count();
-        let errors: Vec<NodeError> = replies.into_iter().filter_map(Result::err).collect();
-        let quorum = majority(self.nodes.len());
-        if confirmed >= quorum {
-            Ok(true)
-        } else if errors.len() > self.nodes.len() - quorum {
-            Err(errors)
-        } else {
-            Ok(false)
+        match self.verdict(self.on_all_nodes(&call, timeout).await) {
+            Verdict::Confirmed => Ok(true),
+            Verdict::Refused => Ok(false),
+            Verdict::Unreachable(errors) => Err(errors),
         }
     }
 
@@ -498,7 +526,16 @@ impl Inner {
             args: &[token, &ttl_ms],
         };
         let started = Instant::now();
-        let replies = self.on_all_nodes(&call, self.call_timeout(ttl)).await;
+        match self.verdict(self.on_all_nodes(&call, self.call_timeout(ttl)).await) {
+            Verdict::Confirmed => Ok(validity(ttl, started.elapsed())),
+            Verdict::Refused => Ok(None),
+            Verdict::Unreachable(errors) => Err(errors),
+        }
+    }
+
+    /// Counts a yes/no round (release, extend): confirmed by a majority; refused (the lock is
+    /// not ours); or undecidable because too many nodes did not answer.
+    fn verdict(&self, replies: Vec<Result<i64, NodeError>>) -> Verdict {
         let confirmed = replies
             .iter()
             .filter(|reply| matches!(reply, Ok(1)))
@@ -506,11 +543,11 @@ impl Inner {
         let errors: Vec<NodeError> = replies.into_iter().filter_map(Result::err).collect();
         let quorum = majority(self.nodes.len());
         if confirmed >= quorum {
-            Ok(validity(ttl, started.elapsed()))
+            Verdict::Confirmed
         } else if errors.len() > self.nodes.len() - quorum {
-            Err(errors)
+            Verdict::Unreachable(errors)
         } else {
-            Ok(None)
+            Verdict::Refused
         }
     }
 
@@ -533,21 +570,17 @@ impl Inner {
         let started = Instant::now();
         let replies = self.on_all_nodes(&call, timeout).await;
         let (issued, refused, errors) = sort_replies(replies);
-        if issued.len() >= majority(self.nodes.len()) {
-            let others: Vec<usize> = refused.iter().map(|(node, _)| *node).collect();
-            if let Some(fence) = self
-                .settle_fence(&hold.keys, &issued, &others, timeout)
-                .await
-            {
-                if let Some(valid_for) = validity(ttl, started.elapsed()) {
-                    return Ok(Grant {
-                        token,
-                        fence,
-                        acquired_at: Instant::now(),
-                        valid_until: Instant::now() + valid_for,
-                    });
-                }
-            }
+        let others: Vec<usize> = refused.iter().map(|(node, _)| *node).collect();
+        let round = Round {
+            started,
+            ttl,
+            timeout,
+        };
+        if let Some(grant) = self
+            .grant(&hold.keys, &token, &issued, &others, round)
+            .await
+        {
+            return Ok(grant);
         }
         // Some nodes may already carry the new token: clear both tokens so nothing lingers.
         if !issued.is_empty() {
