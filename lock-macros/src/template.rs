@@ -68,6 +68,12 @@ fn placeholder(
     parameters: &[String],
 ) -> syn::Result<TokenStream> {
     let span = subspan(template, offset, offset + path.len());
+    if path.contains(':') {
+        return Err(syn::Error::new(
+            span,
+            format!("`{{{path}}}` in resource: format specs are not supported (not a field name either); placeholders are formatted with `Display`"),
+        ));
+    }
     let mut parts = path.split('.');
     let root = parts.next().unwrap_or_default().trim();
     if root.is_empty() {
@@ -123,4 +129,62 @@ fn subspan(template: &LitStr, start: usize, end: usize) -> Span {
 
 fn error_at(template: &LitStr, start: usize, end: usize, message: &str) -> syn::Error {
     syn::Error::new(subspan(template, start, end), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str, parameters: &[&str]) -> syn::Result<Template> {
+        let literal = LitStr::new(text, Span::call_site());
+        let parameters: Vec<String> = parameters.iter().map(|p| p.to_string()).collect();
+        parse(&literal, &parameters)
+    }
+
+    fn args(template: &Template) -> Vec<String> {
+        template
+            .args
+            .iter()
+            .map(|arg| arg.to_string().replace(' ', ""))
+            .collect()
+    }
+
+    #[test]
+    fn placeholders_become_borrowed_expressions() {
+        let template =
+            parse_text("seat:{path.0}:{body.user_id}:{id}", &["path", "body", "id"]).unwrap();
+        assert_eq!(template.format, "seat:{}:{}:{}");
+        assert_eq!(args(&template), ["&path.0", "&body.user_id", "&id"]);
+    }
+
+    #[test]
+    fn doubled_braces_are_literal() {
+        let template = parse_text("{{literal}}:{id}", &["id"]).unwrap();
+        assert_eq!(template.format, "{{literal}}:{}");
+        assert_eq!(args(&template), ["&id"]);
+    }
+
+    #[test]
+    fn self_fields_are_allowed_in_methods() {
+        let template = parse_text("job:{self.name}", &["self"]).unwrap();
+        assert_eq!(args(&template), ["&self.name"]);
+    }
+
+    #[test]
+    fn mistakes_are_errors_that_say_what_to_do() {
+        let cases = [
+            ("{nope}", "not a parameter"),
+            ("{}", "empty"),
+            ("{id", "unclosed"),
+            ("id}", "unmatched"),
+            ("{id:?}", "not a field name"),
+            ("{id.}", "not a field name"),
+        ];
+        for (text, expected) in cases {
+            let error = parse_text(text, &["id"])
+                .err()
+                .unwrap_or_else(|| panic!("{text} parsed"));
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
+    }
 }

@@ -103,6 +103,8 @@ fn database_url() -> String {
 /// Starts whatever is not running yet and waits until the load balancer reports healthy.
 pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
     install::ensure(install::CLUSTER)?;
+    // The load runs need oha; installing it here keeps `up` then `load` free of surprises.
+    install::ensure_oha()?;
     let layout = Layout::new(workspace);
     if let Some(info) = layout.info() {
         if info.quorum != quorum && layout.running("app1").is_some() {

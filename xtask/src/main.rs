@@ -66,8 +66,6 @@ fn one_arg(rest: &[String]) -> Result<&str, String> {
 
 /// The whole demo: dependencies, cluster, the classic scenario and its verdict.
 fn demo(workspace: &Path) -> Result<(), String> {
-    install::ensure(install::CLUSTER)?;
-    install::ensure_oha()?;
     cluster::up(workspace, false)?;
     load(workspace, &["classic".to_string()])?;
     println!("\nThe cluster is still up: try `cargo xtask load all`, `cargo xtask status`, `cargo xtask down`.");
