@@ -286,9 +286,9 @@ fn start_postgres(layout: &Layout) -> Result<(), String> {
     if layout.running("postgres").is_some() {
         return Ok(());
     }
-    let dir = layout.pg_dir();
-    let data = dir.join("data");
     let run_as = install::is_root().then_some("postgres");
+    let dir = postgres_home(layout, run_as)?;
+    let data = dir.join("data");
     let as_user = |program: &str| -> Result<Command, String> {
         let path =
             find(program).ok_or_else(|| format!("{program} not found (package postgresql)"))?;
@@ -369,6 +369,39 @@ fn start_postgres(layout: &Layout) -> Result<(), String> {
     Ok(())
 }
 
+/// `.local/cluster/pg`, as long as the `postgres` user (which runs the server when we are root)
+/// can reach it. A checkout under a private home (`/root/...`) is not reachable: then the data
+/// lives in `/var/lib/dlock-cluster/<checkout path>/pg` and `.local/cluster/pg` links to it.
+fn postgres_home(layout: &Layout, run_as: Option<&str>) -> Result<PathBuf, String> {
+    let dir = layout.pg_dir();
+    let Some(user) = run_as else {
+        return Ok(dir);
+    };
+    if let Ok(target) = std::fs::read_link(&dir) {
+        return Ok(target);
+    }
+    let reachable = Command::new("runuser")
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(&layout.root)
+        .status()
+        .is_ok_and(|status| status.success());
+    if reachable {
+        return Ok(dir);
+    }
+    let flattened = layout.root.display().to_string().replace('/', "_");
+    let outside = PathBuf::from("/var/lib/dlock-cluster").join(flattened.trim_start_matches('_')).join("pg");
+    std::fs::create_dir_all(&outside).map_err(|err| format!("{}: {err}", outside.display()))?;
+    if !dir.exists() {
+        std::os::unix::fs::symlink(&outside, &dir).map_err(|err| err.to_string())?;
+    }
+    eprintln!(
+        "xtask: the postgres user cannot reach {}; PostgreSQL data lives in {}",
+        layout.root.display(),
+        outside.display()
+    );
+    Ok(outside)
+}
+
 fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
     let name = format!("redis{node}");
     if layout.running(&name).is_some() {
@@ -428,7 +461,10 @@ fn start_app(
     if layout.running(&name).is_some() {
         return Ok(());
     }
-    let binary = workspace.join("target/release/dlock-app");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let binary = target.join("release/dlock-app");
     let log = std::fs::File::create(layout.log_file(&name)).map_err(|err| err.to_string())?;
     let child = Command::new(&binary)
         .env("DATABASE_URL", &info.database_url)
