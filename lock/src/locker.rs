@@ -213,7 +213,7 @@ impl Inner {
         let mut attempt = 0u32;
         let local_handoff = !options.fair && self.config.max_local_handoffs > 0;
         let mut attempt_now = true;
-        if local_handoff && self.local.has_waiters(&resource) {
+        if local_handoff && !options.wait.is_zero() && self.local.has_waiters(&resource) {
             // Waiters of this process are already queued: join them rather than barge past
             // (a holder that releases and comes straight back would otherwise win every race,
             // starving its own queue and every other process).

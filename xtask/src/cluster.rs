@@ -389,7 +389,9 @@ fn postgres_home(layout: &Layout, run_as: Option<&str>) -> Result<PathBuf, Strin
         return Ok(dir);
     }
     let flattened = layout.root.display().to_string().replace('/', "_");
-    let outside = PathBuf::from("/var/lib/dlock-cluster").join(flattened.trim_start_matches('_')).join("pg");
+    let outside = PathBuf::from("/var/lib/dlock-cluster")
+        .join(flattened.trim_start_matches('_'))
+        .join("pg");
     std::fs::create_dir_all(&outside).map_err(|err| format!("{}: {err}", outside.display()))?;
     if !dir.exists() {
         std::os::unix::fs::symlink(&outside, &dir).map_err(|err| err.to_string())?;
