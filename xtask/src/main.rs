@@ -22,7 +22,8 @@ const USAGE: &str = "usage: cargo xtask <chore>
   load <scenario|all> [--report DIR]
                         run load scenarios against the running cluster: classic, oversell,
                         strategies, balance, spread, quorum (needs `up --quorum`)
-  docker-check          validate docker/ (compose config, HAProxy config, Dockerfile steps)";
+  docker-check [--full] validate docker/ without an engine: compose config, HAProxy config,
+                        COPY sources, the release build; --full replays the cargo-chef stages";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         Some("restart") => one_arg(rest).and_then(|name| cluster::restart(&workspace, name)),
         Some("load") => load(&workspace, rest),
         Some("demo") => demo(&workspace),
-        Some("docker-check") => docker::check(&workspace),
+        Some("docker-check") => docker::check(&workspace, rest.iter().any(|arg| arg == "--full")),
         _ => Err(USAGE.to_string()),
     };
     match result {
