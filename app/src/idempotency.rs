@@ -108,6 +108,17 @@ pub async fn lookup(
     }))
 }
 
+/// The first response to `key` as a replay, if there was one (no key: nothing to replay).
+pub async fn replay(
+    conn: &mut AsyncPgConnection,
+    key: Option<&IdempotencyKey>,
+) -> Result<Option<HttpResponse>, AppError> {
+    match key {
+        Some(key) => Ok(lookup(conn, key).await?.map(|stored| stored.response(true))),
+        None => Ok(None),
+    }
+}
+
 /// Stores `stored` for `key` (inside the caller's transaction). A key that another request
 /// committed first is [`AppError::AlreadyApplied`].
 pub async fn save(

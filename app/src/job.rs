@@ -2,7 +2,7 @@
 
 use crate::error::AppError;
 use crate::schema::{job_runs, products};
-use crate::state::AppState;
+use crate::state::{db_fence, AppState};
 use diesel::dsl::{count_star, sql};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -60,7 +60,7 @@ pub async fn stock_report(state: &AppState, tick: i64) -> Result<(), AppError> {
             job_runs::job.eq(STOCK_REPORT),
             job_runs::tick.eq(tick),
             job_runs::instance.eq(&state.instance),
-            job_runs::fence.eq(i64::try_from(lock.fence()).expect("fences stay below 2^53")),
+            job_runs::fence.eq(db_fence(lock)),
             job_runs::products.eq(count),
             job_runs::total_stock.eq(total_stock),
         ))

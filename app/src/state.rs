@@ -15,3 +15,9 @@ pub struct AppState {
     /// Whether `POST /product/reset` is allowed.
     pub allow_reset: bool,
 }
+
+/// A guard's fence as a PostgreSQL `BIGINT`. Fences track the issuing Redis server's clock in
+/// microseconds, far below 2^63, so the conversion cannot fail in practice.
+pub fn db_fence(guard: &dlock::Guard) -> i64 {
+    i64::try_from(guard.fence()).expect("fences stay below 2^53")
+}

@@ -84,28 +84,10 @@ async fn run_classic(
     fault: Option<&str>,
 ) -> Result<Outcome, String> {
     let product = env.reset(1000).await?;
-    let run = OhaRun {
-        label: name.into(),
-        url: deduct_url(env, product, "lock"),
-        body: "{}".into(),
-        concurrency: 350,
-        requests: Some(1050),
-        duration: Duration::ZERO,
-        url_regex: false,
-    };
+    let run = OhaRun::count(name, deduct_url(env, product, "lock"), "{}", 350, 1050);
     let load = if let Some(component) = fault {
         let (env2, run2, dir2) = (env.clone(), run.clone(), dir.to_path_buf());
-        let label = run2.label.to_string();
-        let background = std::thread::spawn(move || {
-            oha(
-                &env2,
-                &OhaRun {
-                    label: label.clone(),
-                    ..run2
-                },
-                &dir2,
-            )
-        });
+        let background = std::thread::spawn(move || oha(&env2, &run2, &dir2));
         tokio::time::sleep(Duration::from_millis(150)).await;
         env.xtask("kill", component)?;
         background.join().map_err(|_| "oha thread panicked")??
@@ -191,15 +173,7 @@ pub async fn oversell(env: &Env, dir: &Path) -> Result<Outcome, String> {
     let product = env.reset(1000).await?;
     let load = oha(
         env,
-        &OhaRun {
-            label: "oversell".into(),
-            url: deduct_url(env, product, "lock"),
-            body: "{}".into(),
-            concurrency: 64,
-            requests: Some(3000),
-            duration: Duration::ZERO,
-            url_regex: false,
-        },
+        &OhaRun::count("oversell", deduct_url(env, product, "lock"), "{}", 64, 3000),
         dir,
     )?;
     let mut checks = vec![exact_statuses(
@@ -229,15 +203,12 @@ pub async fn strategies(env: &Env, dir: &Path) -> Result<Outcome, String> {
         let label = format!("strategy-{strategy}");
         let load = oha(
             env,
-            &OhaRun {
-                label: label.clone(),
-                url: deduct_url(env, product, strategy),
-                body: "{}".into(),
-                concurrency: 64,
-                requests: None,
-                duration: Duration::from_secs(STRATEGY_SECONDS),
-                url_regex: false,
-            },
+            &OhaRun::timed(
+                &label,
+                deduct_url(env, product, strategy),
+                64,
+                Duration::from_secs(STRATEGY_SECONDS),
+            ),
             dir,
         )?;
         let name = format!("strategies/{strategy}");
@@ -324,15 +295,13 @@ pub async fn balance(env: &Env, dir: &Path) -> Result<Outcome, String> {
     }
     let load = oha(
         env,
-        &OhaRun {
-            label: "balance".into(),
-            url: format!("{}/balance/{user}/use", env.lb_url),
-            body: r#"{"amount": 1}"#.into(),
-            concurrency: 70,
-            requests: Some(70),
-            duration: Duration::ZERO,
-            url_regex: false,
-        },
+        &OhaRun::count(
+            "balance",
+            format!("{}/balance/{user}/use", env.lb_url),
+            r#"{"amount": 1}"#,
+            70,
+            70,
+        ),
         dir,
     )?;
     let final_balance = env.sql_i64(&format!(
@@ -373,15 +342,12 @@ pub async fn spread(env: &Env, dir: &Path) -> Result<Outcome, String> {
     }
     let hot_load = oha(
         env,
-        &OhaRun {
-            label: "spread-hot".into(),
-            url: deduct_url(env, hot, "lock"),
-            body: "{}".into(),
-            concurrency: 64,
-            requests: None,
-            duration: Duration::from_secs(STRATEGY_SECONDS),
-            url_regex: false,
-        },
+        &OhaRun::timed(
+            "spread-hot",
+            deduct_url(env, hot, "lock"),
+            64,
+            Duration::from_secs(STRATEGY_SECONDS),
+        ),
         dir,
     )?;
     let alternatives = products[1..]
@@ -391,16 +357,13 @@ pub async fn spread(env: &Env, dir: &Path) -> Result<Outcome, String> {
         .join("|");
     let spread_load = oha(
         env,
-        &OhaRun {
-            label: "spread-100".into(),
-            // oha's regex URLs take `.` literally.
-            url: format!("{}/product/({alternatives})/deduct", env.lb_url),
-            body: "{}".into(),
-            concurrency: 64,
-            requests: None,
-            duration: Duration::from_secs(STRATEGY_SECONDS),
-            url_regex: true,
-        },
+        &OhaRun::timed(
+            "spread-100",
+            format!("{}/product/({alternatives})/deduct", env.lb_url),
+            64,
+            Duration::from_secs(STRATEGY_SECONDS),
+        )
+        .url_regex(),
         dir,
     )?;
     let mut checks = Vec::new();
@@ -470,15 +433,13 @@ pub async fn quorum(env: &Env, dir: &Path) -> Result<Outcome, String> {
     let product = env.reset(100).await?;
     let load = oha(
         env,
-        &OhaRun {
-            label: "quorum-majority-down".into(),
-            url: deduct_url(env, product, "lock"),
-            body: "{}".into(),
-            concurrency: 10,
-            requests: Some(100),
-            duration: Duration::ZERO,
-            url_regex: false,
-        },
+        &OhaRun::count(
+            "quorum-majority-down",
+            deduct_url(env, product, "lock"),
+            "{}",
+            10,
+            100,
+        ),
         dir,
     );
     let restarted: Result<Vec<()>, String> = ["redis1", "redis2", "redis3"]

@@ -177,6 +177,36 @@ pub struct OhaRun {
     pub url_regex: bool,
 }
 
+impl OhaRun {
+    /// `requests` POSTs of `body` at `concurrency`.
+    pub fn count(label: &str, url: String, body: &str, concurrency: u32, requests: u32) -> OhaRun {
+        OhaRun {
+            label: label.to_string(),
+            url,
+            body: body.to_string(),
+            concurrency,
+            requests: Some(requests),
+            duration: Duration::ZERO,
+            url_regex: false,
+        }
+    }
+
+    /// POSTs of `{}` at `concurrency` for `duration`.
+    pub fn timed(label: &str, url: String, concurrency: u32, duration: Duration) -> OhaRun {
+        OhaRun {
+            requests: None,
+            duration,
+            ..OhaRun::count(label, url, "{}", concurrency, 0)
+        }
+    }
+
+    /// `url` is a regex of URLs (oha's `--rand-regex-url`, where `.` is literal).
+    pub fn url_regex(mut self) -> OhaRun {
+        self.url_regex = true;
+        self
+    }
+}
+
 /// Runs oha (JSON output) and parses what it measured.
 pub fn oha(env: &Env, run: &OhaRun, out_dir: &Path) -> Result<Load, String> {
     let file = out_dir.join(format!("oha-{}.json", run.label));

@@ -369,15 +369,17 @@ impl Inner {
         let ttl_ms = ttl.as_millis().to_string();
         let lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
         let timeout = self.call_timeout(ttl);
+        let fair_keys;
         let call = if options.fair {
+            fair_keys = keys.fair();
             ScriptCall {
                 script: &scripts::FAIR_ACQUIRE,
                 keys: &[
                     &keys.lock,
                     &keys.fence,
-                    &keys.queue,
-                    &keys.leases,
-                    &keys.tickets,
+                    &fair_keys.queue,
+                    &fair_keys.leases,
+                    &fair_keys.tickets,
                 ],
                 args: &[token, &ttl_ms, &lease_ms],
             }
@@ -609,9 +611,10 @@ impl Inner {
         let keys = Arc::clone(keys);
         let token = token.to_string();
         runtime.spawn(async move {
+            let fair_keys = keys.fair();
             let call = ScriptCall {
                 script: &scripts::FAIR_LEAVE,
-                keys: &[&keys.queue, &keys.leases],
+                keys: &[&fair_keys.queue, &fair_keys.leases],
                 args: &[&token, &keys.channel],
             };
             let _ = inner.nodes[0]

@@ -31,18 +31,25 @@ pub fn validate_resource(resource: &str) -> Result<(), LockError> {
 /// braces (checked in the configuration).
 #[derive(Debug, Clone)]
 pub(crate) struct ResourceKeys {
+    /// `prefix:{resource}`, which every key starts with.
+    base: String,
     /// Holds the owner's random token, with the lock's TTL.
     pub lock: String,
     /// The fencing counter: the last fence issued. Never expires.
     pub fence: String,
-    /// Fair mode: waiters (sorted set, scored by arrival ticket).
-    pub queue: String,
-    /// Fair mode: each waiter's lease (hash, waiter → expiry in ms).
-    pub leases: String,
-    /// Fair mode: the arrival ticket counter.
-    pub tickets: String,
     /// Pub/sub channel announcing releases.
     pub channel: String,
+}
+
+/// The extra keys of fair mode, built only when a fair lock needs them (not on every acquire).
+#[derive(Debug, Clone)]
+pub(crate) struct FairKeys {
+    /// Waiters (sorted set, scored by arrival ticket).
+    pub queue: String,
+    /// Each waiter's lease (hash, waiter → expiry in ms).
+    pub leases: String,
+    /// The arrival ticket counter.
+    pub tickets: String,
 }
 
 impl ResourceKeys {
@@ -51,10 +58,17 @@ impl ResourceKeys {
         ResourceKeys {
             lock: format!("{base}:lock"),
             fence: format!("{base}:fence"),
+            channel: format!("{base}:released"),
+            base,
+        }
+    }
+
+    pub(crate) fn fair(&self) -> FairKeys {
+        let base = &self.base;
+        FairKeys {
             queue: format!("{base}:queue"),
             leases: format!("{base}:leases"),
             tickets: format!("{base}:tickets"),
-            channel: format!("{base}:released"),
         }
     }
 }
@@ -89,6 +103,6 @@ mod tests {
         };
         let odd = ResourceKeys::new("dlock", "a}b{c");
         assert_eq!(tag(&odd.lock), tag(&odd.fence));
-        assert_eq!(tag(&odd.lock), tag(&odd.queue));
+        assert_eq!(tag(&odd.lock), tag(&odd.fair().queue));
     }
 }

@@ -4,7 +4,7 @@ use crate::error::AppError;
 use crate::idempotency::{self, IdempotencyKey, Stored};
 use crate::input::{Amount, Id, JsonBody};
 use crate::schema::{balance_ledger, balances};
-use crate::state::AppState;
+use crate::state::{db_fence, AppState};
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
@@ -49,10 +49,10 @@ pub async fn charge(
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
     let (user_id, amount) = (user_id.0, body.0.amount.0);
-    let fence = i64::try_from(lock.fence()).expect("fences stay below 2^53");
+    let fence = db_fence(lock);
     let key = IdempotencyKey::from_request(&req, format!("charge:{user_id}"))?;
     let mut conn = state.pool.get().await?;
-    if let Some(stored) = replay(&mut conn, key.as_ref()).await? {
+    if let Some(stored) = idempotency::replay(&mut conn, key.as_ref()).await? {
         return Ok(stored);
     }
     let outcome = conn
@@ -92,10 +92,10 @@ pub async fn spend(
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
     let (user_id, amount) = (user_id.0, body.0.amount.0);
-    let fence = i64::try_from(lock.fence()).expect("fences stay below 2^53");
+    let fence = db_fence(lock);
     let key = IdempotencyKey::from_request(&req, format!("use:{user_id}"))?;
     let mut conn = state.pool.get().await?;
-    if let Some(stored) = replay(&mut conn, key.as_ref()).await? {
+    if let Some(stored) = idempotency::replay(&mut conn, key.as_ref()).await? {
         return Ok(stored);
     }
     let outcome = conn
@@ -156,18 +156,6 @@ pub async fn show(
         .optional()?
         .ok_or_else(|| unknown_user(user_id.0))?;
     Ok(HttpResponse::Ok().json(balance_json(user_id.0, balance)))
-}
-
-async fn replay(
-    conn: &mut AsyncPgConnection,
-    key: Option<&IdempotencyKey>,
-) -> Result<Option<HttpResponse>, AppError> {
-    match key {
-        Some(key) => Ok(idempotency::lookup(conn, key)
-            .await?
-            .map(|stored| stored.response(true))),
-        None => Ok(None),
-    }
 }
 
 async fn finish(

@@ -4,7 +4,7 @@ use crate::error::AppError;
 use crate::idempotency::{self, IdempotencyKey, Stored};
 use crate::input::{Amount, Id, JsonBody, MAX_AMOUNT};
 use crate::schema::{products, stock_ledger};
-use crate::state::AppState;
+use crate::state::{db_fence, AppState};
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
@@ -196,10 +196,10 @@ pub async fn deduct(
     let product_id = *id;
     let quantity = body.0.quantity.0;
     let key = IdempotencyKey::from_request(&req, format!("deduct:{product_id}"))?;
-    if let Some(key) = &key {
+    if key.is_some() {
         let mut conn = state.pool.get().await?;
-        if let Some(stored) = idempotency::lookup(&mut conn, key).await? {
-            return Ok(stored.response(true));
+        if let Some(replayed) = idempotency::replay(&mut conn, key.as_ref()).await? {
+            return Ok(replayed);
         }
     }
     let outcome = match query.strategy {
@@ -233,7 +233,7 @@ async fn deduct_under_lock(
     quantity: i64,
     key: Option<&IdempotencyKey>,
 ) -> Result<Stored, AppError> {
-    let fence = i64::try_from(lock.fence()).expect("fences stay below 2^53");
+    let fence = db_fence(lock);
     let mut conn = state.pool.get().await?;
     fenced_deduct(
         &mut conn,
@@ -320,29 +320,11 @@ async fn deduct_without_lock(
     match strategy {
         // Read, then write back what was read minus the quantity: between the two another
         // request may do the same, and a deduction is lost (or stock oversold).
-        Strategy::None => {
-            let (stock, _) = read_stock(conn, product_id, false).await?;
-            if stock < quantity {
-                return Err(out_of_stock(product_id, stock, quantity));
-            }
-            let stored = deduction.response(stock - quantity);
-            deduction
-                .write(conn, NewStock::Value(stock - quantity), key, Some(&stored))
-                .await?;
-            Ok(stored)
-        }
+        Strategy::None => deduction.read_modify_write(conn, key, false).await,
         // The same read-modify-write, with PostgreSQL holding the row lock from read to commit.
         Strategy::DbRow => {
             conn.transaction::<_, AppError, _>(async |conn| {
-                let (stock, _) = read_stock(conn, product_id, true).await?;
-                if stock < quantity {
-                    return Err(out_of_stock(product_id, stock, quantity));
-                }
-                let stored = deduction.response(stock - quantity);
-                deduction
-                    .write(conn, NewStock::Value(stock - quantity), key, Some(&stored))
-                    .await?;
-                Ok(stored)
+                deduction.read_modify_write(conn, key, true).await
             })
             .await
         }
@@ -438,6 +420,25 @@ impl Deduction<'_> {
             None => json!({"id": self.product_id, "stock": remaining}),
         };
         Stored::new(StatusCode::OK, &body)
+    }
+
+    /// Reads the stock (`FOR UPDATE` if asked), refuses when it is short, writes back what was
+    /// read minus the quantity (the `none` and `db-row` strategies).
+    async fn read_modify_write(
+        &self,
+        conn: &mut AsyncPgConnection,
+        key: Option<&IdempotencyKey>,
+        for_update: bool,
+    ) -> Result<Stored, AppError> {
+        let (stock, _) = read_stock(conn, self.product_id, for_update).await?;
+        if stock < self.quantity {
+            return Err(out_of_stock(self.product_id, stock, self.quantity));
+        }
+        let remaining = stock - self.quantity;
+        let stored = self.response(remaining);
+        self.write(conn, NewStock::Value(remaining), key, Some(&stored))
+            .await?;
+        Ok(stored)
     }
 
     /// Returns the remaining stock, or `None` when the update matched nothing (fenced out, or

@@ -4,7 +4,7 @@ use crate::error::AppError;
 use crate::input::{Id, JsonBody};
 use crate::routes::seats::UserBody;
 use crate::schema::queue_tokens;
-use crate::state::AppState;
+use crate::state::{db_fence, AppState};
 use actix_web::{post, web, HttpResponse};
 use diesel::dsl::max;
 use diesel::prelude::*;
@@ -22,7 +22,7 @@ pub async fn take(
 ) -> Result<HttpResponse, AppError> {
     let concert_id = concert_id.0;
     let user_id = body.0.user_id.0;
-    let fence = i64::try_from(lock.fence()).expect("fences stay below 2^53");
+    let fence = db_fence(lock);
     let token = uuid::Uuid::new_v4().to_string();
     let mut conn = state.pool.get().await?;
     let position = conn

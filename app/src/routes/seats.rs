@@ -3,7 +3,7 @@
 use crate::error::AppError;
 use crate::input::{Id, JsonBody, SeatNo};
 use crate::schema::seat_reservations;
-use crate::state::AppState;
+use crate::state::{db_fence, AppState};
 use actix_web::{post, web, HttpResponse};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -53,8 +53,7 @@ pub async fn reserve(
             seat_reservations::seat_no.eq(seat_no),
             seat_reservations::user_id.eq(user_id),
             seat_reservations::instance.eq(&state.instance),
-            seat_reservations::fence
-                .eq(i64::try_from(lock.fence()).expect("fences stay below 2^53")),
+            seat_reservations::fence.eq(db_fence(lock)),
         ))
         .execute(&mut conn)
         .await
