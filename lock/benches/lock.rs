@@ -9,7 +9,8 @@
 //!   same locker (direct handoff) or another one (pub/sub wake-up).
 //! - the same in quorum mode over 3 nodes.
 //!
-//! `BENCH_SECONDS` sets the hot run's length (default 10).
+//! `BENCH_SECONDS` sets the hot run's length (default 10). Arguments filter the runs by
+//! `bench/mode` substring, as other bench harnesses do: `cargo xtask bench hot/single`.
 
 use dlock::{LockOptions, Locker, LockerConfig};
 use dlock_testkit::RedisServer;
@@ -32,15 +33,32 @@ async fn run() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(10);
+    // `cargo bench` passes `--bench`; everything else is a filter.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let wanted = |bench: &str, mode: &str| {
+        let name = format!("{bench}/{mode}");
+        filters.is_empty() || filters.iter().any(|filter| name.contains(filter.as_str()))
+    };
     let single = vec![RedisServer::start()];
     let quorum: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let counter = RedisServer::start();
     for (mode, nodes) in [("single", &single), ("quorum3", &quorum)] {
         let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
-        hot(mode, &urls, &counter.url(), Duration::from_secs(seconds)).await;
-        uncontended(mode, &urls).await;
-        handoff(mode, &urls, true).await;
-        handoff(mode, &urls, false).await;
+        if wanted("hot", mode) {
+            hot(mode, &urls, &counter.url(), Duration::from_secs(seconds)).await;
+        }
+        if wanted("uncontended", mode) {
+            uncontended(mode, &urls).await;
+        }
+        if wanted("handoff_local", mode) {
+            handoff(mode, &urls, true).await;
+        }
+        if wanted("handoff_remote", mode) {
+            handoff(mode, &urls, false).await;
+        }
     }
 }
 

@@ -211,6 +211,9 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
         }
     }
     let timeout = inner.release_timeout(hold.options.effective_ttl());
+    inner
+        .local
+        .yield_if_contended(&hold.resource, inner.yield_window());
     let outcome = inner
         .release_on_nodes(&hold.keys, &hold.token, keep, timeout)
         .await;

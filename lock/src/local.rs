@@ -4,13 +4,23 @@
 //! The number of consecutive local handoffs per resource is bounded (`max_local_handoffs`);
 //! then the lock is really released and every waiter, local or remote, races for it, so other
 //! processes are never starved. The streak only resets on a real release.
+//!
+//! Taking turns: left alone, that race is a lottery the releasing process wins as often as any
+//! other, so with three busy processes one of them can lose many races in a row (that was the
+//! hot benchmark's wait tail). So when a streak ends while this process has waiters left *and*
+//! it has heard another process release the lock since its previous turn (release messages
+//! carry the locker id), its waiters stay out of the race for a short window (`yield_window`):
+//! one of the others takes the next turn. Without such evidence nobody else is waiting, and
+//! the process goes on at once. If the others are gone after all, the window is all it costs.
 
 use crate::guard::Guard;
-use crate::LockOptions;
+use crate::{observe, LockOptions};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 pub(crate) struct LocalQueues {
@@ -22,6 +32,10 @@ pub(crate) struct LocalQueues {
 struct LocalQueue {
     waiters: VecDeque<LocalWaiter>,
     streak: u32,
+    /// Another process released this lock since our last turn ended.
+    contended: bool,
+    /// Our waiters stay out of the race until then: another process's turn.
+    yield_until: Option<Instant>,
 }
 
 /// A waiter of this process, as seen by a releasing holder.
@@ -90,6 +104,19 @@ impl LocalQueues {
         }
     }
 
+    /// The lock is about to be really released: if our waiters are left and another process
+    /// wants the lock too, give it the next turn (see the module docs).
+    pub(crate) fn yield_if_contended(&self, resource: &str, window: Duration) {
+        let mut queues = self.by_resource.lock().expect("local queue lock");
+        if let Some(queue) = queues.get_mut(resource) {
+            if queue.contended && !queue.waiters.is_empty() && !window.is_zero() {
+                queue.yield_until = Some(Instant::now() + window);
+                observe::yielded();
+            }
+            queue.contended = false;
+        }
+    }
+
     /// The lock was really released: the next holder starts a new streak.
     pub(crate) fn end_streak(&self, resource: &str) {
         let mut queues = self.by_resource.lock().expect("local queue lock");
@@ -113,11 +140,29 @@ impl LocalTicket {
 
     /// Whether this waiter is first in the local queue.
     pub(crate) fn is_first(&self) -> bool {
-        let queues = self.queues.lock().expect("local queue lock");
-        queues
-            .get(&self.resource)
-            .and_then(|queue| queue.waiters.front())
-            .is_none_or(|first| first.id == self.id)
+        self.with_queue(|queue| queue.waiters.front().map(|first| first.id))
+            .flatten()
+            .is_none_or(|first| first == self.id)
+    }
+
+    /// Another process released the lock: it contends for it, and has had its turn.
+    pub(crate) fn heard_from_elsewhere(&self) {
+        self.with_queue(|queue| {
+            queue.contended = true;
+            queue.yield_until = None;
+        });
+    }
+
+    /// Until when this process leaves the lock to the others, if it is yielding now.
+    pub(crate) fn yielding_until(&self) -> Option<Instant> {
+        self.with_queue(|queue| queue.yield_until)
+            .flatten()
+            .filter(|until| *until > Instant::now())
+    }
+
+    fn with_queue<T>(&self, f: impl FnOnce(&mut LocalQueue) -> T) -> Option<T> {
+        let mut queues = self.queues.lock().expect("local queue lock");
+        queues.get_mut(&self.resource).map(f)
     }
 
     /// A guard handed over already, if any.

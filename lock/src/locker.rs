@@ -37,6 +37,8 @@ pub struct Locker {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// Signs this locker's release messages, so waiters elsewhere can tell processes apart.
+    id: Arc<str>,
     nodes: Vec<Node>,
     config: LockerConfig,
     pub(crate) local: LocalQueues,
@@ -103,15 +105,17 @@ impl Locker {
     /// now is reported by the first call that needs it, not here.
     pub fn new(config: LockerConfig) -> Result<Locker, LockError> {
         config.check()?;
+        let id: Arc<str> = Arc::from(new_token());
         let nodes = config
             .urls
             .iter()
             .enumerate()
-            .map(|(index, url)| Node::new(index, url, config.pool_size, config.node_timeout))
+            .map(|(index, url)| Node::new(index, url, config.pool_size, config.node_timeout, &id))
             .collect::<Result<Vec<_>, _>>()
             .map_err(LockError::Config)?;
         Ok(Locker {
             inner: Arc::new(Inner {
+                id,
                 nodes,
                 config,
                 local: LocalQueues::default(),
@@ -290,15 +294,25 @@ impl Inner {
                         observe::acquired("handoff", started.elapsed());
                         return Ok(guard);
                     }
-                    _ = select_all(listeners.iter_mut().map(|l| Box::pin(l.released()))) => {
+                    (heard, ..) = select_all(listeners.iter_mut().map(|l| Box::pin(l.released()))) => {
+                        if let (true, Some(ticket)) = (heard.from_elsewhere, &local) {
+                            ticket.heard_from_elsewhere();
+                        }
                         // Of this process's waiters only the first answers a release message;
                         // the rest wait for a handoff (or their timer). One contender per process
                         // instead of a herd, which in quorum mode also avoids split votes.
-                        if local.as_ref().is_none_or(LocalTicket::is_first) {
-                            break;
+                        if !local.as_ref().is_none_or(LocalTicket::is_first) {
+                            continue;
                         }
                     }
-                    () = &mut timer => break,
+                    () = &mut timer => {}
+                }
+                // This process just had its turn and others wait: let one of them go first.
+                match local.as_ref().and_then(LocalTicket::yielding_until) {
+                    Some(until) if Instant::now() < deadline => {
+                        timer.as_mut().reset(until.min(deadline));
+                    }
+                    _ => break,
                 }
             }
             // Only the first local waiter asks Redis; the others are served by handoff (or
@@ -486,7 +500,7 @@ impl Inner {
         let call = ScriptCall {
             script: &scripts::RELEASE,
             keys: &[&keys.lock],
-            args: &[token, "0", ""],
+            args: &[token, "0", "", ""],
         };
         let _ = self.on_all_nodes(&call, timeout).await;
     }
@@ -504,7 +518,7 @@ impl Inner {
         let call = ScriptCall {
             script: &scripts::RELEASE,
             keys: &[&keys.lock],
-            args: &[token, &keep_ms, &keys.channel],
+            args: &[token, &keep_ms, &keys.channel, &self.id],
         };
         match self.verdict(self.on_all_nodes(&call, timeout).await) {
             Verdict::Confirmed => Ok(true),
@@ -636,6 +650,10 @@ impl Inner {
 
     pub(crate) fn max_local_handoffs(&self) -> u32 {
         self.config.max_local_handoffs
+    }
+
+    pub(crate) fn yield_window(&self) -> Duration {
+        self.config.yield_window
     }
 
     pub(crate) fn release_timeout(&self, ttl: Duration) -> Duration {

@@ -116,6 +116,7 @@ impl Node {
         url: &str,
         pool_size: u32,
         timeout: Duration,
+        locker_id: &Arc<str>,
     ) -> Result<Node, String> {
         let client = redis::Client::open(url).map_err(|err| format!("Redis URL {url:?}: {err}"))?;
         let address = client.get_connection_info().addr().to_string();
@@ -139,7 +140,7 @@ impl Node {
             pool,
             connect_failures,
             generation,
-            notifier: Notifier::new(client),
+            notifier: Notifier::new(client, Arc::clone(locker_id)),
             timeout,
         })
     }

@@ -3,7 +3,9 @@
 //! Pooled (multiplexed) connections cannot SUBSCRIBE, so each node gets one dedicated pub/sub
 //! connection, owned by a driver task. Waiters hold a [`Listener`] on their resource's channel;
 //! a message bumps a `watch` counter, which cannot lose a wake-up: a waiter that subscribed before
-//! its last attempt sees any release that happened after it. All SUBSCRIBE/UNSUBSCRIBE commands
+//! its last attempt sees any release that happened after it. A release message carries the
+//! releasing locker's id, so a waiter can tell whether another process holds this lock too
+//! (see `local.rs` on yielding a turn). All SUBSCRIBE/UNSUBSCRIBE commands
 //! go through the driver, one at a time, so they can never be reordered. After a reconnect every
 //! listener is woken, because messages may have been missed while the connection was down.
 
@@ -26,22 +28,35 @@ struct Channels {
 
 #[derive(Debug)]
 struct Channel {
-    wakes: watch::Sender<u64>,
+    wakes: watch::Sender<Wakes>,
     listeners: usize,
     subscribed: bool,
 }
 
+/// What a channel has heard so far, as running counts (a count cannot miss a message the way a
+/// "last message" value could).
+#[derive(Debug, Clone, Copy, Default)]
+struct Wakes {
+    /// Release messages, and reconnects (which may have swallowed some).
+    total: u64,
+    /// Releases announced by other lockers (other processes).
+    from_elsewhere: u64,
+}
+
 impl Channels {
-    fn wake(&mut self, name: &str) {
+    fn wake(&mut self, name: &str, from_elsewhere: bool) {
         if let Some(channel) = self.by_name.get(name) {
-            channel.wakes.send_modify(|count| *count += 1);
+            channel.wakes.send_modify(|wakes| {
+                wakes.total += 1;
+                wakes.from_elsewhere += u64::from(from_elsewhere);
+            });
         }
     }
 
     fn wake_all_and_forget_subscriptions(&mut self) {
         for channel in self.by_name.values_mut() {
             channel.subscribed = false;
-            channel.wakes.send_modify(|count| *count += 1);
+            channel.wakes.send_modify(|wakes| wakes.total += 1);
         }
     }
 }
@@ -54,6 +69,8 @@ enum Command {
 #[derive(Debug)]
 pub(crate) struct Notifier {
     client: redis::Client,
+    /// The payload this process's releases carry (the locker id).
+    own_id: Arc<str>,
     channels: Arc<Mutex<Channels>>,
     commands: mpsc::UnboundedSender<Command>,
     /// Taken by the driver when the first waiter needs it (it must start inside a runtime).
@@ -69,10 +86,11 @@ impl std::fmt::Debug for Command {
 }
 
 impl Notifier {
-    pub(crate) fn new(client: redis::Client) -> Notifier {
+    pub(crate) fn new(client: redis::Client, own_id: Arc<str>) -> Notifier {
         let (commands, receiver) = mpsc::unbounded_channel();
         Notifier {
             client,
+            own_id,
             channels: Arc::default(),
             commands,
             pending_driver: Mutex::new(Some(receiver)),
@@ -90,15 +108,17 @@ impl Notifier {
                 .by_name
                 .entry(channel.to_string())
                 .or_insert_with(|| Channel {
-                    wakes: watch::channel(0).0,
+                    wakes: watch::channel(Wakes::default()).0,
                     listeners: 0,
                     subscribed: false,
                 });
             entry.listeners += 1;
             (entry.wakes.subscribe(), entry.subscribed)
         };
+        let seen_from_elsewhere = wakes.borrow().from_elsewhere;
         let listener = Listener {
             wakes,
+            seen_from_elsewhere,
             channel: channel.to_string(),
             channels: Arc::clone(&self.channels),
         };
@@ -121,6 +141,7 @@ impl Notifier {
         };
         tokio::spawn(drive(
             self.client.clone(),
+            Arc::clone(&self.own_id),
             Arc::clone(&self.channels),
             commands,
         ));
@@ -130,17 +151,31 @@ impl Notifier {
 /// A waiter's subscription to one channel. Dropping it lets the driver unsubscribe later.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    wakes: watch::Receiver<u64>,
+    wakes: watch::Receiver<Wakes>,
+    seen_from_elsewhere: u64,
     channel: String,
     channels: Arc<Mutex<Channels>>,
 }
 
+/// A release a [`Listener`] heard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heard {
+    /// Another process released this lock since the last call: it contends for it too.
+    pub from_elsewhere: bool,
+}
+
 impl Listener {
     /// Resolves when a release was announced since the last call (or since listening began).
-    pub(crate) async fn released(&mut self) {
+    pub(crate) async fn released(&mut self) -> Heard {
         if self.wakes.changed().await.is_err() {
-            std::future::pending::<()>().await;
+            return std::future::pending().await;
         }
+        let from_elsewhere = self.wakes.borrow_and_update().from_elsewhere;
+        let heard = Heard {
+            from_elsewhere: from_elsewhere > self.seen_from_elsewhere,
+        };
+        self.seen_from_elsewhere = from_elsewhere;
+        heard
     }
 }
 
@@ -156,6 +191,7 @@ impl Drop for Listener {
 
 async fn drive(
     client: redis::Client,
+    own_id: Arc<str>,
     channels: Arc<Mutex<Channels>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
@@ -200,10 +236,10 @@ async fn drive(
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => channels
-                        .lock()
-                        .expect("channels lock")
-                        .wake(message.get_channel_name()),
+                    Some(message) => channels.lock().expect("channels lock").wake(
+                        message.get_channel_name(),
+                        message.get_payload_bytes() != own_id.as_bytes(),
+                    ),
                     None => {
                         tracing::debug!("pub/sub connection lost; reconnecting");
                         channels.lock().expect("channels lock").wake_all_and_forget_subscriptions();

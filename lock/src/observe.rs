@@ -16,6 +16,8 @@ pub const EXTENSIONS: &str = "dlock_extensions_total";
 pub const LOST: &str = "dlock_lost_total";
 /// Releases, labelled `outcome` = `released` | `handoff` | `not_held` | `failed`.
 pub const RELEASES: &str = "dlock_releases_total";
+/// Turns this process gave to waiting processes instead of racing them (see `local.rs`).
+pub const YIELDS: &str = "dlock_yields_total";
 /// Time from the call to `acquire` to holding the lock, in seconds.
 pub const WAIT_SECONDS: &str = "dlock_wait_seconds";
 /// Time from acquisition to release, in seconds.
@@ -31,6 +33,10 @@ pub fn describe_metrics() {
     describe_counter!(EXTENSIONS, "Auto-extensions by outcome");
     describe_counter!(LOST, "Locks lost while held");
     describe_counter!(RELEASES, "Lock releases by outcome");
+    describe_counter!(
+        YIELDS,
+        "Turns given to other processes after a handoff streak"
+    );
     describe_histogram!(WAIT_SECONDS, Unit::Seconds, "Time spent waiting for a lock");
     describe_histogram!(HOLD_SECONDS, Unit::Seconds, "Time a lock was held");
 }
@@ -63,4 +69,8 @@ pub(crate) fn lost() {
 pub(crate) fn released(outcome: &'static str, held: Duration) {
     metrics::counter!(RELEASES, "outcome" => outcome).increment(1);
     metrics::histogram!(HOLD_SECONDS).record(held.as_secs_f64());
+}
+
+pub(crate) fn yielded() {
+    metrics::counter!(YIELDS).increment(1);
 }

@@ -88,9 +88,10 @@ return 1",
     )
 });
 
-/// KEYS: lock. ARGV: token, keep_ms, channel.
-/// Releases the caller's own lock and announces it on the channel (unless the channel is empty:
-/// undoing a failed quorum attempt wakes nobody, the other contenders are retrying already).
+/// KEYS: lock. ARGV: token, keep_ms, channel, releasing locker's id.
+/// Releases the caller's own lock and announces it on the channel, signed with the locker's id
+/// (unless the channel is empty: undoing a failed quorum attempt wakes nobody, the other
+/// contenders are retrying already).
 /// With `keep_ms > 0` (the `min_hold` has not passed yet) the key stays, owned by nobody, and
 /// just expires then; waiters' timers are set to that expiry. Returns 1 if the lock was the
 /// caller's, else 0.
@@ -103,7 +104,7 @@ if keep > 0 then
   redis.call('PEXPIRE', KEYS[1], keep)
 else
   redis.call('DEL', KEYS[1])
-  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], 'released') end
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 end
 return 1",
     )

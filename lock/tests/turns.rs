@@ -1,0 +1,154 @@
+//! Taking turns between processes: local handoff streaks are bounded, and a process that just
+//! had its turn lets a waiting process have the next one instead of racing it again.
+
+mod common;
+
+use common::{exists, lock_key, script_calls, unique};
+use dlock::{LockOptions, Locker, LockerConfig};
+use dlock_testkit::{shared_redis, RedisServer};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MAX_LOCAL_HANDOFFS: u32 = 4;
+const TASKS_PER_LOCKER: usize = 4;
+/// Far beyond any normal wait here (milliseconds): a task that waited this long stops early.
+const STALL: Duration = Duration::from_secs(15);
+
+fn locker(yield_window: Duration) -> Locker {
+    Locker::new(
+        LockerConfig::new([shared_redis().url()])
+            .max_local_handoffs(MAX_LOCAL_HANDOFFS)
+            .yield_window(yield_window),
+    )
+    .expect("valid config")
+}
+
+/// Every locker's tasks take `resource` in a loop until `holds` holds were recorded; returns
+/// which locker held it, in order, and the longest any acquisition waited (a task stops early
+/// once it waited longer than [`STALL`]).
+async fn hold_in_turns(
+    lockers: &[Locker],
+    holds: usize,
+    options: &LockOptions,
+) -> (Vec<usize>, Duration) {
+    let resource = unique("turns");
+    let order = Arc::new(Mutex::new(Vec::with_capacity(holds)));
+    let mut tasks = Vec::new();
+    for (index, locker) in lockers.iter().enumerate() {
+        for _ in 0..TASKS_PER_LOCKER {
+            let (locker, resource, options, order) = (
+                locker.clone(),
+                resource.clone(),
+                options.clone(),
+                Arc::clone(&order),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut longest_wait = Duration::ZERO;
+                loop {
+                    let asked = Instant::now();
+                    let guard = locker.acquire(&resource, &options).await.expect("acquire");
+                    longest_wait = longest_wait.max(asked.elapsed());
+                    if longest_wait > STALL {
+                        break longest_wait;
+                    }
+                    {
+                        let mut order = order.lock().unwrap();
+                        if order.len() >= holds {
+                            break longest_wait;
+                        }
+                        order.push(index);
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    assert!(guard.release().await.expect("release"), "lock was ours");
+                }
+            }));
+        }
+    }
+    let mut longest_wait = Duration::ZERO;
+    for task in tasks {
+        longest_wait = longest_wait.max(task.await.unwrap());
+    }
+    let order = Arc::try_unwrap(order).unwrap().into_inner().unwrap();
+    (order, longest_wait)
+}
+
+/// Lengths of the runs of consecutive holds by the same locker.
+fn turns(order: &[usize]) -> Vec<usize> {
+    order.chunk_by(|a, b| a == b).map(<[usize]>::len).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_had_its_turn_lets_a_waiting_one_go_next() {
+    // A generous window, so a slow test machine still gets the other process in within it.
+    let lockers = [
+        locker(Duration::from_millis(200)),
+        locker(Duration::from_millis(200)),
+    ];
+    let options = LockOptions::new().wait(Duration::from_secs(10));
+    let (order, _) = hold_in_turns(&lockers, 300, &options).await;
+    // The first turns are the warm-up: a process yields only once it has heard another one
+    // release the lock.
+    let turns = turns(&order[40..]);
+    let longest = turns.iter().max().copied().unwrap_or(0);
+    assert!(
+        longest <= MAX_LOCAL_HANDOFFS as usize + 1,
+        "one process held the lock {longest} times in a row (turns: {turns:?}); a turn is one \
+         acquisition plus at most {MAX_LOCAL_HANDOFFS} handoffs"
+    );
+    assert!(
+        turns.len() >= 20,
+        "the two processes took only {} turns in 260 holds: {turns:?}",
+        turns.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_alone_never_yields() {
+    // A lone process has no evidence of another one, so it must never sit out its window: with
+    // a 30 s window, a single wrong yield would show as a wait of about 30 s (normal waits here
+    // are milliseconds).
+    let lockers = [locker(Duration::from_secs(30))];
+    let options = LockOptions::new().wait(Duration::from_secs(60));
+    let (_, longest_wait) = hold_in_turns(&lockers, 200, &options).await;
+    assert!(
+        longest_wait <= STALL,
+        "a waiter sat out a yield window ({longest_wait:?}) with no other process around"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_of_the_same_process_gets_the_lock_by_handoff_with_a_greater_fence() {
+    // Its own Redis, so the script calls counted are this test's alone.
+    let redis = RedisServer::start();
+    let mut config = LockerConfig::new([redis.url()]);
+    // No timer retries while the test counts round trips: the waiter waits for the handoff.
+    config.retry_min_delay = Duration::from_secs(5);
+    config.retry_max_delay = Duration::from_secs(5);
+    let locker = Locker::new(config).unwrap();
+    let resource = unique("handoff");
+    let options = LockOptions::new().wait(Duration::from_secs(10));
+    let mut guard = locker.acquire(&resource, &options).await.unwrap();
+    // The first round loads the scripts into this fresh Redis; count the second.
+    for round in 0..2 {
+        let waiter = tokio::spawn({
+            let (locker, resource, options) = (locker.clone(), resource.clone(), options.clone());
+            async move { locker.acquire(&resource, &options).await.unwrap() }
+        });
+        // Let the waiter fail its attempt and queue.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let fence = guard.fence();
+        let calls_before = script_calls(&redis.url()).await;
+        assert!(guard.release().await.unwrap());
+        guard = waiter.await.unwrap();
+        let calls = script_calls(&redis.url()).await - calls_before;
+        if round == 1 {
+            assert_eq!(
+                calls, 1,
+                "release + next acquisition should be one handoff round trip"
+            );
+        }
+        assert!(guard.fence() > fence, "fences increase across a handoff");
+    }
+    assert!(guard.release().await.unwrap());
+    assert!(!exists(&redis.url(), &lock_key(&resource)).await);
+}
