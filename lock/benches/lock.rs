@@ -9,7 +9,8 @@
 //!   same locker (direct handoff) or another one (pub/sub wake-up).
 //! - the same in quorum mode over 3 nodes.
 //!
-//! `BENCH_SECONDS` sets the hot run's length (default 10). Arguments filter the runs by
+//! `BENCH_SECONDS` sets the hot run's length (default 10); `BENCH_MAX_LOCAL_HANDOFFS` and
+//! `BENCH_YIELD_WINDOW_US` override those locker settings. Arguments filter the runs by
 //! `bench/mode` substring, as other bench harnesses do: `cargo xtask bench hot/single`.
 
 use dlock::{LockOptions, Locker, LockerConfig};
@@ -69,6 +70,12 @@ fn locker(urls: &[String]) -> Locker {
         .and_then(|v| v.parse().ok())
     {
         config = config.max_local_handoffs(handoffs);
+    }
+    if let Some(micros) = std::env::var("BENCH_YIELD_WINDOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.yield_window(Duration::from_micros(micros));
     }
     Locker::new(config).expect("config")
 }
