@@ -12,7 +12,7 @@ use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use dlock::{Locker, LockerConfig};
 use std::net::TcpListener;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Why an instance could not start.
@@ -35,7 +35,7 @@ pub struct Application {
     instance: String,
     server: Server,
     state: AppState,
-    job_interval: std::time::Duration,
+    job_interval: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -97,6 +97,10 @@ impl Application {
         })
         // A client that hangs up cancels its handler (and so releases its lock) at once.
         .h1_allow_half_closed(false)
+        // Idle keep-alive connections are closed by the load balancer (HAProxy keeps them up to
+        // its 60 s server timeout), never by us: an app-side close racing the proxy's reuse of
+        // that connection can cut a request in flight.
+        .keep_alive(Duration::from_secs(75))
         .shutdown_timeout(30);
         if let Some(workers) = settings.workers {
             server = server.workers(workers);

@@ -242,18 +242,15 @@ pub fn oha(env: &Env, run: &OhaRun, out_dir: &Path) -> Result<Load, String> {
                 .collect()
         })
         .unwrap_or_default();
-    let error_count = |deadline: bool| -> u64 {
-        json["errorDistribution"]
-            .as_object()
-            .map(|map| {
-                map.iter()
-                    .filter(|(kind, _)| kind.contains("deadline") == deadline)
-                    .filter_map(|(_, n)| n.as_u64())
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
-    let (errors, aborted_at_deadline) = (error_count(false), error_count(true));
+    let errors_by_kind: BTreeMap<String, u64> = json["errorDistribution"]
+        .as_object()
+        .map(|map| {
+            map.iter()
+                .filter_map(|(kind, n)| Some((kind.clone(), n.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (errors, aborted_at_deadline) = split_errors(&errors_by_kind, run);
     Ok(Load {
         label: run.label.clone(),
         requests: statuses.values().sum::<u64>() + errors,
@@ -264,4 +261,70 @@ pub fn oha(env: &Env, run: &OhaRun, out_dir: &Path) -> Result<Load, String> {
         statuses,
         errors,
     })
+}
+
+/// Splits oha's transport errors into real ones and requests a timed run cut at its deadline.
+///
+/// When `-z` runs out, oha abandons the requests in flight (at most one per connection) and
+/// labels most "aborted due to deadline", but a request whose connection it drops mid-response
+/// can come out as "connection closed before message completed" instead. In a timed run such
+/// errors count as cut at the deadline, as long as all cut requests together fit the
+/// concurrency; beyond that, or in a counted run, they are real errors.
+fn split_errors(errors_by_kind: &BTreeMap<String, u64>, run: &OhaRun) -> (u64, u64) {
+    let count = |wanted: &dyn Fn(&str) -> bool| -> u64 {
+        errors_by_kind
+            .iter()
+            .filter(|(kind, _)| wanted(kind))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let total = count(&|_| true);
+    if run.requests.is_some() {
+        return (total, 0);
+    }
+    let aborted = count(&|kind| kind.contains("deadline"));
+    let closed_early = count(&|kind| kind.contains("connection closed before message completed"));
+    let in_flight = u64::from(run.concurrency);
+    let cut = if aborted + closed_early <= in_flight {
+        aborted + closed_early
+    } else {
+        aborted
+    };
+    (total - cut, cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(kinds: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        kinds.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+    }
+
+    const ABORTED: &str = "aborted due to deadline";
+    const CLOSED: &str = "connection closed before message completed";
+
+    #[test]
+    fn a_timed_run_counts_requests_cut_at_the_deadline_within_the_concurrency() {
+        let run = OhaRun::timed("t", "http://127.0.0.1/".into(), 64, Duration::from_secs(1));
+        assert_eq!(
+            split_errors(&errors(&[(ABORTED, 63), (CLOSED, 1)]), &run),
+            (0, 64)
+        );
+        // More than one per connection cannot all be deadline cuts.
+        assert_eq!(
+            split_errors(&errors(&[(ABORTED, 60), (CLOSED, 10)]), &run),
+            (10, 60)
+        );
+        assert_eq!(
+            split_errors(&errors(&[(ABORTED, 2), ("connection refused", 3)]), &run),
+            (3, 2)
+        );
+    }
+
+    #[test]
+    fn a_counted_run_has_no_deadline_so_every_error_counts() {
+        let run = OhaRun::count("c", "http://127.0.0.1/".into(), "{}", 64, 100);
+        assert_eq!(split_errors(&errors(&[(CLOSED, 1)]), &run), (1, 0));
+    }
 }
