@@ -177,15 +177,18 @@ async fn observe_request(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
+    // Probes (the load balancer checks /health every second) would drown the log at INFO.
+    let probe = matches!(route.as_str(), "/health" | "/metrics");
     metrics::counter!("http_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route)
         .record(elapsed.as_secs_f64());
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-            "request completed"
-        )
+        if probe {
+            tracing::debug!(status, elapsed_ms, "request completed");
+        } else {
+            tracing::info!(status, elapsed_ms, "request completed");
+        }
     });
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(

@@ -182,7 +182,6 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
         {
             match inner.handoff(&hold, &waiter.options).await {
                 Ok(grant) => {
-                    observe::released("handoff", held_for);
                     let guard = Guard::start(
                         Arc::clone(&inner),
                         Arc::clone(&hold.resource),
@@ -191,7 +190,10 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                         waiter.options.clone(),
                     );
                     match waiter.grant.send(guard) {
-                        Ok(()) => return Ok(true),
+                        Ok(()) => {
+                            observe::released("handoff", held_for);
+                            return Ok(true);
+                        }
                         // The waiter gave up meanwhile: the lock is ours again, under the new token.
                         Err(guard) => hold = guard.into_hold(),
                     }
