@@ -1,7 +1,8 @@
 //! [`Guard`]: a held lock. Release it with [`Guard::release`], or drop it: the release then
-//! runs in a spawned task (never blocking in `Drop`), so a panic or a cancelled future frees the
-//! lock at once instead of after the TTL.
+//! runs in a task on the background runtime (never blocking in `Drop`), so a panic or a
+//! cancelled future frees the lock at once instead of after the TTL.
 
+use crate::background;
 use crate::locker::{HandoffFailed, Inner};
 use crate::options::LockOptions;
 use crate::resource::ResourceKeys;
@@ -154,18 +155,9 @@ impl Drop for Guard {
         let Some(hold) = self.hold.take() else {
             return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(finish(Arc::clone(&self.inner), hold));
-            }
-            Err(_) => {
-                hold.stop_watchdog.cancel();
-                tracing::warn!(
-                    resource = %hold.resource,
-                    "lock guard dropped outside a Tokio runtime; the lock expires by its TTL"
-                );
-            }
-        }
+        // On the background runtime: it outlives the caller's (a runtime shutting down drops
+        // its tasks' guards), and works where there is none at all.
+        background::runtime().spawn(finish(Arc::clone(&self.inner), hold));
     }
 }
 
@@ -250,7 +242,7 @@ fn spawn_watchdog(inner: &Arc<Inner>, hold: &Hold) {
     let lost = hold.lost.clone();
     let stop = hold.stop_watchdog.clone();
     let period = (ttl / 3).max(Duration::from_millis(1));
-    tokio::spawn(async move {
+    background::runtime().spawn(async move {
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -120,6 +120,7 @@
 
 #[cfg(feature = "actix")]
 mod actix;
+mod background;
 mod error;
 mod failure;
 mod guard;

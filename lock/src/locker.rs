@@ -1,6 +1,7 @@
 //! [`Locker`]: acquisition, the one retry loop, and the node-level rounds (acquire, release,
 //! extend, handoff) that count answers against the majority.
 
+use crate::background;
 use crate::error::{NodeError, NodeErrors};
 use crate::guard::{Grant, Guard, Hold};
 use crate::local::{LocalQueues, LocalTicket};
@@ -103,6 +104,10 @@ pub(crate) enum HandoffFailed {
 impl Locker {
     /// A locker over the configured nodes. Connections are made lazily, so a Redis that is down
     /// now is reported by the first call that needs it, not here.
+    ///
+    /// Works inside or outside a Tokio runtime: connections, release messages, watchdogs and
+    /// drop-releases run on one `dlock-io` background thread per process, so the locker keeps
+    /// working when the runtime of whoever used it first (an actix worker, a test) stops.
     pub fn new(config: LockerConfig) -> Result<Locker, LockError> {
         config.check()?;
         let id: Arc<str> = Arc::from(new_token());
@@ -618,13 +623,10 @@ impl Inner {
 
     /// Fair mode: leave the queue (a waiter that gave up or was cancelled).
     fn leave_fair_queue(self: &Arc<Self>, keys: &Arc<ResourceKeys>, token: &str) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let inner = Arc::clone(self);
         let keys = Arc::clone(keys);
         let token = token.to_string();
-        runtime.spawn(async move {
+        background::runtime().spawn(async move {
             let fair_keys = keys.fair();
             let call = ScriptCall {
                 script: &scripts::FAIR_LEAVE,

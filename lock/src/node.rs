@@ -1,5 +1,6 @@
 //! One Redis node: a bb8-redis pool for commands and a [`Notifier`] for release messages.
 
+use crate::background;
 use crate::error::NodeError;
 use crate::notify::Notifier;
 use bb8_redis::RedisConnectionManager;
@@ -52,7 +53,16 @@ impl bb8::ManageConnection for NodeConnections {
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let redis = self.manager.connect().await?;
+        // A multiplexed connection's I/O task lives on the runtime that made it. Make it on the
+        // locker's own background runtime, not the caller's: the pool shares connections with
+        // every task and worker, and must not lose them when one caller's runtime stops.
+        let manager = self.manager.clone();
+        let redis = background::runtime()
+            .spawn(async move { manager.connect().await })
+            .await
+            .map_err(|err| {
+                RedisError::from((redis::ErrorKind::Io, "connect task failed", err.to_string()))
+            })??;
         Ok(NodeConnection {
             redis,
             generation,
@@ -123,6 +133,9 @@ impl Node {
         let manager = RedisConnectionManager::new(url).map_err(|err| err.to_string())?;
         let connect_failures = ConnectFailures::default();
         let generation = Arc::new(AtomicU64::new(0));
+        // bb8 spawns its reaper where the pool is built: on the background runtime, which
+        // outlives any caller's (and lets a locker be made outside a runtime).
+        let _background = background::runtime().enter();
         let pool = bb8::Pool::builder()
             .max_size(pool_size)
             .min_idle(None)

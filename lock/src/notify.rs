@@ -9,6 +9,7 @@
 //! go through the driver, one at a time, so they can never be reordered. After a reconnect every
 //! listener is woken, because messages may have been missed while the connection was down.
 
+use crate::background;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,7 +74,7 @@ pub(crate) struct Notifier {
     own_id: Arc<str>,
     channels: Arc<Mutex<Channels>>,
     commands: mpsc::UnboundedSender<Command>,
-    /// Taken by the driver when the first waiter needs it (it must start inside a runtime).
+    /// Taken by the driver when the first waiter needs it: no pub/sub connection before that.
     pending_driver: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
 }
 
@@ -139,7 +140,7 @@ impl Notifier {
         let Some(commands) = self.pending_driver.lock().expect("driver lock").take() else {
             return;
         };
-        tokio::spawn(drive(
+        background::runtime().spawn(drive(
             self.client.clone(),
             Arc::clone(&self.own_id),
             Arc::clone(&self.channels),

@@ -331,3 +331,96 @@ async fn fences_keep_increasing_across_a_redis_restart() {
     assert!(after.fence() > first, "{} <= {first}", after.fence());
     after.release().await.unwrap();
 }
+
+#[test]
+fn release_messages_still_arrive_after_the_first_waiters_runtime_stopped() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // Made outside any runtime: the locker's connections and drivers live on its own.
+    // No timer retries within the test: only a release message can wake the waiter early.
+    let mut config = dlock::LockerConfig::new([url()]);
+    config.retry_min_delay = Duration::from_secs(30);
+    config.retry_max_delay = Duration::from_secs(30);
+    let waiter_locker = dlock::Locker::new(config).unwrap();
+    let holder_locker = locker(&[url()]);
+    let resource = unique("driver");
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(30))
+        .wait(Duration::from_secs(10));
+
+    // A short-lived runtime (an actix worker, a test) is the first to wait on this locker.
+    runtime().block_on(async {
+        let guard = holder_locker.acquire(&resource, &options).await.unwrap();
+        let short_wait = options.clone().wait(Duration::from_millis(100));
+        let waited = waiter_locker.acquire(&resource, &short_wait).await;
+        assert!(matches!(waited, Err(LockError::Busy { .. })));
+        assert!(guard.release().await.unwrap());
+    });
+
+    // That runtime is gone; the locker's waiters are still woken by release messages.
+    runtime().block_on(async {
+        let guard = holder_locker.acquire(&resource, &options).await.unwrap();
+        let waiter = tokio::spawn({
+            let (locker, resource, options) =
+                (waiter_locker.clone(), resource.clone(), options.clone());
+            async move {
+                let asked = Instant::now();
+                let guard = locker.acquire(&resource, &options).await.unwrap();
+                let waited = asked.elapsed();
+                guard.release().await.unwrap();
+                waited
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(guard.release().await.unwrap());
+        let waited = waiter.await.unwrap();
+        assert!(
+            waited < Duration::from_secs(5),
+            "the waiter was not woken by the release (waited {waited:?}; its timer is 30 s, its \
+             wait budget 10 s)"
+        );
+    });
+}
+
+#[test]
+fn a_guard_dropped_by_a_runtime_shutting_down_is_released_at_once() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let main_runtime = runtime();
+    let _main = main_runtime.enter();
+    let locker = locker(&[url()]);
+    let resource = unique("shutdown");
+    let long = LockOptions::new().ttl(Duration::from_secs(60));
+
+    // A task holds the lock when its runtime shuts down (a worker stopping): the runtime drops
+    // the task, and with it the guard.
+    let worker = runtime();
+    let (held, is_held) = tokio::sync::oneshot::channel();
+    worker.spawn({
+        let (locker, resource, long) = (locker.clone(), resource.clone(), long.clone());
+        async move {
+            let _guard = locker.acquire(&resource, &long).await.unwrap();
+            held.send(()).unwrap();
+            std::future::pending::<()>().await;
+        }
+    });
+    worker.block_on(is_held).unwrap();
+    drop(worker);
+
+    // Released at once, not after the 60 s TTL: a 5 s wait budget is enough.
+    main_runtime.block_on(async {
+        let guard = locker
+            .acquire(&resource, &long.clone().wait(Duration::from_secs(5)))
+            .await
+            .expect("the dropped guard released the lock");
+        guard.release().await.unwrap();
+    });
+}
