@@ -1,15 +1,18 @@
-//! The runtime that owns this crate's long-lived I/O: the pub/sub drivers and the pooled
-//! connections' I/O tasks. One background thread per process, with a current-thread runtime.
+//! The runtime for work that must outlive its caller: the release of a dropped guard, the
+//! auto-extend watchdog, leaving a fair queue, bb8's reaper. One background thread per process,
+//! with a current-thread runtime.
 //!
-//! Not the runtime of whichever caller came first: that may be an actix worker (or a test)
-//! whose runtime stops long before the locker does, taking every connection made on it down
-//! with it; and a busy worker would delay every other worker's Redis replies and wake-ups.
+//! Not the caller's runtime: a runtime that shuts down drops its tasks, and with them their
+//! guards; a release spawned there would never run and the lock would wait out its TTL.
+//!
+//! The hot path stays off this thread: pooled connections and pub/sub drivers run on the
+//! callers' runtimes (no thread hop per call), and are replaced when their runtime stops
+//! (see `node.rs` and `notify.rs`).
 
 use std::sync::LazyLock;
 use tokio::runtime::Handle;
 
-/// The background runtime, started on first use; it lives as long as the process. Tasks on it
-/// end with what they serve (a driver with its locker, a connection with its pool).
+/// The background runtime, started on first use; it lives as long as the process.
 pub(crate) fn runtime() -> &'static Handle {
     static BACKGROUND: LazyLock<Handle> = LazyLock::new(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -18,9 +21,9 @@ pub(crate) fn runtime() -> &'static Handle {
             .expect("a current-thread runtime for dlock's background I/O");
         let handle = runtime.handle().clone();
         std::thread::Builder::new()
-            .name("dlock-io".into())
+            .name("dlock-background".into())
             .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .expect("spawn the dlock-io thread");
+            .expect("spawn the dlock-background thread");
         handle
     });
     &BACKGROUND

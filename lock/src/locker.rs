@@ -105,9 +105,9 @@ impl Locker {
     /// A locker over the configured nodes. Connections are made lazily, so a Redis that is down
     /// now is reported by the first call that needs it, not here.
     ///
-    /// Works inside or outside a Tokio runtime: connections, release messages, watchdogs and
-    /// drop-releases run on one `dlock-io` background thread per process, so the locker keeps
-    /// working when the runtime of whoever used it first (an actix worker, a test) stops.
+    /// Can be built outside a Tokio runtime (calls need one). Share it freely between runtimes:
+    /// when the runtime that made some of its connections stops, the locker makes new ones,
+    /// and releases of dropped guards run on a background thread of their own.
     pub fn new(config: LockerConfig) -> Result<Locker, LockError> {
         config.check()?;
         let id: Arc<str> = Arc::from(new_token());

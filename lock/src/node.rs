@@ -9,7 +9,7 @@ use redis::{FromRedisValue, RedisError, Script};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 /// bb8-redis's manager, plus a way to retire a connection that a command found broken.
 ///
@@ -31,9 +31,19 @@ struct NodeConnection {
     redis: MultiplexedConnection,
     generation: u64,
     broken: bool,
+    /// Closed when the runtime that made the connection (and runs its I/O) has stopped.
+    runtime_stopped: oneshot::Receiver<()>,
 }
 
 impl NodeConnection {
+    /// Whether the runtime running this connection's I/O is gone (the connection with it).
+    fn orphaned(&mut self) -> bool {
+        matches!(
+            self.runtime_stopped.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        )
+    }
+
     /// Records a failed command; errors that mean the connection is gone retire it.
     fn failed(&mut self, err: &RedisError, generation: &AtomicU64) {
         if err.is_io_error()
@@ -53,20 +63,18 @@ impl bb8::ManageConnection for NodeConnections {
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        // A multiplexed connection's I/O task lives on the runtime that made it. Make it on the
-        // locker's own background runtime, not the caller's: the pool shares connections with
-        // every task and worker, and must not lose them when one caller's runtime stops.
-        let manager = self.manager.clone();
-        let redis = background::runtime()
-            .spawn(async move { manager.connect().await })
-            .await
-            .map_err(|err| {
-                RedisError::from((redis::ErrorKind::Io, "connect task failed", err.to_string()))
-            })??;
+        let redis = self.manager.connect().await?;
+        // The connection's I/O task lives on the runtime that made it (the caller's: fastest,
+        // no thread hop) and dies with it. A sentinel task beside it tells checkout when that
+        // runtime has stopped, so a dead connection is retired before anyone uses it.
+        // (It ends with the connection: `closed` resolves once the receiver is dropped.)
+        let (mut alive, runtime_stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move { alive.closed().await });
         Ok(NodeConnection {
             redis,
             generation,
             broken: false,
+            runtime_stopped,
         })
     }
 
@@ -196,7 +204,7 @@ impl Node {
     async fn connection(&self) -> Result<bb8::PooledConnection<'_, NodeConnections>, NodeError> {
         loop {
             let mut conn = self.checkout().await?;
-            if conn.generation >= self.generation.load(Ordering::SeqCst) {
+            if conn.generation >= self.generation.load(Ordering::SeqCst) && !conn.orphaned() {
                 return Ok(conn);
             }
             conn.broken = true;

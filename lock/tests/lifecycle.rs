@@ -333,7 +333,7 @@ async fn fences_keep_increasing_across_a_redis_restart() {
 }
 
 #[test]
-fn release_messages_still_arrive_after_the_first_waiters_runtime_stopped() {
+fn a_locker_keeps_working_after_the_runtime_that_first_used_it_stopped() {
     let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -361,7 +361,8 @@ fn release_messages_still_arrive_after_the_first_waiters_runtime_stopped() {
         assert!(guard.release().await.unwrap());
     });
 
-    // That runtime is gone; the locker's waiters are still woken by release messages.
+    // That runtime is gone, and with it the connections and the pub/sub driver it ran: the
+    // locker makes new ones, and its waiters are still woken by release messages.
     runtime().block_on(async {
         let guard = holder_locker.acquire(&resource, &options).await.unwrap();
         let waiter = tokio::spawn({
