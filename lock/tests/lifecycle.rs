@@ -334,12 +334,6 @@ async fn fences_keep_increasing_across_a_redis_restart() {
 
 #[test]
 fn a_locker_keeps_working_after_the_runtime_that_first_used_it_stopped() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     // Made outside any runtime: the locker's connections and drivers live on its own.
     // No timer retries within the test: only a release message can wake the waiter early.
     let mut config = dlock::LockerConfig::new([url()]);
@@ -353,7 +347,7 @@ fn a_locker_keeps_working_after_the_runtime_that_first_used_it_stopped() {
         .wait(Duration::from_secs(10));
 
     // A short-lived runtime (an actix worker, a test) is the first to wait on this locker.
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         let guard = holder_locker.acquire(&resource, &options).await.unwrap();
         let short_wait = options.clone().wait(Duration::from_millis(100));
         let waited = waiter_locker.acquire(&resource, &short_wait).await;
@@ -363,7 +357,7 @@ fn a_locker_keeps_working_after_the_runtime_that_first_used_it_stopped() {
 
     // That runtime is gone, and with it the connections and the pub/sub driver it ran: the
     // locker makes new ones, and its waiters are still woken by release messages.
-    runtime().block_on(async {
+    current_thread_runtime().block_on(async {
         let guard = holder_locker.acquire(&resource, &options).await.unwrap();
         let waiter = tokio::spawn({
             let (locker, resource, options) =
@@ -389,13 +383,7 @@ fn a_locker_keeps_working_after_the_runtime_that_first_used_it_stopped() {
 
 #[test]
 fn a_guard_dropped_by_a_runtime_shutting_down_is_released_at_once() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let main_runtime = runtime();
+    let main_runtime = current_thread_runtime();
     let _main = main_runtime.enter();
     let locker = locker(&[url()]);
     let resource = unique("shutdown");
@@ -403,7 +391,7 @@ fn a_guard_dropped_by_a_runtime_shutting_down_is_released_at_once() {
 
     // A task holds the lock when its runtime shuts down (a worker stopping): the runtime drops
     // the task, and with it the guard.
-    let worker = runtime();
+    let worker = current_thread_runtime();
     let (held, is_held) = tokio::sync::oneshot::channel();
     worker.spawn({
         let (locker, resource, long) = (locker.clone(), resource.clone(), long.clone());
@@ -424,4 +412,12 @@ fn a_guard_dropped_by_a_runtime_shutting_down_is_released_at_once() {
             .expect("the dropped guard released the lock");
         guard.release().await.unwrap();
     });
+}
+
+/// A runtime of the test's own, to stop at will (as an actix worker's stops).
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
