@@ -41,104 +41,167 @@ fn balance_json(user_id: i64, balance: i64) -> serde_json::Value {
 
 /// Adds to a balance, creating the user on first charge.
 #[post("/balance/{user_id}/charge")]
-#[distributed_lock(resource = "balance:{user_id}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
 pub async fn charge(
     state: web::Data<AppState>,
     user_id: web::Path<Id>,
     body: JsonBody<AmountBody>,
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    let (user_id, amount) = (user_id.0, body.0.amount.0);
-    let fence = db_fence(lock);
-    let key = IdempotencyKey::from_request(&req, format!("charge:{user_id}"))?;
-    let mut conn = state.pool.get().await?;
-    if let Some(stored) = idempotency::replay(&mut conn, key.as_ref()).await? {
-        return Ok(stored);
-    }
-    let outcome = conn
-        .transaction::<_, AppError, _>(async |conn| {
-            // Fenced upsert: a holder whose lock was taken over cannot write.
-            let row: Option<BalanceRow> = diesel::sql_query(
-                "INSERT INTO balances (user_id, balance, fence) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id) DO UPDATE \
-                 SET balance = balances.balance + EXCLUDED.balance, fence = EXCLUDED.fence \
-                 WHERE balances.fence <= EXCLUDED.fence \
-                 RETURNING balance",
-            )
-            .bind::<BigInt, _>(user_id)
-            .bind::<BigInt, _>(amount)
-            .bind::<BigInt, _>(fence)
-            .get_result(conn)
-            .await
-            .optional()?;
-            let Some(BalanceRow { balance }) = row else {
-                return Err(AppError::FencedOut { newer: fence });
-            };
-            write_ledger(conn, user_id, "charge", amount, &state.instance, fence).await?;
-            finish(conn, key.as_ref(), user_id, balance).await
-        })
-        .await;
-    drop(conn);
-    idempotency::respond(&state.pool, key.as_ref(), outcome).await
+    change_balance(&state, *user_id, Change::Charge, body.0.amount.0, &req).await
 }
 
 /// Spends from a balance: 409 `insufficient_balance` when it is short, nothing changed.
 #[post("/balance/{user_id}/use")]
-#[distributed_lock(resource = "balance:{user_id}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
 pub async fn spend(
     state: web::Data<AppState>,
     user_id: web::Path<Id>,
     body: JsonBody<AmountBody>,
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    let (user_id, amount) = (user_id.0, body.0.amount.0);
-    let fence = db_fence(lock);
-    let key = IdempotencyKey::from_request(&req, format!("use:{user_id}"))?;
-    let mut conn = state.pool.get().await?;
-    if let Some(stored) = idempotency::replay(&mut conn, key.as_ref()).await? {
-        return Ok(stored);
+    change_balance(&state, *user_id, Change::Use, body.0.amount.0, &req).await
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Charge,
+    Use,
+}
+
+impl Change {
+    /// The idempotency scope and the ledger's `kind`.
+    fn name(self) -> &'static str {
+        match self {
+            Change::Charge => "charge",
+            Change::Use => "use",
+        }
     }
-    let outcome = conn
-        .transaction::<_, AppError, _>(async |conn| {
-            let (balance, stored_fence): (i64, i64) = balances::table
-                .find(user_id)
-                .select((balances::balance, balances::fence))
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or_else(|| unknown_user(user_id))?;
-            if balance < amount {
-                return Err(AppError::Conflict {
-                    code: "insufficient_balance",
-                    message: format!(
-                        "user {user_id} has {balance}, {amount} requested; nothing was spent"
-                    ),
-                });
-            }
-            let written = diesel::update(
-                // Compare-and-set on the fence read with the balance (see `fenced_deduct`).
-                balances::table
-                    .find(user_id)
-                    .filter(balances::fence.eq(stored_fence))
-                    .filter(balances::fence.lt(fence)),
-            )
-            .set((
-                balances::balance.eq(balance - amount),
-                balances::fence.eq(fence),
-            ))
-            .execute(conn)
-            .await?;
-            if written == 0 {
-                return Err(AppError::FencedOut {
-                    newer: stored_fence,
-                });
-            }
-            write_ledger(conn, user_id, "use", amount, &state.instance, fence).await?;
-            finish(conn, key.as_ref(), user_id, balance - amount).await
-        })
-        .await;
-    drop(conn);
+}
+
+async fn change_balance(
+    state: &AppState,
+    user_id: Id,
+    change: Change,
+    amount: i64,
+    req: &HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    let key = IdempotencyKey::from_request(req, format!("{}:{}", change.name(), user_id.0))?;
+    // A repeat is answered from the stored response without taking the lock. Two copies racing
+    // past this check are still applied once: the key is unique (see `idempotency::respond`).
+    if key.is_some() {
+        let mut conn = state.pool.get().await?;
+        if let Some(replayed) = idempotency::replay(&mut conn, key.as_ref()).await? {
+            return Ok(replayed);
+        }
+    }
+    // No pooled connection is held while waiting for the lock (see `product::deduct`).
+    let outcome = change_under_lock(state, user_id, change, amount, key.as_ref()).await;
     idempotency::respond(&state.pool, key.as_ref(), outcome).await
+}
+
+#[distributed_lock(resource = "balance:{user_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+async fn change_under_lock(
+    state: &AppState,
+    user_id: Id,
+    change: Change,
+    amount: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    let (user_id, fence) = (user_id.0, db_fence(lock));
+    let mut conn = state.pool.get().await?;
+    match change {
+        Change::Charge => add(&mut conn, state, user_id, amount, fence, key).await,
+        Change::Use => subtract(&mut conn, state, user_id, amount, fence, key).await,
+    }
+}
+
+/// A fenced upsert: a holder whose lock was taken over cannot write. (The addition happens in
+/// the statement, so no read can go stale in between.)
+async fn add(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user_id: i64,
+    amount: i64,
+    fence: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    conn.transaction::<_, AppError, _>(async |conn| {
+        let row: Option<BalanceRow> = diesel::sql_query(
+            "INSERT INTO balances (user_id, balance, fence) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE \
+             SET balance = balances.balance + EXCLUDED.balance, fence = EXCLUDED.fence \
+             WHERE balances.fence <= EXCLUDED.fence \
+             RETURNING balance",
+        )
+        .bind::<BigInt, _>(user_id)
+        .bind::<BigInt, _>(amount)
+        .bind::<BigInt, _>(fence)
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(BalanceRow { balance }) = row else {
+            return Err(AppError::FencedOut { newer: fence });
+        };
+        write_ledger(
+            conn,
+            user_id,
+            Change::Charge,
+            amount,
+            &state.instance,
+            fence,
+        )
+        .await?;
+        finish(conn, key, user_id, balance).await
+    })
+    .await
+}
+
+/// Read, check, then a compare-and-set on the fence read with the balance (see
+/// `fenced_deduct`).
+async fn subtract(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    user_id: i64,
+    amount: i64,
+    fence: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    conn.transaction::<_, AppError, _>(async |conn| {
+        let (balance, stored_fence): (i64, i64) = balances::table
+            .find(user_id)
+            .select((balances::balance, balances::fence))
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| unknown_user(user_id))?;
+        if balance < amount {
+            return Err(AppError::Conflict {
+                code: "insufficient_balance",
+                message: format!(
+                    "user {user_id} has {balance}, {amount} requested; nothing was spent"
+                ),
+            });
+        }
+        let written = diesel::update(
+            balances::table
+                .find(user_id)
+                .filter(balances::fence.eq(stored_fence))
+                .filter(balances::fence.lt(fence)),
+        )
+        .set((
+            balances::balance.eq(balance - amount),
+            balances::fence.eq(fence),
+        ))
+        .execute(conn)
+        .await?;
+        if written == 0 {
+            return Err(AppError::FencedOut {
+                newer: stored_fence,
+            });
+        }
+        write_ledger(conn, user_id, Change::Use, amount, &state.instance, fence).await?;
+        finish(conn, key, user_id, balance - amount).await
+    })
+    .await
 }
 
 /// Reads a balance.
@@ -174,7 +237,7 @@ async fn finish(
 async fn write_ledger(
     conn: &mut AsyncPgConnection,
     user_id: i64,
-    kind: &str,
+    change: Change,
     amount: i64,
     instance: &str,
     fence: i64,
@@ -182,7 +245,7 @@ async fn write_ledger(
     diesel::insert_into(balance_ledger::table)
         .values((
             balance_ledger::user_id.eq(user_id),
-            balance_ledger::kind.eq(kind),
+            balance_ledger::kind.eq(change.name()),
             balance_ledger::amount.eq(amount),
             balance_ledger::instance.eq(instance),
             balance_ledger::fence.eq(Some(fence)),

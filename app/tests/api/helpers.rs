@@ -21,6 +21,8 @@ pub struct Cluster {
     pub ports: Vec<u16>,
     pub instances: Vec<String>,
     pub database: String,
+    /// The instances' lock key prefix (one per cluster, so clusters never share locks).
+    pub lock_prefix: String,
     pub client: Client,
     next: AtomicUsize,
 }
@@ -84,6 +86,7 @@ pub async fn spawn_cluster_with(options: Options) -> Cluster {
         ports,
         instances,
         database,
+        lock_prefix: prefix,
         client: Client::builder()
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)

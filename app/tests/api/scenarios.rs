@@ -255,6 +255,46 @@ async fn one_idempotency_key_sent_20_times_at_once_applies_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_charge_or_use_is_answered_without_waiting_for_the_lock() {
+    let cluster = spawn_cluster().await;
+    let send = async |path: &str, key: &str| {
+        let headers = [
+            ("idempotency-key", key),
+            ("content-type", "application/json"),
+        ];
+        cluster.post_raw(path, r#"{"amount": 10}"#, &headers).await
+    };
+    let first_charge = send("/balance/9/charge", "charge-9").await;
+    let first_use = send("/balance/9/use", "use-9").await;
+    assert_eq!((first_charge.status, first_use.status), (200, 200));
+
+    // Someone else holds the user's lock, far longer than the handlers' 10 s wait budget.
+    let locker =
+        Locker::new(LockerConfig::new([shared_redis().url()]).prefix(cluster.lock_prefix.clone()))
+            .unwrap();
+    let held = locker
+        .acquire(
+            "balance:9",
+            &LockOptions::new().ttl(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    for (path, key, first) in [
+        ("/balance/9/charge", "charge-9", &first_charge),
+        ("/balance/9/use", "use-9", &first_use),
+    ] {
+        let repeat = tokio::time::timeout(Duration::from_secs(5), send(path, key))
+            .await
+            .unwrap_or_else(|_| panic!("the repeat of {path} waited for the lock"));
+        assert_eq!(repeat.status, 200, "{}", repeat.text);
+        assert!(repeat.headers.contains_key("idempotent-replayed"));
+        assert_eq!(repeat.text, first.text);
+    }
+    held.release().await.unwrap();
+    assert_eq!(cluster.get("/balance/9").await.body["balance"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_and_metrics_report_the_instance() {
     let cluster = spawn_cluster().await;
     let health = cluster.get("/health").await;
