@@ -393,6 +393,7 @@ impl Inner {
             fair_keys = keys.fair();
             ScriptCall {
                 script: &scripts::FAIR_ACQUIRE,
+                repeatable: false,
                 keys: &[
                     &keys.lock,
                     &keys.fence,
@@ -405,6 +406,7 @@ impl Inner {
         } else {
             ScriptCall {
                 script: &scripts::ACQUIRE,
+                repeatable: false,
                 keys: &[&keys.lock, &keys.fence],
                 args: &[token, &ttl_ms],
             }
@@ -485,6 +487,7 @@ impl Inner {
         let fence_arg = fence.to_string();
         let call = ScriptCall {
             script: &scripts::RAISE_FENCE,
+            repeatable: true,
             keys: &[&keys.fence],
             args: &[&fence_arg],
         };
@@ -504,6 +507,7 @@ impl Inner {
     async fn undo_on_nodes(&self, keys: &ResourceKeys, token: &str, timeout: Duration) {
         let call = ScriptCall {
             script: &scripts::RELEASE,
+            repeatable: true,
             keys: &[&keys.lock],
             args: &[token, "0", "", ""],
         };
@@ -522,6 +526,7 @@ impl Inner {
         let keep_ms = keep.as_millis().to_string();
         let call = ScriptCall {
             script: &scripts::RELEASE,
+            repeatable: true,
             keys: &[&keys.lock],
             args: &[token, &keep_ms, &keys.channel, &self.id],
         };
@@ -543,6 +548,7 @@ impl Inner {
         let ttl_ms = ttl.as_millis().to_string();
         let call = ScriptCall {
             script: &scripts::EXTEND,
+            repeatable: true,
             keys: &[&keys.lock],
             args: &[token, &ttl_ms],
         };
@@ -585,6 +591,7 @@ impl Inner {
         let timeout = self.call_timeout(ttl);
         let call = ScriptCall {
             script: &scripts::HANDOFF,
+            repeatable: false,
             keys: &[&hold.keys.lock, &hold.keys.fence],
             args: &[&hold.token, &token, &ttl_ms],
         };
@@ -630,6 +637,7 @@ impl Inner {
             let fair_keys = keys.fair();
             let call = ScriptCall {
                 script: &scripts::FAIR_LEAVE,
+                repeatable: true,
                 keys: &[&fair_keys.queue, &fair_keys.leases],
                 args: &[&token, &keys.channel],
             };

@@ -44,16 +44,17 @@ impl NodeConnection {
         )
     }
 
-    /// Records a failed command; errors that mean the connection is gone retire it.
-    fn failed(&mut self, err: &RedisError, generation: &AtomicU64) {
-        if err.is_io_error()
+    /// Records a failed command; errors that mean the connection is gone retire it (and say so).
+    fn failed(&mut self, err: &RedisError, generation: &AtomicU64) -> bool {
+        let gone = err.is_io_error()
             || err.is_connection_dropped()
             || err.is_unrecoverable_error()
-            || err.is_timeout()
-        {
+            || err.is_timeout();
+        if gone {
             self.broken = true;
             generation.fetch_max(self.generation + 1, Ordering::SeqCst);
         }
+        gone
     }
 }
 
@@ -112,6 +113,10 @@ impl bb8::ErrorSink<RedisError> for ConnectFailures {
 #[derive(Debug)]
 pub(crate) struct ScriptCall<'a> {
     pub script: &'a Script,
+    /// Running it twice does no harm (release, extend, raise a fence): after a connection
+    /// failure it gets one more go on a fresh connection. Not so for anything that takes a
+    /// lock: had the first run taken it, the second would find the lock busy — held by us.
+    pub repeatable: bool,
     pub keys: &'a [&'a str],
     pub args: &'a [&'a str],
 }
@@ -183,7 +188,6 @@ impl Node {
         &self,
         call: &ScriptCall<'_>,
     ) -> Result<T, NodeError> {
-        let mut conn = self.connection().await?;
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
             invocation.key(*key);
@@ -191,13 +195,24 @@ impl Node {
         for arg in call.args {
             invocation.arg(*arg);
         }
-        invocation
-            .invoke_async(&mut conn.redis)
-            .await
-            .map_err(|err| {
-                conn.failed(&err, &self.generation);
-                self.error(err.to_string())
-            })
+        let mut second_go = false;
+        loop {
+            let mut conn = self.connection().await?;
+            match invocation.invoke_async(&mut conn.redis).await {
+                Ok(reply) => return Ok(reply),
+                Err(err) => {
+                    let connection_lost = conn.failed(&err, &self.generation);
+                    // The connection died under the call: Redis restarted, or the runtime that
+                    // ran the connection stopped (a release from a dropped guard often meets
+                    // one of those at shutdown). Nothing to do with the script itself.
+                    if connection_lost && call.repeatable && !second_go {
+                        second_go = true;
+                        continue;
+                    }
+                    return Err(self.error(err.to_string()));
+                }
+            }
+        }
     }
 
     /// A pooled connection of the current generation, or the error of the attempt to make one.
@@ -236,7 +251,9 @@ impl Node {
                     .await
                 {
                     Ok(pong) => return Some(pong),
-                    Err(err) => conn.failed(&err, &self.generation),
+                    Err(err) => {
+                        conn.failed(&err, &self.generation);
+                    }
                 }
             }
             None
