@@ -13,6 +13,7 @@
 
 mod guardian;
 mod postgres;
+pub mod programs;
 mod redis;
 
 pub use postgres::PostgresServer;
@@ -29,29 +30,12 @@ pub fn free_port() -> u16 {
         .expect("cannot bind an ephemeral port on 127.0.0.1")
 }
 
-/// Finds `program` on `PATH` or in `extra_dirs`, or panics naming the Debian package.
-pub(crate) fn find_program(program: &str, extra_dirs: &[PathBuf], debian_package: &str) -> PathBuf {
-    let path_dirs = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .unwrap_or_default();
-    path_dirs
-        .iter()
-        .chain(extra_dirs)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{program}` not found on PATH: install the Debian package `{debian_package}` \
-                 (apt-get install -y {debian_package}), or run `cargo xtask test`, which installs it"
-            )
-        })
-}
-
-/// True when this process runs as root (servers that refuse root are started as `postgres`).
-pub(crate) fn running_as_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-        .unwrap_or(false)
+/// Finds `program` (see [`programs::find`]), or panics naming the Debian package to install.
+pub(crate) fn find_program(program: &str, debian_package: &str) -> PathBuf {
+    programs::find(program).unwrap_or_else(|| {
+        panic!(
+            "`{program}` not found: install the Debian package `{debian_package}` \
+             (apt-get install -y {debian_package}), or run `cargo xtask test`, which installs it"
+        )
+    })
 }

@@ -1,7 +1,8 @@
 //! An ephemeral PostgreSQL cluster: `initdb` into a temp dir, trust auth on 127.0.0.1.
 
 use crate::guardian::{wrap_as, DirGuardian, Guarded};
-use crate::{find_program, free_port, running_as_root};
+use crate::programs::running_as_root;
+use crate::{find_program, free_port};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -173,27 +174,10 @@ impl PostgresServer {
     }
 }
 
-/// Debian keeps server binaries in a versioned folder off PATH; take the newest.
+/// Debian keeps server binaries in a versioned folder off PATH (the newest is found first).
+/// A PATH entry may be a lone symlink (initdb but no pg_isready): resolve to the real folder.
 fn postgres_bin_dir() -> PathBuf {
-    let mut versioned: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("bin"))
-        .filter(|bin| bin.join("initdb").is_file())
-        .collect();
-    versioned.sort_by_key(|bin| {
-        bin.parent()
-            .and_then(|version| version.file_name())
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
-    // PATH may hold symlinks to single tools (initdb but no pg_isready): resolve to the real dir.
-    let initdb = versioned
-        .pop()
-        .map(|bin| bin.join("initdb"))
-        .unwrap_or_else(|| find_program("initdb", &[], "postgresql"));
+    let initdb = find_program("initdb", "postgresql");
     let initdb = std::fs::canonicalize(&initdb).unwrap_or(initdb);
     initdb
         .parent()

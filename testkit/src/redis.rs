@@ -21,7 +21,7 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> RedisServer {
-        let program = find_program("redis-server", &[], "redis-server");
+        let program = find_program("redis-server", "redis-server");
         let dir = tempfile::Builder::new()
             .prefix("dlock-redis-")
             .tempdir()

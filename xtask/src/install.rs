@@ -87,38 +87,8 @@ pub fn ensure_oha() -> Result<PathBuf, String> {
     })
 }
 
-/// A program on PATH, in `~/.cargo/bin`, or (PostgreSQL server tools) in Debian's versioned
-/// `/usr/lib/postgresql/<version>/bin`, newest first.
-pub fn find(program: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cargo/bin"));
-    }
-    let mut postgres: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    postgres.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
-    // Server tools from the versioned folder first: PATH may hold lone symlinks to some.
-    let ordered = postgres.into_iter().map(|(_, dir)| dir).chain(dirs);
-    ordered
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-}
-
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
-}
+// Programs are found exactly as the tests' servers find them.
+pub use dlock_testkit::programs::{find, running_as_root as is_root};
 
 pub fn run(command: &mut Command) -> Result<(), String> {
     let status = command
