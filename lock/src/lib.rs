@@ -6,7 +6,8 @@
 //! - **Fencing tokens**: every acquisition returns a [`Guard::fence`] strictly greater than all
 //!   fences issued before for that resource, to reject writes from a holder that lost its lock.
 //! - **Fast handoff**: releases are announced over pub/sub, and waiters in the same process get
-//!   the lock passed to them directly, so a hot lock moves in one round trip.
+//!   the lock passed to them directly, so a hot lock moves in one round trip. Processes take
+//!   turns: one that just had a streak of handoffs lets a waiting process go next.
 //! - **Auto-extend** watchdog, **fair** (FIFO) mode and **min_hold** for once-per-tick jobs.
 //! - **Release on drop**: a panic or a cancelled request frees the lock at once.
 //! - The [`distributed_lock`] attribute wraps a handler or any async fn in all of this.
