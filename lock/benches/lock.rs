@@ -13,8 +13,14 @@
 //! `BENCH_YIELD_WINDOW_US` override those locker settings. Arguments filter the runs by
 //! `bench/mode` substring, as other bench harnesses do: `cargo xtask bench hot/single`.
 
+// The integration tests' Redis helpers (the bench is one more target of this crate).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::connection;
 use dlock::{LockOptions, Locker, LockerConfig};
 use dlock_testkit::RedisServer;
+use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,14 +94,6 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 async fn hot(mode: &str, urls: &[String], counter_url: &str, run_for: Duration) {
     const TASKS: usize = 32;
     let lockers: Vec<Locker> = (0..3).map(|_| locker(urls)).collect();
@@ -164,32 +162,9 @@ async fn hot(mode: &str, urls: &[String], counter_url: &str, run_for: Duration) 
     );
 }
 
+/// Script calls so far on each node.
 async fn script_calls(urls: &[String]) -> Vec<u64> {
-    let mut calls = Vec::new();
-    for url in urls {
-        let mut conn = connection(url).await;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        calls.push(
-            info.lines()
-                .filter(|line| {
-                    line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
-                })
-                .filter_map(|line| {
-                    line.split("calls=")
-                        .nth(1)?
-                        .split(',')
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .sum(),
-        );
-    }
-    calls
+    join_all(urls.iter().map(|url| common::script_calls(url))).await
 }
 
 async fn uncontended(mode: &str, urls: &[String]) {

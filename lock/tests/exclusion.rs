@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connection, locker, unique};
+use common::{connection, locker, racy_increment, unique};
 use dlock::{LockOptions, Locker};
 use dlock_testkit::shared_redis;
 use redis::AsyncCommands;
@@ -42,15 +42,7 @@ async fn three_lockers_never_overlap_and_lose_no_update() {
                 let mut redis = connection(&url).await;
                 for _ in 0..ITERATIONS {
                     let guard = locker.acquire(&resource, &options).await.expect("acquire");
-                    let start = Instant::now();
-                    // The race the lock prevents: read, yield, write back + 1.
-                    let value: Option<u64> = redis.get(&counter_key).await.unwrap();
-                    tokio::task::yield_now().await;
-                    let () = redis
-                        .set(&counter_key, value.unwrap_or(0) + 1)
-                        .await
-                        .unwrap();
-                    let end = Instant::now();
+                    let (start, end) = racy_increment(&mut redis, &counter_key).await;
                     records.lock().unwrap().push(HoldRecord {
                         start,
                         end,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{connection, lock_key, locker, unique};
+use common::{connection, lock_key, locker, racy_increment, unique};
 use dlock::{LockError, LockOptions, Locker};
 use dlock_testkit::{shared_redis, RedisServer};
 use redis::AsyncCommands;
@@ -54,17 +54,8 @@ async fn stress_through_a_node_kill(node_count: usize) {
                         .acquire(&resource, &options)
                         .await
                         .expect("acquire with one node down");
-                    let start = Instant::now();
-                    let value: Option<u64> = redis.get(&counter_key).await.unwrap();
-                    tokio::task::yield_now().await;
-                    let () = redis
-                        .set(&counter_key, value.unwrap_or(0) + 1)
-                        .await
-                        .unwrap();
-                    records
-                        .lock()
-                        .unwrap()
-                        .push((start, Instant::now(), guard.fence()));
+                    let (start, end) = racy_increment(&mut redis, &counter_key).await;
+                    records.lock().unwrap().push((start, end, guard.fence()));
                     if holds.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
                         // Kill node 0 while this task still holds the lock.
                         tokio::task::block_in_place(|| nodes.lock().unwrap()[0].kill());

@@ -51,3 +51,16 @@ pub async fn script_calls(url: &str) -> u64 {
         .map(|calls| calls.parse::<u64>().unwrap())
         .sum()
 }
+
+/// The race a lock must prevent: read a counter, yield, write it back + 1. Returns when the
+/// critical section started and ended.
+pub async fn racy_increment(
+    redis: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> (std::time::Instant, std::time::Instant) {
+    let start = std::time::Instant::now();
+    let value: Option<u64> = redis.get(key).await.unwrap();
+    tokio::task::yield_now().await;
+    let () = redis.set(key, value.unwrap_or(0) + 1).await.unwrap();
+    (start, std::time::Instant::now())
+}
