@@ -2,11 +2,11 @@
 //!
 //! Pooled (multiplexed) connections cannot SUBSCRIBE, so each node gets one dedicated pub/sub
 //! connection, owned by a driver task (on the runtime of the waiter that started it; the next
-//! waiter starts a new one if that runtime has stopped). Waiters hold a [`Listener`] on their resource's channel;
-//! a message bumps a `watch` counter, which cannot lose a wake-up: a waiter that subscribed before
-//! its last attempt sees any release that happened after it. A release message carries the
-//! releasing locker's id, so a waiter can tell whether another process holds this lock too
-//! (see `local.rs` on yielding a turn). All SUBSCRIBE/UNSUBSCRIBE commands
+//! waiter starts a new one if that runtime has stopped). Waiters hold a [`Listener`] on their
+//! resource's channel; a message bumps a `watch` counter, which cannot lose a wake-up: a waiter
+//! that subscribed before its last attempt sees any release that happened after it. A release
+//! message carries the releasing locker's id, so a waiter can tell whether another process
+//! holds this lock too (see `local.rs` on yielding a turn). All SUBSCRIBE/UNSUBSCRIBE commands
 //! go through the driver, one at a time, so they can never be reordered. After a reconnect every
 //! listener is woken, because messages may have been missed while the connection was down.
 
