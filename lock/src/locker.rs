@@ -386,11 +386,11 @@ impl Inner {
         observe::attempt();
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
-        let lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
         let timeout = self.call_timeout(ttl);
-        let fair_keys;
+        let (fair_keys, lease_ms);
         let call = if options.fair {
             fair_keys = keys.fair();
+            lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
             ScriptCall {
                 script: &scripts::FAIR_ACQUIRE,
                 repeatable: false,
