@@ -192,7 +192,7 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                 }
                 Err(HandoffFailed::NotOurs) => {
                     inner.local.put_back(&hold.resource, waiter);
-                    inner.local.end_streak(&hold.resource);
+                    inner.local.end_streak(&hold.resource, Duration::ZERO);
                     observe::released("not_held", held_for);
                     return Ok(false);
                 }
@@ -205,13 +205,10 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
         }
     }
     let timeout = inner.release_timeout(hold.options.effective_ttl());
-    inner
-        .local
-        .yield_if_contended(&hold.resource, inner.yield_window());
+    inner.local.end_streak(&hold.resource, inner.yield_window());
     let outcome = inner
         .release_on_nodes(&hold.keys, &hold.token, keep, timeout)
         .await;
-    inner.local.end_streak(&hold.resource);
     match outcome {
         Ok(true) => {
             observe::released("released", held_for);

@@ -104,27 +104,25 @@ impl LocalQueues {
         }
     }
 
-    /// The lock is about to be really released: if our waiters are left and another process
-    /// wants the lock too, give it the next turn (see the module docs).
-    pub(crate) fn yield_if_contended(&self, resource: &str, window: Duration) {
+    /// The streak is over: the lock is about to be really released, or was found not ours. The
+    /// next holder starts a new streak. With a `yield_window`, if our waiters are left and
+    /// another process wants the lock too, it gets the next turn (see the module docs); this
+    /// runs before the release goes out, so our own waiters cannot hear it first.
+    pub(crate) fn end_streak(&self, resource: &str, yield_window: Duration) {
         let mut queues = self.by_resource.lock().expect("local queue lock");
-        if let Some(queue) = queues.get_mut(resource) {
-            if queue.contended && !queue.waiters.is_empty() && !window.is_zero() {
-                queue.yield_until = Some(Instant::now() + window);
+        let Some(queue) = queues.get_mut(resource) else {
+            return;
+        };
+        queue.streak = 0;
+        if !yield_window.is_zero() {
+            if queue.contended && !queue.waiters.is_empty() {
+                queue.yield_until = Some(Instant::now() + yield_window);
                 observe::yielded();
             }
             queue.contended = false;
         }
-    }
-
-    /// The lock was really released: the next holder starts a new streak.
-    pub(crate) fn end_streak(&self, resource: &str) {
-        let mut queues = self.by_resource.lock().expect("local queue lock");
-        if let Some(queue) = queues.get_mut(resource) {
-            queue.streak = 0;
-            if queue.waiters.is_empty() {
-                queues.remove(resource);
-            }
+        if queue.waiters.is_empty() {
+            queues.remove(resource);
         }
     }
 }
