@@ -17,7 +17,7 @@ pub mod programs;
 mod redis;
 
 pub use postgres::PostgresServer;
-pub use redis::{shared_redis, RedisServer};
+pub use redis::{ephemeral_args as redis_args, shared_redis, RedisServer};
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -75,19 +75,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let log = self.dir.join("redis.log");
-        let args = [
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            &self.dir.display().to_string(),
-        ]
-        .map(String::from);
+        let args = ephemeral_args(self.port, &self.dir);
         self.process = Some(Guarded::spawn(None, &self.program, &args, "KILL", &log));
         self.wait_until_ready(&log);
     }
@@ -126,4 +114,23 @@ fn ping(port: u16) -> bool {
 pub fn shared_redis() -> &'static RedisServer {
     static SHARED: OnceLock<RedisServer> = OnceLock::new();
     SHARED.get_or_init(RedisServer::start)
+}
+
+/// A redis-server on loopback at `port` that keeps nothing: no snapshots, no append-only file
+/// (its working directory is `dir`). Tests and the native cluster start Redis the same way.
+pub fn ephemeral_args(port: u16, dir: &std::path::Path) -> Vec<String> {
+    [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
 }

@@ -337,34 +337,26 @@ fn start_postgres(layout: &Layout) -> Result<(), String> {
         .ok_or("PostgreSQL started but wrote no postmaster.pid")?;
     std::fs::write(layout.pid_file("postgres"), pid).map_err(|err| err.to_string())?;
     let psql = find("psql").ok_or("psql not found (package postgresql-client)")?;
-    let exists = Command::new(&psql)
-        .args([
+    // psql as the superuser on the cluster's PostgreSQL.
+    let psql = || {
+        let mut command = Command::new(&psql);
+        command.args([
+            "-q",
             "-h",
             "127.0.0.1",
             "-p",
             &PG_PORT.to_string(),
             "-U",
             "postgres",
-            "-tAc",
-        ])
-        .arg("SELECT 1 FROM pg_database WHERE datname = 'dlock'")
+        ]);
+        command
+    };
+    let exists = psql()
+        .args(["-tAc", "SELECT 1 FROM pg_database WHERE datname = 'dlock'"])
         .output()
         .map_err(|err| err.to_string())?;
     if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
-        install::run(
-            Command::new(&psql)
-                .args([
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &PG_PORT.to_string(),
-                    "-U",
-                    "postgres",
-                    "-c",
-                ])
-                .arg("CREATE DATABASE dlock"),
-        )?;
+        install::run(psql().args(["-c", "CREATE DATABASE dlock"]))?;
     }
     Ok(())
 }
@@ -416,19 +408,8 @@ fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
     let redis = find("redis-server").ok_or("redis-server not found (package redis-server)")?;
     install::run(
         Command::new(redis)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(dlock_testkit::redis_args(port, &dir))
             .args(["--daemonize", "yes", "--maxclients", "10000"])
-            .arg("--dir")
-            .arg(&dir)
             .arg("--pidfile")
             .arg(&pid_file)
             .arg("--logfile")
