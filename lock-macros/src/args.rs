@@ -5,7 +5,7 @@ use syn::meta::ParseNestedMeta;
 use syn::{Expr, Ident, LitBool, LitInt, LitStr, Path};
 
 const VALID_ARGUMENTS: &str =
-    "resource, ttl_ms, wait_ms, auto_extend, fair, min_hold_ms, guard, locker, crate";
+    "resource, ttl_ms, wait_ms, auto_extend, fair, min_hold_ms, cancel_on_lost, guard, locker, crate";
 
 /// The arguments, each with the span of its key for error messages.
 #[derive(Default)]
@@ -16,6 +16,7 @@ pub(crate) struct LockArgs {
     pub min_hold_ms: Option<u64>,
     pub auto_extend: Option<bool>,
     pub fair: Option<bool>,
+    pub cancel_on_lost: Option<bool>,
     pub guard: Option<Ident>,
     pub locker: Option<Expr>,
     pub krate: Option<Path>,
@@ -67,11 +68,11 @@ impl LockArgs {
                 }
                 *slot = Some(millis);
             }
-            "auto_extend" | "fair" => {
-                let slot = if key == "fair" {
-                    &mut self.fair
-                } else {
-                    &mut self.auto_extend
+            "auto_extend" | "fair" | "cancel_on_lost" => {
+                let slot = match key.as_str() {
+                    "fair" => &mut self.fair,
+                    "cancel_on_lost" => &mut self.cancel_on_lost,
+                    _ => &mut self.auto_extend,
                 };
                 if slot.is_some() {
                     return Err(duplicate());

@@ -120,6 +120,32 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
     });
 
     let block = &function.block;
+    let instrumented = quote! {
+        #private::Instrument::instrument(
+            async move {
+                #fake_return
+                #block
+            },
+            #private::hold_span(&__dl_guard),
+        )
+    };
+    // With `cancel_on_lost` the body races the guard's lost signal: a lost lock drops the body
+    // (at its current await point) and leaves like a failed acquisition, with `LockError::Lost`.
+    let run_body = if args.cancel_on_lost.unwrap_or(false) {
+        quote! {
+            let __dl_output = match #private::run_until_lost(&__dl_guard, #instrumented).await {
+                ::core::result::Result::Ok(output) => output,
+                ::core::result::Result::Err(__dl_error) => {
+                    #private::release(__dl_guard).await;
+                    #on_lock_error
+                }
+            };
+        }
+    } else {
+        quote! {
+            let __dl_output = #instrumented.await;
+        }
+    };
     let body = quote! {{
         let __dl_resource = ::std::format!(#format #(, #format_args)*);
         let __dl_guard = match #private::acquire(#locker, &__dl_resource, &#options).await {
@@ -129,14 +155,7 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         #bind_guard
         // The body runs in its own future, so `return` and `?` end the body, never skip the
         // release below; a panic or a dropped future releases through the guard's `Drop`.
-        let __dl_output = #private::Instrument::instrument(
-            async move {
-                #fake_return
-                #block
-            },
-            #private::hold_span(&__dl_guard),
-        )
-        .await;
+        #run_body
         #private::release(__dl_guard).await;
         #output
     }};

@@ -1,26 +1,68 @@
 //! [`Guard`]: a held lock. Release it with [`Guard::release`], or drop it: the release then
 //! runs in a task on the background runtime (never blocking in `Drop`), so a panic or a
-//! cancelled future frees the lock at once instead of after the TTL.
+//! cancelled future frees the lock at once instead of after the TTL. A `release` whose own
+//! future is dropped half-way finishes on the background runtime too.
 
 use crate::background;
 use crate::locker::{HandoffFailed, Inner};
 use crate::options::LockOptions;
 use crate::resource::ResourceKeys;
+use crate::rounds::Grant;
 use crate::{observe, LockError};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// What an acquisition round (or a handoff) produced.
+/// How long the lock can be relied on, shared by the guard and its watchdog.
 #[derive(Debug)]
-pub(crate) struct Grant {
-    pub token: String,
-    pub fence: u64,
-    /// When the winning round returned: from here on the lock is certainly held. (Validity is
-    /// reckoned from the round's *start*, the conservative end for expiry.)
-    pub acquired_at: Instant,
-    pub valid_until: Instant,
+pub(crate) struct Lease {
+    /// Until when the lock is certainly ours: set by the acquisition, advanced by extensions.
+    valid_until: Mutex<Instant>,
+    /// Cancelled when the lock is known lost (an extension was refused, or validity ran out
+    /// with no extension confirmed).
+    lost: CancellationToken,
+}
+
+impl Lease {
+    fn new(valid_until: Instant) -> Lease {
+        Lease {
+            valid_until: Mutex::new(valid_until),
+            lost: CancellationToken::new(),
+        }
+    }
+
+    fn valid_until(&self) -> Instant {
+        *self.valid_until.lock().expect("lease lock")
+    }
+
+    fn extend_to(&self, until: Instant) {
+        let mut valid_until = self.valid_until.lock().expect("lease lock");
+        *valid_until = (*valid_until).max(until);
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.is_cancelled() || Instant::now() >= self.valid_until()
+    }
+
+    /// Resolves when the lock is lost: the token is cancelled or the validity runs out,
+    /// whichever comes first (re-reading the validity, which extensions advance).
+    async fn lost(&self) {
+        loop {
+            let until = self.valid_until();
+            tokio::select! {
+                () = self.lost.cancelled() => return,
+                () = tokio::time::sleep_until(until) => {
+                    if Instant::now() >= self.valid_until() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The state of one hold, owned by its guard until release.
@@ -31,10 +73,8 @@ pub(crate) struct Hold {
     pub token: String,
     pub fence: u64,
     pub acquired_at: Instant,
-    pub valid_until: Instant,
+    pub lease: Arc<Lease>,
     pub options: LockOptions,
-    /// Cancelled when the lock is known lost (extension refused or failed).
-    pub lost: CancellationToken,
     /// Cancelled to stop the auto-extend watchdog.
     pub stop_watchdog: CancellationToken,
 }
@@ -65,9 +105,8 @@ impl Guard {
             token: grant.token,
             fence: grant.fence,
             acquired_at: grant.acquired_at,
-            valid_until: grant.valid_until,
+            lease: Arc::new(Lease::new(grant.valid_until)),
             options,
-            lost: CancellationToken::new(),
             stop_watchdog: CancellationToken::new(),
         };
         tracing::debug!(resource = %hold.resource, fence = hold.fence, "lock acquired");
@@ -104,31 +143,32 @@ impl Guard {
         self.hold().acquired_at
     }
 
-    /// Whether the lock is known to be lost: an extension was refused or failed, or (without
-    /// auto-extend) its validity has run out.
+    /// Whether the lock may be lost: an extension was refused (the key is gone or someone
+    /// else's), or its validity ran out — the TTL minus the time the acquisition took and a
+    /// clock-drift allowance, advanced by every confirmed extension. Conservative: the key in
+    /// Redis outlives the validity.
     pub fn is_lost(&self) -> bool {
-        let hold = self.hold();
-        hold.lost.is_cancelled()
-            || (!hold.options.auto_extend && Instant::now() >= hold.valid_until)
+        self.hold().lease.is_lost()
     }
 
-    /// Resolves when the lock is lost (see [`Guard::is_lost`]). Race your work against it with
-    /// `tokio::select!` to abort work whose lock is gone.
+    /// Until when the lock is certainly held, as far as this guard knows now (extensions
+    /// advance it).
+    pub fn valid_until(&self) -> Instant {
+        self.hold().lease.valid_until()
+    }
+
+    /// Resolves when the lock is lost (see [`Guard::is_lost`]), no later than its validity
+    /// runs out. Race your work against it with `tokio::select!` to abort work whose lock is
+    /// gone (the attribute's `cancel_on_lost` does exactly that).
     pub async fn lost(&self) {
-        let hold = self.hold();
-        if hold.options.auto_extend {
-            hold.lost.cancelled().await;
-        } else {
-            tokio::select! {
-                () = hold.lost.cancelled() => {}
-                () = tokio::time::sleep_until(hold.valid_until) => {}
-            }
-        }
+        self.hold().lease.lost().await;
     }
 
-    /// A token cancelled when auto-extension finds the lock lost; hand it to work that should stop.
+    /// A token cancelled when the watchdog finds the lock lost; hand it to work that should
+    /// stop. (It is cancelled by the auto-extend watchdog; without auto-extend, use
+    /// [`Guard::lost`], which also watches the validity.)
     pub fn lost_token(&self) -> CancellationToken {
-        self.hold().lost.clone()
+        self.hold().lease.lost.clone()
     }
 
     /// Releases the lock (or hands it to a waiter of this process) and reports whether it was
@@ -137,9 +177,12 @@ impl Guard {
     ///
     /// # Errors
     /// [`LockError::Unavailable`] when Redis could not be told; the lock then expires by its TTL.
+    ///
+    /// Cancel-safe: if this future is dropped before it completes, the release goes on in the
+    /// background and finishes as soon as Redis answers.
     pub async fn release(mut self) -> Result<bool, LockError> {
         let hold = self.hold.take().expect("a live guard always has its hold");
-        finish(Arc::clone(&self.inner), hold).await
+        FinishInBackgroundIfDropped(Some(Box::pin(finish(Arc::clone(&self.inner), hold)))).await
     }
 
     /// Takes the hold back out (a handoff the waiter did not take), stopping its watchdog.
@@ -161,13 +204,46 @@ impl Drop for Guard {
     }
 }
 
+/// Runs a future to completion here, or — if dropped first — on the background runtime, from
+/// wherever it had got to. (A boxed future can move while pinned: only the box moves.)
+struct FinishInBackgroundIfDropped<F: Future + Send + 'static>(Option<Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F: Future + Send + 'static> Future for FinishInBackgroundIfDropped<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let future = self.0.as_mut().expect("polled after completion");
+        let output = future.as_mut().poll(cx);
+        if output.is_ready() {
+            self.0 = None;
+        }
+        output
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishInBackgroundIfDropped<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0.take() {
+            background::runtime().spawn(unfinished);
+        }
+    }
+}
+
 /// Ends a hold: stop the watchdog, then hand the lock to a local waiter if one is queued (and
 /// the streak and `min_hold` allow), else release it on the nodes.
 async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
     hold.stop_watchdog.cancel();
     let held_for = hold.acquired_at.elapsed();
     let keep = hold.options.min_hold.saturating_sub(held_for);
-    if keep.is_zero() && !hold.options.fair && !hold.lost.is_cancelled() {
+    if keep.is_zero() && !hold.options.fair && !hold.lease.is_lost() {
         while let Some(waiter) = inner
             .local
             .next_for_handoff(&hold.resource, inner.max_local_handoffs())
@@ -228,42 +304,56 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
     }
 }
 
-/// Extends the lock every `ttl / 3` until stopped; on a refusal or failure marks the guard lost
-/// and stops (Redisson's renewal and node-redlock's `using`, without the blocking).
+/// Extends the lock every `ttl / 3` until stopped (Redisson's renewal, node-redlock's `using`,
+/// without the blocking). An extension that fails or times out is retried, each try bounded by
+/// the validity left; the lock is declared lost only when an extension is *refused* (the key is
+/// gone or someone else's) or the validity runs out with none confirmed.
 fn spawn_watchdog(inner: &Arc<Inner>, hold: &Hold) {
     let inner = Arc::clone(inner);
     let keys = Arc::clone(&hold.keys);
     let resource = Arc::clone(&hold.resource);
     let token = hold.token.clone();
     let ttl = hold.options.effective_ttl();
-    let lost = hold.lost.clone();
+    let lease = Arc::clone(&hold.lease);
     let stop = hold.stop_watchdog.clone();
     let period = (ttl / 3).max(Duration::from_millis(1));
+    let retry_pause = (ttl / 20).max(Duration::from_millis(1));
     background::runtime().spawn(async move {
+        let mut next = Instant::now() + period;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(period) => {}
+                () = tokio::time::sleep_until(next) => {}
             }
-            let outcome = inner.extend_on_nodes(&keys, &token, ttl).await;
+            let left = lease.valid_until().saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                observe::lost();
+                tracing::warn!(%resource, "lock lost: validity ran out before an extension was confirmed");
+                lease.lost.cancel();
+                return;
+            }
+            let started = Instant::now();
+            let outcome = inner.extend_on_nodes(&keys, &token, ttl, left).await;
             if stop.is_cancelled() {
                 return;
             }
             match outcome {
-                Ok(Some(_)) => observe::extension("ok"),
+                Ok(Some(valid_until)) => {
+                    observe::extension("ok");
+                    lease.extend_to(valid_until);
+                    next = started + period;
+                }
                 Ok(None) => {
                     observe::extension("refused");
                     observe::lost();
                     tracing::warn!(%resource, "lock lost: extension refused (expired or taken over)");
-                    lost.cancel();
+                    lease.lost.cancel();
                     return;
                 }
                 Err(errors) => {
                     observe::extension("failed");
-                    observe::lost();
-                    tracing::warn!(%resource, errors = %crate::error::NodeErrors(errors), "lock lost: extension failed");
-                    lost.cancel();
-                    return;
+                    tracing::warn!(%resource, errors = %crate::error::NodeErrors(errors), "extension failed; retrying within the validity left");
+                    next = Instant::now() + retry_pause;
                 }
             }
         }

@@ -64,6 +64,7 @@
 //! | `auto_extend` | off | extend every `ttl / 3` while the body runs |
 //! | `fair` | off | FIFO among waiters (single-node mode) |
 //! | `min_hold_ms = N` | `0` | keep the resource locked at least this long after acquisition |
+//! | `cancel_on_lost` | off | stop the body (drop it at its current await point) as soon as the lock is lost — an extension refused, or its validity run out — and return [`LockError::Lost`] (`409 lock_lost` for handlers) |
 //! | `guard = ident` | none | bind the [`Guard`] as `ident` in the body (`ident.fence()`, `ident.lost()`) |
 //! | `locker = expr` | app data | where the [`Locker`] comes from (`self.locker`, `state.locker`); without it the function must be an actix handler and the `Locker` is taken from app data (`web::Data<Locker>` or `Locker`), answering `500 lock_not_configured` if it is missing |
 //! | `crate = "path"` | `::dlock` | path to this crate, if renamed |
@@ -133,6 +134,7 @@ pub mod observe;
 mod options;
 mod quorum;
 mod resource;
+mod rounds;
 mod scripts;
 
 #[cfg(feature = "actix")]

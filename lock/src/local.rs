@@ -48,12 +48,19 @@ pub(crate) struct LocalWaiter {
 
 /// A waiter's side of its place in the local queue. Dropping it leaves the queue; a guard that
 /// was handed over but never taken is dropped with it, which releases the lock.
+///
+/// Invariant: the queue never holds a waiter whose ticket is gone. The ticket leaves the queue
+/// and closes its receiver under the queue's lock, and a holder puts a waiter back (after a
+/// failed handoff) only under that lock and only if its receiver is still open.
 #[derive(Debug)]
 pub(crate) struct LocalTicket {
     id: u64,
     resource: Arc<str>,
     queues: Arc<Mutex<HashMap<Arc<str>, LocalQueue>>>,
-    granted: oneshot::Receiver<Guard>,
+    /// `None` only while being dropped.
+    granted: Option<oneshot::Receiver<Guard>>,
+    /// What a holder handing over to this waiter needs to know (the TTL to give it).
+    options: LockOptions,
 }
 
 impl LocalQueues {
@@ -66,12 +73,17 @@ impl LocalQueues {
             .entry(Arc::clone(resource))
             .or_default()
             .waiters
-            .push_back(LocalWaiter { id, options, grant });
+            .push_back(LocalWaiter {
+                id,
+                options: options.clone(),
+                grant,
+            });
         LocalTicket {
             id,
             resource: Arc::clone(resource),
             queues: Arc::clone(&self.by_resource),
-            granted,
+            granted: Some(granted),
+            options,
         }
     }
 
@@ -96,12 +108,18 @@ impl LocalQueues {
         Some(waiter)
     }
 
-    /// A handoff failed before reaching the waiter: it keeps its place at the front.
+    /// A handoff failed before reaching the waiter: it keeps its place at the front, unless it
+    /// gave up meanwhile (then it must not block the waiters behind it).
     pub(crate) fn put_back(&self, resource: &str, waiter: LocalWaiter) {
         let mut queues = self.by_resource.lock().expect("local queue lock");
-        if let Some(queue) = queues.get_mut(resource) {
-            queue.waiters.push_front(waiter);
+        if waiter.grant.is_closed() {
+            return;
         }
+        queues
+            .entry(Arc::from(resource))
+            .or_default()
+            .waiters
+            .push_front(waiter);
     }
 
     /// The streak is over: the lock is about to be really released, or was found not ours. The
@@ -129,11 +147,36 @@ impl LocalQueues {
 
 impl LocalTicket {
     /// Resolves with the guard a releasing holder handed over; never resolves without a ticket.
-    pub(crate) async fn granted(ticket: &mut Option<LocalTicket>) -> Option<Guard> {
-        match ticket {
-            Some(ticket) => (&mut ticket.granted).await.ok(),
-            None => std::future::pending().await,
+    /// A holder that took this waiter out of the queue and then gave up half-way (its future
+    /// dropped, the handoff abandoned) drops the sender: the waiter then takes its place back at
+    /// the front of the queue and waits on.
+    pub(crate) async fn granted(ticket: &mut Option<LocalTicket>) -> Guard {
+        let Some(ticket) = ticket else {
+            return std::future::pending().await;
+        };
+        loop {
+            let receiver = ticket
+                .granted
+                .as_mut()
+                .expect("a live ticket has its receiver");
+            if let Ok(guard) = receiver.await {
+                return guard;
+            }
+            ticket.rejoin_at_front();
         }
+    }
+
+    fn rejoin_at_front(&mut self) {
+        let (grant, granted) = oneshot::channel();
+        let mut queues = self.queues.lock().expect("local queue lock");
+        let queue = queues.entry(Arc::clone(&self.resource)).or_default();
+        queue.waiters.retain(|waiter| waiter.id != self.id);
+        queue.waiters.push_front(LocalWaiter {
+            id: self.id,
+            options: self.options.clone(),
+            grant,
+        });
+        self.granted = Some(granted);
     }
 
     /// Whether this waiter is first in the local queue.
@@ -165,19 +208,22 @@ impl LocalTicket {
 
     /// A guard handed over already, if any.
     pub(crate) fn try_take(&mut self) -> Option<Guard> {
-        self.granted.try_recv().ok()
+        self.granted.as_mut()?.try_recv().ok()
     }
 }
 
 impl Drop for LocalTicket {
     fn drop(&mut self) {
-        if let Ok(mut queues) = self.queues.lock() {
-            if let Some(queue) = queues.get_mut(&self.resource) {
-                queue.waiters.retain(|waiter| waiter.id != self.id);
-                if queue.waiters.is_empty() && queue.streak == 0 {
-                    queues.remove(&self.resource);
-                }
+        let Ok(mut queues) = self.queues.lock() else {
+            return;
+        };
+        if let Some(queue) = queues.get_mut(&self.resource) {
+            queue.waiters.retain(|waiter| waiter.id != self.id);
+            if queue.waiters.is_empty() && queue.streak == 0 {
+                queues.remove(&self.resource);
             }
         }
+        // Closed under the lock: a holder about to put this waiter back sees it gone.
+        drop(self.granted.take());
     }
 }

@@ -1,17 +1,18 @@
-//! [`Locker`]: acquisition, the one retry loop, and the node-level rounds (acquire, release,
-//! extend, handoff) that count answers against the majority.
+//! [`Locker`]: acquisition and the one retry loop. The node-level rounds it runs live in
+//! `rounds.rs`; this module decides what to ask and what to do with the answers.
 
 use crate::background;
 use crate::error::{NodeError, NodeErrors};
-use crate::guard::{Grant, Guard, Hold};
+use crate::guard::{Guard, Hold};
 use crate::local::{LocalQueues, LocalTicket};
-use crate::node::{Node, ScriptCall};
+use crate::node::{Node, OwnedCall, ScriptCall};
 use crate::notify::Listener;
 use crate::options::{LockOptions, LockerConfig};
-use crate::quorum::{majority, validity};
+use crate::quorum::majority;
 use crate::resource::{validate_resource, ResourceKeys};
+use crate::rounds::{Cluster, Grant, Verdict};
 use crate::{observe, scripts, LockError};
-use futures_util::future::{join_all, select_all};
+use futures_util::future::select_all;
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +41,7 @@ pub struct Locker {
 pub(crate) struct Inner {
     /// Signs this locker's release messages, so waiters elsewhere can tell processes apart.
     id: Arc<str>,
-    nodes: Vec<Node>,
+    cluster: Cluster,
     config: LockerConfig,
     pub(crate) local: LocalQueues,
 }
@@ -80,21 +81,6 @@ enum Attempt {
     Unavailable(Vec<NodeError>),
 }
 
-/// When a round started, the TTL it asked for, and its per-node budget.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    started: Instant,
-    ttl: Duration,
-    timeout: Duration,
-}
-
-/// How a yes/no round over the nodes came out.
-enum Verdict {
-    Confirmed,
-    Refused,
-    Unreachable(Vec<NodeError>),
-}
-
 /// Why a handoff to a local waiter did not happen.
 pub(crate) enum HandoffFailed {
     NotOurs,
@@ -111,17 +97,27 @@ impl Locker {
     pub fn new(config: LockerConfig) -> Result<Locker, LockError> {
         config.check()?;
         let id: Arc<str> = Arc::from(new_token());
+        let quorum = config.urls.len() > 1;
         let nodes = config
             .urls
             .iter()
             .enumerate()
-            .map(|(index, url)| Node::new(index, url, config.pool_size, config.node_timeout, &id))
+            .map(|(index, url)| {
+                Node::new(
+                    index,
+                    url,
+                    config.pool_size,
+                    config.node_timeout,
+                    &id,
+                    quorum,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(LockError::Config)?;
         Ok(Locker {
             inner: Arc::new(Inner {
                 id,
-                nodes,
+                cluster: Cluster::new(nodes, config.node_timeout),
                 config,
                 local: LocalQueues::default(),
             }),
@@ -130,7 +126,7 @@ impl Locker {
 
     /// Single-node or quorum mode, from the number of URLs.
     pub fn mode(&self) -> Mode {
-        match self.inner.nodes.len() {
+        match self.inner.cluster.len() {
             1 => Mode::Single,
             nodes => Mode::Quorum { nodes },
         }
@@ -143,9 +139,8 @@ impl Locker {
 
     /// PINGs every node (bounded by the node timeout) and reports how many answered.
     pub async fn health(&self) -> Health {
-        let answers = join_all(self.inner.nodes.iter().map(Node::ping)).await;
-        let up = answers.into_iter().filter(|ok| *ok).count();
-        let nodes = self.inner.nodes.len();
+        let up = self.inner.cluster.ping_all().await;
+        let nodes = self.inner.cluster.len();
         Health {
             nodes,
             up,
@@ -166,7 +161,7 @@ impl Locker {
     pub async fn acquire(&self, resource: &str, options: &LockOptions) -> Result<Guard, LockError> {
         validate_resource(resource)?;
         options.check()?;
-        if options.fair && self.inner.nodes.len() > 1 {
+        if options.fair && self.inner.cluster.len() > 1 {
             return Err(LockError::InvalidOptions(
                 "fair locks need single-node mode: per-node queues cannot agree on one order",
             ));
@@ -214,8 +209,9 @@ impl Inner {
         let deadline = started + options.wait;
         let keys = Arc::new(ResourceKeys::new(&self.config.prefix, resource));
         let resource: Arc<str> = Arc::from(resource);
-        // In fair mode the token is also the waiter's place in the queue.
-        let token = new_token();
+        // Fair mode: the waiter's place in the queue, kept across attempts. (Each attempt takes
+        // the lock under a token of its own, so a late undo of one attempt cannot touch another.)
+        let waiter_id = new_token();
         let mut listeners: Vec<Listener> = Vec::new();
         let mut local: Option<LocalTicket> = None;
         let mut fair_place = FairPlace::default();
@@ -231,8 +227,12 @@ impl Inner {
             attempt_now = false;
         }
         loop {
+            if options.fair && attempt_now {
+                // Before the attempt: a fair waiter dropped mid-attempt must still leave the queue.
+                fair_place.queued(&self, &keys, &waiter_id);
+            }
             let outcome = if attempt_now {
-                self.attempt(&keys, &token, options).await
+                self.attempt(&keys, &waiter_id, options).await
             } else {
                 Attempt::Busy {
                     retry_after: None,
@@ -255,9 +255,6 @@ impl Inner {
                 Attempt::Unavailable(errors) => return Err(self.unavailable(&resource, errors)),
                 Attempt::Busy { retry_after, split } => (retry_after, split),
             };
-            if options.fair {
-                fair_place.queued(&self, &keys, &token);
-            }
             let now = Instant::now();
             if now >= deadline {
                 // A holder may have handed us the lock while we were out asking Redis.
@@ -295,7 +292,7 @@ impl Inner {
             loop {
                 tokio::select! {
                     biased;
-                    Some(guard) = LocalTicket::granted(&mut local) => {
+                    guard = LocalTicket::granted(&mut local) => {
                         observe::acquired("handoff", started.elapsed());
                         return Ok(guard);
                     }
@@ -327,14 +324,18 @@ impl Inner {
         }
     }
 
-    /// Subscribes to the resource's release channel on every node.
+    /// Subscribes to the resource's release channel on every node (not on one suspected hung:
+    /// its confirmation would not come).
     async fn listen(&self, keys: &ResourceKeys) -> Vec<Listener> {
         let confirm = self.config.node_timeout;
-        join_all(
-            self.nodes
-                .iter()
-                .map(|node| node.notifier.listen(&keys.channel, confirm)),
-        )
+        futures_util::future::join_all(self.cluster.nodes().iter().map(|node| {
+            let confirm = if node.is_suspect() {
+                Duration::ZERO
+            } else {
+                confirm
+            };
+            node.notifier.listen(&keys.channel, confirm)
+        }))
         .await
     }
 
@@ -363,155 +364,68 @@ impl Inner {
         delay
     }
 
-    /// Per-node budget for one call: the configured node timeout, and in quorum mode at most a
-    /// tenth of the TTL, so that slow nodes cannot use up the validity of the lock.
-    fn call_timeout(&self, ttl: Duration) -> Duration {
-        if self.nodes.len() == 1 {
-            self.config.node_timeout
-        } else {
-            self.config.node_timeout.min(ttl / 10)
-        }
-    }
-
-    async fn on_all_nodes(
+    /// One acquisition round on every node at once, under a fresh token.
+    async fn attempt(
         &self,
-        call: &ScriptCall<'_>,
-        timeout: Duration,
-    ) -> Vec<Result<i64, NodeError>> {
-        join_all(self.nodes.iter().map(|node| node.run::<i64>(call, timeout))).await
-    }
-
-    /// One acquisition round on every node at once.
-    async fn attempt(&self, keys: &ResourceKeys, token: &str, options: &LockOptions) -> Attempt {
+        keys: &ResourceKeys,
+        waiter_id: &str,
+        options: &LockOptions,
+    ) -> Attempt {
         observe::attempt();
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
-        let timeout = self.call_timeout(ttl);
-        let (fair_keys, lease_ms);
-        let call = if options.fair {
-            fair_keys = keys.fair();
-            lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
-            ScriptCall {
-                script: &scripts::FAIR_ACQUIRE,
-                repeatable: false,
-                keys: &[
-                    &keys.lock,
-                    &keys.fence,
-                    &fair_keys.queue,
-                    &fair_keys.leases,
-                    &fair_keys.tickets,
-                ],
-                args: &[token, &ttl_ms, &lease_ms],
+        let token = new_token();
+        let release = self.undo_call(keys, &token);
+        let fair_keys = options.fair.then(|| keys.fair());
+        let lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
+        let mut undo = vec![release];
+        let call = match &fair_keys {
+            Some(fair_keys) => {
+                undo.push(OwnedCall {
+                    script: &scripts::FAIR_LEAVE,
+                    keys: vec![fair_keys.queue.clone(), fair_keys.leases.clone()],
+                    args: vec![waiter_id.to_string(), keys.channel.clone()],
+                });
+                ScriptCall {
+                    script: &scripts::FAIR_ACQUIRE,
+                    repeatable: false,
+                    keys: &[
+                        &keys.lock,
+                        &keys.fence,
+                        &fair_keys.queue,
+                        &fair_keys.leases,
+                        &fair_keys.tickets,
+                    ],
+                    args: &[waiter_id, &ttl_ms, &lease_ms, &token],
+                }
             }
-        } else {
-            ScriptCall {
+            None => ScriptCall {
                 script: &scripts::ACQUIRE,
                 repeatable: false,
                 keys: &[&keys.lock, &keys.fence],
-                args: &[token, &ttl_ms],
-            }
+                args: &[&token, &ttl_ms],
+            },
         };
-        let started = Instant::now();
-        let replies = self.on_all_nodes(&call, timeout).await;
-        let (issued, busy, errors) = sort_replies(replies);
-        let retry_after = busy.iter().filter_map(|(_, expires_in)| *expires_in).min();
-        let others: Vec<usize> = busy.iter().map(|(node, _)| *node).collect();
-        let round = Round {
-            started,
-            ttl,
-            timeout,
-        };
-        if let Some(grant) = self.grant(keys, token, &issued, &others, round).await {
-            return Attempt::Acquired(grant);
+        match self.cluster.take(keys, &call, &token, &undo, ttl).await {
+            Ok(grant) => Attempt::Acquired(grant),
+            Err(not_taken) => match not_taken.unreachable {
+                Some(errors) => Attempt::Unavailable(errors),
+                None => Attempt::Busy {
+                    retry_after: not_taken.retry_after,
+                    split: not_taken.split,
+                },
+            },
         }
-        let split = !issued.is_empty();
-        if split {
-            // A minority, or too late: give back what we got so no one waits on our leftovers.
-            let _ = self.undo_on_nodes(keys, token, timeout).await;
-        }
-        if errors.len() > self.nodes.len() - majority(self.nodes.len()) {
-            return Attempt::Unavailable(errors);
-        }
-        Attempt::Busy { retry_after, split }
     }
 
-    /// The grant a round earned, if a majority issued a fence, the fence could be settled and
-    /// the lock is still valid after all that.
-    async fn grant(
-        &self,
-        keys: &ResourceKeys,
-        token: &str,
-        issued: &[(usize, u64)],
-        others: &[usize],
-        round: Round,
-    ) -> Option<Grant> {
-        if issued.len() < majority(self.nodes.len()) {
-            return None;
-        }
-        let fence = self
-            .settle_fence(keys, issued, others, round.timeout)
-            .await?;
-        let valid_for = validity(round.ttl, round.started.elapsed())?;
-        let now = Instant::now();
-        Some(Grant {
-            token: token.to_string(),
-            fence,
-            acquired_at: now,
-            valid_until: now + valid_for,
-        })
-    }
-
-    /// Quorum mode: the fence is the highest any node issued, written back to the nodes that
-    /// issued less (and best-effort to the other reachable nodes). Once a majority of nodes
-    /// store at least this fence, any later majority shares a node with it, and that node issues
-    /// more — so fences strictly increase across holders. Returns `None` if fewer than a
-    /// majority could be brought up to the fence.
-    async fn settle_fence(
-        &self,
-        keys: &ResourceKeys,
-        issued: &[(usize, u64)],
-        others: &[usize],
-        timeout: Duration,
-    ) -> Option<u64> {
-        let fence = issued.iter().map(|(_, fence)| *fence).max()?;
-        if self.nodes.len() == 1 {
-            return Some(fence);
-        }
-        let already = issued.iter().filter(|(_, f)| *f == fence).count();
-        let behind: Vec<usize> = issued
-            .iter()
-            .filter(|(_, f)| *f < fence)
-            .map(|(node, _)| *node)
-            .chain(others.iter().copied())
-            .collect();
-        let fence_arg = fence.to_string();
-        let call = ScriptCall {
-            script: &scripts::RAISE_FENCE,
-            repeatable: true,
-            keys: &[&keys.fence],
-            args: &[&fence_arg],
-        };
-        let raised = join_all(
-            behind
-                .iter()
-                .map(|node| self.nodes[*node].run::<i64>(&call, timeout)),
-        )
-        .await
-        .into_iter()
-        .filter(Result::is_ok)
-        .count();
-        (already + raised >= majority(self.nodes.len())).then_some(fence)
-    }
-
-    /// Gives back a partial acquisition without announcing it (see `RELEASE`).
-    async fn undo_on_nodes(&self, keys: &ResourceKeys, token: &str, timeout: Duration) {
-        let call = ScriptCall {
+    /// Gives back `token`'s lock without announcing it: used for attempts that did not win
+    /// (the other contenders are retrying already) and for ones whose outcome is unknown.
+    fn undo_call(&self, keys: &ResourceKeys, token: &str) -> OwnedCall {
+        OwnedCall {
             script: &scripts::RELEASE,
-            repeatable: true,
-            keys: &[&keys.lock],
-            args: &[token, "0", "", ""],
-        };
-        let _ = self.on_all_nodes(&call, timeout).await;
+            keys: vec![keys.lock.clone()],
+            args: vec![token.to_string(), "0".into(), String::new(), String::new()],
+        }
     }
 
     /// Releases `token`'s lock on every node; `keep` > 0 leaves the key to expire then (min_hold).
@@ -530,21 +444,33 @@ impl Inner {
             keys: &[&keys.lock],
             args: &[token, &keep_ms, &keys.channel, &self.id],
         };
-        match self.verdict(self.on_all_nodes(&call, timeout).await) {
+        let resend = OwnedCall {
+            script: &scripts::RELEASE,
+            keys: vec![keys.lock.clone()],
+            args: vec![
+                token.to_string(),
+                keep_ms.clone(),
+                keys.channel.clone(),
+                self.id.to_string(),
+            ],
+        };
+        match self.cluster.confirm(&call, timeout, Some(&resend)).await {
             Verdict::Confirmed => Ok(true),
             Verdict::Refused => Ok(false),
             Verdict::Unreachable(errors) => Err(errors),
         }
     }
 
-    /// Resets the TTL of `token`'s lock. `Ok(Some(validity))` on a majority, `Ok(None)` when
-    /// the lock is no longer ours, `Err` when too few nodes answered.
+    /// Resets the TTL of `token`'s lock, waiting at most `timeout` per node. `Ok(Some(valid
+    /// until))` on a majority, `Ok(None)` when the lock is no longer ours, `Err` when too few
+    /// nodes answered.
     pub(crate) async fn extend_on_nodes(
         &self,
         keys: &ResourceKeys,
         token: &str,
         ttl: Duration,
-    ) -> Result<Option<Duration>, Vec<NodeError>> {
+        timeout: Duration,
+    ) -> Result<Option<Instant>, Vec<NodeError>> {
         let ttl_ms = ttl.as_millis().to_string();
         let call = ScriptCall {
             script: &scripts::EXTEND,
@@ -553,28 +479,12 @@ impl Inner {
             args: &[token, &ttl_ms],
         };
         let started = Instant::now();
-        match self.verdict(self.on_all_nodes(&call, self.call_timeout(ttl)).await) {
-            Verdict::Confirmed => Ok(validity(ttl, started.elapsed())),
+        let timeout = timeout.min(self.cluster.call_timeout(ttl));
+        match self.cluster.confirm(&call, timeout, None).await {
+            // The key now lives until at least `started + ttl` (the script ran after `started`).
+            Verdict::Confirmed => Ok(Some(started + ttl - crate::quorum::drift(ttl))),
             Verdict::Refused => Ok(None),
             Verdict::Unreachable(errors) => Err(errors),
-        }
-    }
-
-    /// Counts a yes/no round (release, extend): confirmed by a majority; refused (the lock is
-    /// not ours); or undecidable because too many nodes did not answer.
-    fn verdict(&self, replies: Vec<Result<i64, NodeError>>) -> Verdict {
-        let confirmed = replies
-            .iter()
-            .filter(|reply| matches!(reply, Ok(1)))
-            .count();
-        let errors: Vec<NodeError> = replies.into_iter().filter_map(Result::err).collect();
-        let quorum = majority(self.nodes.len());
-        if confirmed >= quorum {
-            Verdict::Confirmed
-        } else if errors.len() > self.nodes.len() - quorum {
-            Verdict::Unreachable(errors)
-        } else {
-            Verdict::Refused
         }
     }
 
@@ -588,67 +498,52 @@ impl Inner {
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
         let token = new_token();
-        let timeout = self.call_timeout(ttl);
         let call = ScriptCall {
             script: &scripts::HANDOFF,
             repeatable: false,
             keys: &[&hold.keys.lock, &hold.keys.fence],
             args: &[&hold.token, &token, &ttl_ms],
         };
-        let started = Instant::now();
-        let replies = self.on_all_nodes(&call, timeout).await;
-        let (issued, refused, errors) = sort_replies(replies);
-        let others: Vec<usize> = refused.iter().map(|(node, _)| *node).collect();
-        let round = Round {
-            started,
-            ttl,
-            timeout,
-        };
-        if let Some(grant) = self
-            .grant(&hold.keys, &token, &issued, &others, round)
+        // A handoff that did not go through (or whose outcome is unknown) frees the lock under
+        // both tokens, so nothing lingers; the waiter then asks Redis itself.
+        let undo = [
+            self.undo_call(&hold.keys, &token),
+            self.undo_call(&hold.keys, &hold.token),
+        ];
+        match self
+            .cluster
+            .take(&hold.keys, &call, &token, &undo, ttl)
             .await
         {
-            return Ok(grant);
-        }
-        // Some nodes may already carry the new token: clear both tokens so nothing lingers.
-        if !issued.is_empty() {
-            let _ = self
-                .release_on_nodes(&hold.keys, &token, Duration::ZERO, timeout)
-                .await;
-            let _ = self
-                .release_on_nodes(&hold.keys, &hold.token, Duration::ZERO, timeout)
-                .await;
-        }
-        if errors.len() > self.nodes.len() - majority(self.nodes.len()) {
-            Err(HandoffFailed::Unavailable(
-                self.unavailable(&hold.resource, errors),
-            ))
-        } else {
-            Err(HandoffFailed::NotOurs)
+            Ok(grant) => Ok(grant),
+            Err(not_taken) => match not_taken.unreachable {
+                Some(errors) => Err(HandoffFailed::Unavailable(
+                    self.unavailable(&hold.resource, errors),
+                )),
+                None => Err(HandoffFailed::NotOurs),
+            },
         }
     }
 
     /// Fair mode: leave the queue (a waiter that gave up or was cancelled).
-    fn leave_fair_queue(self: &Arc<Self>, keys: &Arc<ResourceKeys>, token: &str) {
+    fn leave_fair_queue(self: &Arc<Self>, keys: &Arc<ResourceKeys>, waiter_id: &str) {
         let inner = Arc::clone(self);
         let keys = Arc::clone(keys);
-        let token = token.to_string();
+        let waiter_id = waiter_id.to_string();
         background::runtime().spawn(async move {
             let fair_keys = keys.fair();
             let call = ScriptCall {
                 script: &scripts::FAIR_LEAVE,
                 repeatable: true,
                 keys: &[&fair_keys.queue, &fair_keys.leases],
-                args: &[&token, &keys.channel],
+                args: &[&waiter_id, &keys.channel],
             };
-            let _ = inner.nodes[0]
-                .run::<i64>(&call, inner.config.node_timeout)
-                .await;
+            let _ = inner.cluster.on_first(&call).await;
         });
     }
 
     pub(crate) fn unavailable(&self, resource: &str, errors: Vec<NodeError>) -> LockError {
-        let nodes = self.nodes.len();
+        let nodes = self.cluster.len();
         LockError::Unavailable {
             resource: resource.to_string(),
             nodes,
@@ -667,34 +562,8 @@ impl Inner {
     }
 
     pub(crate) fn release_timeout(&self, ttl: Duration) -> Duration {
-        self.call_timeout(ttl)
+        self.cluster.call_timeout(ttl)
     }
-}
-
-/// Splits script replies into fences issued (`> 0`), refusals (`≤ 0`, with the holder's
-/// remaining TTL when known) and node errors.
-#[allow(clippy::type_complexity)]
-fn sort_replies(
-    replies: Vec<Result<i64, NodeError>>,
-) -> (
-    Vec<(usize, u64)>,
-    Vec<(usize, Option<Duration>)>,
-    Vec<NodeError>,
-) {
-    let mut issued = Vec::new();
-    let mut refused = Vec::new();
-    let mut errors = Vec::new();
-    for (node, reply) in replies.into_iter().enumerate() {
-        match reply {
-            Ok(fence) if fence > 0 => issued.push((node, fence.unsigned_abs())),
-            Ok(minus_ttl) => refused.push((
-                node,
-                (minus_ttl < 0).then(|| Duration::from_millis(minus_ttl.unsigned_abs())),
-            )),
-            Err(err) => errors.push(err),
-        }
-    }
-    (issued, refused, errors)
 }
 
 /// A random owner token: 128 bits, so no two holds ever share one.
@@ -709,9 +578,9 @@ struct FairPlace {
 }
 
 impl FairPlace {
-    fn queued(&mut self, inner: &Arc<Inner>, keys: &Arc<ResourceKeys>, token: &str) {
+    fn queued(&mut self, inner: &Arc<Inner>, keys: &Arc<ResourceKeys>, waiter_id: &str) {
         if self.queued.is_none() {
-            self.queued = Some((Arc::clone(inner), Arc::clone(keys), token.to_string()));
+            self.queued = Some((Arc::clone(inner), Arc::clone(keys), waiter_id.to_string()));
         }
     }
 

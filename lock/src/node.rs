@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
 
 /// bb8-redis's manager, plus a way to retire a connection that a command found broken.
 ///
@@ -109,6 +110,62 @@ impl bb8::ErrorSink<RedisError> for ConnectFailures {
     }
 }
 
+/// A script call owned outright, to be sent later from a task of its own (an undo).
+#[derive(Debug, Clone)]
+pub(crate) struct OwnedCall {
+    pub script: &'static Script,
+    pub keys: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl OwnedCall {
+    fn invocation(&self) -> redis::ScriptInvocation<'static> {
+        let mut invocation = self.script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg);
+        }
+        invocation
+    }
+
+    pub(crate) fn borrowed(&self) -> BorrowedCall<'_> {
+        BorrowedCall {
+            script: self.script,
+            keys: self.keys.iter().map(String::as_str).collect(),
+            args: self.args.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// An [`OwnedCall`] seen as a [`ScriptCall`].
+pub(crate) struct BorrowedCall<'a> {
+    script: &'static Script,
+    keys: Vec<&'a str>,
+    args: Vec<&'a str>,
+}
+
+impl BorrowedCall<'_> {
+    pub(crate) fn call(&self) -> ScriptCall<'_> {
+        ScriptCall {
+            script: self.script,
+            repeatable: true,
+            keys: &self.keys,
+            args: &self.args,
+        }
+    }
+}
+
+/// The connection a call went out on. Commands on one connection run in order, so a follow-up
+/// sent on it runs after the call, even if the call's reply never came (a timeout, a dropped
+/// future, a hung node): that is how an attempt with an unknown outcome is undone safely.
+pub(crate) type SentOn = Mutex<Option<MultiplexedConnection>>;
+
+/// While a node is suspected hung (a call or follow-up got no answer in time), quorum rounds
+/// skip it instead of waiting, except for one probing call this often.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+
 /// A script with its keys and arguments, ready to run on any node.
 #[derive(Debug)]
 pub(crate) struct ScriptCall<'a> {
@@ -130,6 +187,16 @@ pub(crate) struct Node {
     generation: Arc<AtomicU64>,
     pub notifier: Notifier,
     timeout: Duration,
+    /// Quorum mode: skip this node while it is suspected hung (see [`PROBE_EVERY`]). A single
+    /// node is never skipped: there is nobody else to ask.
+    skip_when_suspect: bool,
+    /// Set when the node failed to answer in time; cleared by any reply.
+    suspect: Mutex<Option<Suspicion>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Suspicion {
+    next_probe: Instant,
 }
 
 impl Node {
@@ -140,6 +207,7 @@ impl Node {
         pool_size: u32,
         timeout: Duration,
         locker_id: &Arc<str>,
+        skip_when_suspect: bool,
     ) -> Result<Node, String> {
         let client = redis::Client::open(url).map_err(|err| format!("Redis URL {url:?}: {err}"))?;
         let address = client.get_connection_info().addr().to_string();
@@ -168,7 +236,56 @@ impl Node {
             generation,
             notifier: Notifier::new(client, Arc::clone(locker_id)),
             timeout,
+            skip_when_suspect,
+            suspect: Mutex::new(None),
         })
+    }
+
+    /// Whether a call should skip this node now: it is suspected hung and it is not yet time
+    /// for the next probe (which this call then becomes).
+    fn skip_now(&self) -> bool {
+        if !self.skip_when_suspect {
+            return false;
+        }
+        let mut suspect = self.suspect.lock().expect("suspect lock");
+        match suspect.as_mut() {
+            None => false,
+            Some(suspicion) => {
+                let now = Instant::now();
+                if now >= suspicion.next_probe {
+                    suspicion.next_probe = now + PROBE_EVERY;
+                    false
+                } else {
+                    true
+                }
+            }
+        }
+    }
+
+    fn answered(&self) {
+        if self.skip_when_suspect {
+            let mut suspect = self.suspect.lock().expect("suspect lock");
+            if suspect.take().is_some() {
+                tracing::info!(node = self.index, address = %self.address, "Redis node answers again");
+            }
+        }
+    }
+
+    fn unanswered(&self) {
+        if self.skip_when_suspect {
+            let mut suspect = self.suspect.lock().expect("suspect lock");
+            if suspect.is_none() {
+                tracing::warn!(node = self.index, address = %self.address, "Redis node does not answer; skipping it until it does");
+            }
+            *suspect = Some(Suspicion {
+                next_probe: Instant::now() + PROBE_EVERY,
+            });
+        }
+    }
+
+    /// Whether the node is suspected hung now.
+    pub(crate) fn is_suspect(&self) -> bool {
+        self.skip_when_suspect && self.suspect.lock().expect("suspect lock").is_some()
     }
 
     /// Runs a script, bounded by the node timeout (connection checkout included).
@@ -177,16 +294,83 @@ impl Node {
         call: &ScriptCall<'_>,
         timeout: Duration,
     ) -> Result<T, NodeError> {
-        let timeout = timeout.min(self.timeout);
-        match tokio::time::timeout(timeout, self.run_unbounded(call)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.error(format!("no answer within {timeout:?}"))),
+        self.run_recorded(call, timeout, &Mutex::new(None)).await
+    }
+
+    /// Like [`Node::run`], recording in `sent_on` the connection the call goes out on, so that
+    /// whoever gives up on it (or is dropped while waiting) can queue a follow-up behind it.
+    pub(crate) async fn run_recorded<T: FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+        timeout: Duration,
+        sent_on: &SentOn,
+    ) -> Result<T, NodeError> {
+        if self.skip_now() {
+            return Err(self.error("suspected hung (no answer lately); skipped".into()));
         }
+        let timeout = timeout.min(self.timeout);
+        match tokio::time::timeout(timeout, self.run_unbounded(call, sent_on)).await {
+            Ok(result) => {
+                if result.is_ok() {
+                    self.answered();
+                }
+                result
+            }
+            Err(_) => {
+                self.unanswered();
+                Err(self.error(format!("no answer within {timeout:?}")))
+            }
+        }
+    }
+
+    /// Sends `calls` in order on `conn` (the connection an abandoned call went out on, so they
+    /// run after it) from the background runtime, and waits for the answer up to the node
+    /// timeout; no answer marks the node suspect. With no calls, a PING does the probing. If
+    /// the connection is dead, the calls go out on a fresh one (the abandoned call died with
+    /// the old connection, or already ran), and once more a node timeout later, in case it was
+    /// still on its way.
+    pub(crate) fn follow_up(
+        self: &Arc<Self>,
+        conn: Option<MultiplexedConnection>,
+        calls: Vec<OwnedCall>,
+    ) {
+        let node = Arc::clone(self);
+        background::runtime().spawn(async move {
+            let on_same = async {
+                let mut conn = conn?;
+                let mut last = Ok(redis::Value::Nil);
+                if calls.is_empty() {
+                    last = redis::cmd("PING").query_async(&mut conn).await;
+                }
+                for call in &calls {
+                    last = call.invocation().invoke_async(&mut conn).await;
+                }
+                Some(last)
+            };
+            match tokio::time::timeout(node.timeout, on_same).await {
+                Ok(Some(Ok(_))) => node.answered(),
+                Err(_) => node.unanswered(),
+                Ok(None | Some(Err(_))) => {
+                    for attempt in 0..2 {
+                        if attempt > 0 {
+                            tokio::time::sleep(node.timeout).await;
+                        }
+                        for call in &calls {
+                            let borrowed = call.borrowed();
+                            let _ = node
+                                .run::<redis::Value>(&borrowed.call(), node.timeout)
+                                .await;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     async fn run_unbounded<T: FromRedisValue>(
         &self,
         call: &ScriptCall<'_>,
+        sent_on: &SentOn,
     ) -> Result<T, NodeError> {
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
@@ -198,6 +382,7 @@ impl Node {
         let mut second_go = false;
         loop {
             let mut conn = self.connection().await?;
+            *sent_on.lock().expect("sent_on lock") = Some(conn.redis.clone());
             match invocation.invoke_async(&mut conn.redis).await {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {

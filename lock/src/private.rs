@@ -50,6 +50,22 @@ pub async fn release(guard: Guard) {
     }
 }
 
+/// Runs the body until it completes, or until the lock is lost (`cancel_on_lost`): then the
+/// body is dropped and `LockError::Lost` returned.
+pub async fn run_until_lost<F: std::future::Future>(
+    guard: &Guard,
+    body: F,
+) -> Result<F::Output, LockError> {
+    tokio::select! {
+        biased;
+        output = body => Ok(output),
+        () = guard.lost() => {
+            tracing::warn!(resource = guard.resource(), "lock lost while held: the body was stopped");
+            Err(LockError::Lost { resource: guard.resource().to_string() })
+        }
+    }
+}
+
 /// The span the body runs in: every log line inside carries the resource and fence.
 pub fn hold_span(guard: &Guard) -> tracing::Span {
     tracing::info_span!(

@@ -1,10 +1,22 @@
 //! The one place that knows what a majority is and how long a lock stays valid.
+//!
+//! Every threshold a round uses is a function here; `rounds.rs` only counts answers.
 
 use std::time::Duration;
 
 /// Nodes that must agree: a strict majority (1 of 1 in single-node mode).
 pub(crate) fn majority(nodes: usize) -> usize {
     nodes / 2 + 1
+}
+
+/// Whether `agreeing` nodes of `nodes` are a majority.
+pub(crate) fn is_majority(agreeing: usize, nodes: usize) -> bool {
+    agreeing >= majority(nodes)
+}
+
+/// Whether so many nodes failed or kept silent that no majority can be formed.
+pub(crate) fn is_unreachable(failed: usize, nodes: usize) -> bool {
+    failed > nodes - majority(nodes)
 }
 
 /// Clock drift allowance for a TTL: 1% of it plus 2 ms (the Redlock paper's figures).

@@ -7,21 +7,28 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Issues the next fence for a resource: `max(last + 1, server time in µs)`, stored back.
+/// Issues the next fence for a resource: `max(last + 1, server time in µs)`, stored back with
+/// an expiry of the lock's TTL plus 60 s, so Redis keeps one counter per *live*
+/// lock, not one per resource ever locked.
 ///
-/// The `+ 1` makes fences strictly increase for as long as the counter survives. The time floor
-/// keeps them increasing when it does not (Redis restarted without persistence, or a quorum node
-/// came back empty): each fence is about its issue time in µs (ahead of it only by a burst of more
-/// than one fence per µs), so a counter rebuilt from a later clock reading is still ahead of every
-/// fence issued before the loss, provided the server clock does not step back. Values stay below
-/// 2^53, exact in Lua's doubles.
+/// Why fences still strictly increase although counters expire (and although Redis may restart
+/// empty, or a quorum node come back empty): every fence is at least its issue time in µs, and
+/// more only by the length of a burst of more than one fence per µs — which cannot happen, a
+/// script run alone takes longer. A counter that is gone (expired, or lost with the data) is
+/// rebuilt from a later clock reading, so the next fence exceeds every fence issued before, as
+/// long as the server clock did not step back. What a clock step does: a step *forward* only
+/// makes fences jump ahead (harmless). A step *back* by `D` is absorbed by `last + 1` while the
+/// counter lives; the counter outlives the last lock by 60 s, so a step back of less
+/// than that after the last hold is still safe. A larger step back followed by the counter
+/// expiring could issue a fence at or below an old one: keep server clocks slewed, not stepped
+/// (NTP's default for small offsets). Values stay below 2^53, exact in Lua's doubles.
 const NEXT_FENCE: &str = r"
-local function next_fence(fence_key)
+local function next_fence(fence_key, ttl_ms)
   local now = redis.call('TIME')
   local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
   local last = tonumber(redis.call('GET', fence_key) or '0')
   local fence = math.max(last + 1, now_us)
-  redis.call('SET', fence_key, string.format('%.0f', fence))
+  redis.call('SET', fence_key, string.format('%.0f', fence), 'PX', tonumber(ttl_ms) + 60000)
   return fence
 end
 ";
@@ -33,18 +40,19 @@ pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return next_fence(KEYS[2])
+  return next_fence(KEYS[2], ARGV[2])
 end
 return -math.max(redis.call('PTTL', KEYS[1]), 0)"
     ))
 });
 
-/// KEYS: lock, fence, queue, leases, tickets. ARGV: waiter token, ttl_ms, waiter lease ms.
+/// KEYS: lock, fence, queue, leases, tickets. ARGV: waiter id, ttl_ms, waiter lease ms, token.
 ///
 /// Fair (FIFO) acquisition. Waiters queue by arrival ticket; each keeps a lease that it renews on
 /// every attempt. Dead waiters are dropped from the head once their lease runs out, which bounds
 /// how long a crashed waiter can stall the queue. The lock goes only to the head of the queue (or
-/// to anyone when nobody queues). Returns like ACQUIRE.
+/// to anyone when nobody queues). The waiter id is the place in the queue, kept across
+/// attempts; the token owns the lock and is fresh for every attempt. Returns like ACQUIRE.
 pub(crate) static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
@@ -61,10 +69,10 @@ while true do
 end
 local head = redis.call('ZRANGE', KEYS[3], 0, 0)[1]
 if (not head or head == me) and redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], me, 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
   redis.call('ZREM', KEYS[3], me)
   redis.call('HDEL', KEYS[4], me)
-  return next_fence(KEYS[2])
+  return next_fence(KEYS[2], ARGV[2])
 end
 if not redis.call('ZSCORE', KEYS[3], me) then
   redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), me)
@@ -92,8 +100,9 @@ return 1",
 /// Releases the caller's own lock and announces it on the channel, signed with the locker's id
 /// (unless the channel is empty: undoing a failed quorum attempt wakes nobody, the other
 /// contenders are retrying already).
-/// With `keep_ms > 0` (the `min_hold` has not passed yet) the key stays, owned by nobody, and
-/// just expires then; waiters' timers are set to that expiry. Returns 1 if the lock was the
+/// With `keep_ms > 0` (the `min_hold` has not passed yet) the key stays, owned by nobody (its
+/// value is no longer any holder's token, so an extension still in flight cannot re-arm it),
+/// and just expires then; waiters' timers are set to that expiry. Returns 1 if the lock was the
 /// caller's, else 0.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -101,7 +110,7 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local keep = tonumber(ARGV[2])
 if keep > 0 then
-  redis.call('PEXPIRE', KEYS[1], keep)
+  redis.call('SET', KEYS[1], 'released:min_hold', 'PX', keep)
 else
   redis.call('DEL', KEYS[1])
   if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
@@ -130,18 +139,21 @@ pub(crate) static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
         "{NEXT_FENCE}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return next_fence(KEYS[2])"
+return next_fence(KEYS[2], ARGV[3])"
     ))
 });
 
-/// KEYS: fence. ARGV: fence.
+/// KEYS: fence. ARGV: fence, ttl_ms.
 /// Quorum mode: raises a node's counter to the fence the holder took (the highest any node of
 /// its majority issued), so any later majority, which shares a node with this one, issues more.
+/// The counter expires like one `NEXT_FENCE` wrote.
 pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + 60000)
+end
 return 1",
     )
 });

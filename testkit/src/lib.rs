@@ -14,9 +14,11 @@
 mod guardian;
 mod postgres;
 pub mod programs;
+mod proxy;
 mod redis;
 
 pub use postgres::PostgresServer;
+pub use proxy::{Fault, FaultProxy};
 pub use redis::{ephemeral_args as redis_args, shared_redis, RedisServer};
 
 use std::net::TcpListener;

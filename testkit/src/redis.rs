@@ -71,6 +71,20 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server with SIGSTOP: a hung node (connections stay open, nothing answers).
+    pub fn pause(&self) {
+        if let Some(process) = &self.process {
+            process.signal("STOP");
+        }
+    }
+
+    /// Lets a paused server go on with SIGCONT; what queued on its connections runs now.
+    pub fn resume(&self) {
+        if let Some(process) = &self.process {
+            process.signal("CONT");
+        }
+    }
+
     /// Starts the server again on the same port (killing it first if it runs), empty.
     pub fn restart(&mut self) {
         self.kill();

@@ -1,0 +1,444 @@
+//! The node-level rounds: one script sent to every node at once and the answers tallied against
+//! the majority ([`crate::quorum`] holds every threshold). Acquire and handoff are *take* rounds
+//! with one tail — won a majority → settle the fence, else undo; release and extend are yes/no
+//! rounds. Knows nothing of guards, waiters or lockers.
+//!
+//! Every round decides as soon as its outcome is known (a majority said yes, or can no longer
+//! say yes), then gives the other nodes only as long again as the deciding answers took (+1 ms)
+//! before it stops waiting for them. A node that answers nothing in time is suspected hung and
+//! skipped by later rounds until a probe gets through (see `node.rs`), so a hung minority costs
+//! (almost) nothing.
+//!
+//! Cancel safety: a take round records the connection each call went out on. Whatever may have
+//! taken a lock and is not part of a grant — a node that issued in a lost round, a node whose
+//! answer never came, every node of a round whose future was dropped — gets the round's undo
+//! sent *on that same connection*, so it runs after the call it undoes, whenever that runs.
+
+use crate::error::NodeError;
+use crate::node::{Node, OwnedCall, ScriptCall, SentOn};
+use crate::quorum::{self, validity};
+use crate::resource::ResourceKeys;
+use crate::scripts;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The Redis nodes of one locker.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    nodes: Vec<Arc<Node>>,
+    node_timeout: Duration,
+}
+
+/// What a won take round (or a handoff) produced.
+#[derive(Debug)]
+pub(crate) struct Grant {
+    pub token: String,
+    pub fence: u64,
+    /// When the winning round returned: from here on the lock is certainly held. (Validity is
+    /// reckoned from the round's *start*, the conservative end for expiry.)
+    pub acquired_at: Instant,
+    pub valid_until: Instant,
+}
+
+/// Why a take round did not produce a grant.
+#[derive(Debug)]
+pub(crate) struct NotTaken {
+    /// The shortest remaining TTL a refusing node reported, if any.
+    pub retry_after: Option<Duration>,
+    /// Quorum mode: some nodes issued, but not a majority (a split vote); they were given back.
+    pub split: bool,
+    /// Too few nodes answered to decide: what the failing ones said.
+    pub unreachable: Option<Vec<NodeError>>,
+}
+
+/// How a yes/no round came out.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Confirmed,
+    Refused,
+    Unreachable(Vec<NodeError>),
+}
+
+/// One node's part in a round.
+#[derive(Debug)]
+enum Answer {
+    /// No answer (yet): the call may or may not have run.
+    Pending,
+    /// A positive reply: a fence issued, or "yes".
+    Yes(u64),
+    /// Zero or negative: "no", with the holder's remaining TTL when the script said.
+    No(Option<Duration>),
+    Failed(NodeError),
+}
+
+impl Answer {
+    fn from_reply(reply: Result<i64, NodeError>) -> Answer {
+        match reply {
+            Ok(value) if value > 0 => Answer::Yes(value.unsigned_abs()),
+            Ok(minus_ttl) => {
+                Answer::No((minus_ttl < 0).then(|| Duration::from_millis(minus_ttl.unsigned_abs())))
+            }
+            Err(err) => Answer::Failed(err),
+        }
+    }
+}
+
+/// The answers of one round, by node.
+#[derive(Debug)]
+struct Answers(Vec<Answer>);
+
+impl Answers {
+    fn yes(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|a| matches!(a, Answer::Yes(_)))
+            .count()
+    }
+
+    fn pending(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|a| matches!(a, Answer::Pending))
+            .count()
+    }
+
+    fn errors(&self) -> Vec<NodeError> {
+        self.0
+            .iter()
+            .filter_map(|a| match a {
+                Answer::Failed(err) => Some(err.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Sends the round's undo on every connection a call went out on, if the round is dropped
+/// before it settled (a cancelled acquire or handoff).
+struct UndoOnDrop<'a> {
+    cluster: &'a Cluster,
+    sent_on: &'a [SentOn],
+    undo: &'a [OwnedCall],
+    armed: bool,
+}
+
+impl Drop for UndoOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for (node, sent_on) in self.cluster.nodes.iter().zip(self.sent_on) {
+            if let Some(conn) = sent_on.lock().expect("sent_on lock").take() {
+                node.follow_up(Some(conn), self.undo.to_vec());
+            }
+        }
+    }
+}
+
+impl Cluster {
+    pub(crate) fn new(nodes: Vec<Node>, node_timeout: Duration) -> Cluster {
+        Cluster {
+            nodes: nodes.into_iter().map(Arc::new).collect(),
+            node_timeout,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn nodes(&self) -> &[Arc<Node>] {
+        &self.nodes
+    }
+
+    /// Per-node budget for one call: the configured node timeout, and in quorum mode at most a
+    /// tenth of the TTL, so that slow nodes cannot use up the validity of the lock.
+    pub(crate) fn call_timeout(&self, ttl: Duration) -> Duration {
+        if self.nodes.len() == 1 {
+            self.node_timeout
+        } else {
+            self.node_timeout.min(ttl / 10)
+        }
+    }
+
+    /// Sends `call` to the nodes in `to` at once and records their answers until the round is
+    /// decided (`yes_needed` yes-answers, or too few possible), plus a short grace for the rest.
+    async fn gather(
+        &self,
+        call: &ScriptCall<'_>,
+        to: &[usize],
+        timeout: Duration,
+        sent_on: &[SentOn],
+        answers: &mut Answers,
+        yes_needed: usize,
+    ) {
+        let started = Instant::now();
+        let mut calls: FuturesUnordered<_> = to
+            .iter()
+            .map(|&node| async move {
+                let reply = self.nodes[node]
+                    .run_recorded::<i64>(call, timeout, &sent_on[node])
+                    .await;
+                (node, reply)
+            })
+            .collect();
+        let mut yes = 0;
+        let mut open = to.len();
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            let next = match grace_until {
+                None => calls.next().await,
+                Some(until) => match tokio::time::timeout_at(until, calls.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((node, reply)) = next else { break };
+            answers.0[node] = Answer::from_reply(reply);
+            open -= 1;
+            yes += usize::from(matches!(answers.0[node], Answer::Yes(_)));
+            if grace_until.is_none() && (yes >= yes_needed || yes + open < yes_needed) {
+                let now = Instant::now();
+                grace_until = Some(now + (now - started) + Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// A take round: `call` issues a fence on every node where it takes the lock for `token`;
+    /// `undo` gives back what it took. Won on a majority whose fence could be settled and whose
+    /// validity is not used up; otherwise everything taken is given back.
+    pub(crate) async fn take(
+        &self,
+        keys: &ResourceKeys,
+        call: &ScriptCall<'_>,
+        token: &str,
+        undo: &[OwnedCall],
+        ttl: Duration,
+    ) -> Result<Grant, NotTaken> {
+        let count = self.nodes.len();
+        let all: Vec<usize> = (0..count).collect();
+        let sent_on: Vec<SentOn> = all.iter().map(|_| Mutex::new(None)).collect();
+        let mut undo_on_drop = UndoOnDrop {
+            cluster: self,
+            sent_on: &sent_on,
+            undo,
+            armed: true,
+        };
+        let mut answers = Answers(all.iter().map(|_| Answer::Pending).collect());
+        let timeout = self.call_timeout(ttl);
+        let started = Instant::now();
+        self.gather(
+            call,
+            &all,
+            timeout,
+            &sent_on,
+            &mut answers,
+            quorum::majority(count),
+        )
+        .await;
+        let mut grant = None;
+        if quorum::is_majority(answers.yes(), count) {
+            if let Some(fence) = self.settle_fence(keys, &answers, timeout, ttl).await {
+                if let Some(valid_for) = validity(ttl, started.elapsed()) {
+                    let now = Instant::now();
+                    grant = Some(Grant {
+                        token: token.to_string(),
+                        fence,
+                        acquired_at: now,
+                        valid_until: now + valid_for,
+                    });
+                }
+            }
+        }
+        // Give back what is not part of the grant: nodes that issued in a lost round (at once,
+        // so that our own leftovers cannot refuse our next attempt), and every node whose
+        // outcome is unknown (behind the call, on its connection).
+        let mut give_back = Vec::new();
+        for (node, answer) in answers.0.iter().enumerate() {
+            let conn = sent_on[node].lock().expect("sent_on lock").take();
+            match answer {
+                Answer::Yes(_) if grant.is_none() => give_back.push(node),
+                Answer::Pending | Answer::Failed(_) if conn.is_some() => {
+                    self.nodes[node].follow_up(conn, undo.to_vec());
+                }
+                _ => {}
+            }
+        }
+        if !give_back.is_empty() {
+            self.undo_on(&give_back, undo, timeout).await;
+        }
+        undo_on_drop.armed = false;
+        if let Some(grant) = grant {
+            return Ok(grant);
+        }
+        let errors_and_silence = count - answers.yes() - self.refusals(&answers);
+        Err(NotTaken {
+            retry_after: answers
+                .0
+                .iter()
+                .filter_map(|a| match a {
+                    Answer::No(ttl) => *ttl,
+                    _ => None,
+                })
+                .min(),
+            split: answers.yes() > 0,
+            unreachable: quorum::is_unreachable(errors_and_silence, count)
+                .then(|| self.with_silent_nodes(&answers, timeout)),
+        })
+    }
+
+    fn refusals(&self, answers: &Answers) -> usize {
+        answers
+            .0
+            .iter()
+            .filter(|a| matches!(a, Answer::No(_)))
+            .count()
+    }
+
+    /// The errors of a round, with the nodes that never answered counted as timed out.
+    fn with_silent_nodes(&self, answers: &Answers, timeout: Duration) -> Vec<NodeError> {
+        let mut errors = answers.errors();
+        for (node, answer) in answers.0.iter().enumerate() {
+            if matches!(answer, Answer::Pending) {
+                errors.push(NodeError {
+                    node,
+                    address: self.nodes[node].address.clone(),
+                    message: format!("no answer within {timeout:?}"),
+                });
+            }
+        }
+        errors.sort_by_key(|err| err.node);
+        errors
+    }
+
+    /// Runs the undo on `nodes` (whose take call answered, so any connection will do).
+    async fn undo_on(&self, nodes: &[usize], undo: &[OwnedCall], timeout: Duration) {
+        let undo_one = |node: usize| async move {
+            for call in undo {
+                let borrowed = call.borrowed();
+                let _ = self.nodes[node].run::<i64>(&borrowed.call(), timeout).await;
+            }
+        };
+        futures_util::future::join_all(nodes.iter().map(|&node| undo_one(node))).await;
+    }
+
+    /// Quorum mode: the fence is the highest any node issued, written back to the nodes that
+    /// issued less or refused (best-effort to all of them). Once a majority of nodes store at
+    /// least this fence, any later majority shares a node with it, and that node issues more —
+    /// so fences strictly increase across holders. `None` if fewer than a majority could be
+    /// brought up to the fence.
+    async fn settle_fence(
+        &self,
+        keys: &ResourceKeys,
+        answers: &Answers,
+        timeout: Duration,
+        ttl: Duration,
+    ) -> Option<u64> {
+        let issued = |answer: &Answer| match answer {
+            Answer::Yes(fence) => Some(*fence),
+            _ => None,
+        };
+        let fence = answers.0.iter().filter_map(issued).max()?;
+        let count = self.nodes.len();
+        if count == 1 {
+            return Some(fence);
+        }
+        let already = answers
+            .0
+            .iter()
+            .filter(|a| issued(a) == Some(fence))
+            .count();
+        let behind: Vec<usize> = answers
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a, Answer::No(_)) || issued(a).is_some_and(|f| f < fence))
+            .map(|(node, _)| node)
+            .collect();
+        let needed = quorum::majority(count).saturating_sub(already);
+        if needed == 0 && behind.is_empty() {
+            return Some(fence);
+        }
+        let (fence_arg, ttl_ms) = (fence.to_string(), ttl.as_millis().to_string());
+        let call = ScriptCall {
+            script: &scripts::RAISE_FENCE,
+            repeatable: true,
+            keys: &[&keys.fence],
+            args: &[&fence_arg, &ttl_ms],
+        };
+        let sent_on: Vec<SentOn> = (0..count).map(|_| Mutex::new(None)).collect();
+        let mut raised = Answers((0..count).map(|_| Answer::Pending).collect());
+        self.gather(
+            &call,
+            &behind,
+            timeout,
+            &sent_on,
+            &mut raised,
+            needed.max(1),
+        )
+        .await;
+        quorum::is_majority(already + raised.yes(), count).then_some(fence)
+    }
+
+    /// A yes/no round (release, extend), decided as soon as a majority agrees or no longer can.
+    /// With `resend`, a node the call never reached (still waiting for a connection when the
+    /// round was decided) gets it from the background: a release must reach every node that
+    /// may hold the lock. A node that got the call but did not answer is probed.
+    pub(crate) async fn confirm(
+        &self,
+        call: &ScriptCall<'_>,
+        timeout: Duration,
+        resend: Option<&OwnedCall>,
+    ) -> Verdict {
+        let count = self.nodes.len();
+        let all: Vec<usize> = (0..count).collect();
+        let sent_on: Vec<SentOn> = all.iter().map(|_| Mutex::new(None)).collect();
+        let mut answers = Answers(all.iter().map(|_| Answer::Pending).collect());
+        self.gather(
+            call,
+            &all,
+            timeout,
+            &sent_on,
+            &mut answers,
+            quorum::majority(count),
+        )
+        .await;
+        for (node, answer) in answers.0.iter().enumerate() {
+            if !matches!(answer, Answer::Pending) {
+                continue;
+            }
+            match sent_on[node].lock().expect("sent_on lock").take() {
+                Some(conn) => self.nodes[node].follow_up(Some(conn), Vec::new()),
+                None => {
+                    if let Some(call) = resend {
+                        self.nodes[node].follow_up(None, vec![call.clone()]);
+                    }
+                }
+            }
+        }
+        let silent = answers.pending();
+        if quorum::is_majority(answers.yes(), count) {
+            Verdict::Confirmed
+        } else if quorum::is_unreachable(answers.errors().len() + silent, count) {
+            Verdict::Unreachable(self.with_silent_nodes(&answers, timeout))
+        } else {
+            Verdict::Refused
+        }
+    }
+
+    /// Runs `call` on the first node only (fair mode's queue lives there).
+    pub(crate) async fn on_first(&self, call: &ScriptCall<'_>) -> Result<i64, NodeError> {
+        self.nodes[0].run::<i64>(call, self.node_timeout).await
+    }
+
+    /// PINGs every node; how many answered.
+    pub(crate) async fn ping_all(&self) -> usize {
+        futures_util::future::join_all(self.nodes.iter().map(|node| node.ping()))
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+}
