@@ -7,7 +7,9 @@
 //!   (= round trips) per cycle and node.
 //! - `handoff_local` / `handoff_remote`: release → next holder latency, with the waiter in the
 //!   same locker (direct handoff) or another one (pub/sub wake-up).
-//! - the same in quorum mode over 3 nodes.
+//! - the same in quorum mode over 3 nodes;
+//! - `hot` over 5 nodes, healthy (`quorum5`) and with one node hung by SIGSTOP
+//!   (`quorum5_one_hung`): what a hung minority costs.
 //!
 //! `BENCH_SECONDS` sets the hot run's length (default 10); `BENCH_MAX_LOCAL_HANDOFFS` and
 //! `BENCH_YIELD_WINDOW_US` override those locker settings. Arguments filter the runs by
@@ -66,6 +68,15 @@ async fn run() {
         if wanted("handoff_remote", mode) {
             handoff(mode, &urls, false).await;
         }
+    }
+    if wanted("hot", "quorum5") || wanted("hot", "quorum5_one_hung") {
+        let five: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+        let urls: Vec<String> = five.iter().map(RedisServer::url).collect();
+        let run_for = Duration::from_secs(seconds);
+        hot("quorum5", &urls, &counter.url(), run_for).await;
+        five[2].pause();
+        hot("quorum5_one_hung", &urls, &counter.url(), run_for).await;
+        five[2].resume();
     }
 }
 

@@ -118,7 +118,8 @@ async fn a_dropped_acquire_leaves_no_lock_behind() {
         "the dropped acquisition's key outlived it"
     );
     let other = locker_with_timeout(&[url.clone()], Duration::from_secs(2));
-    other.try_acquire(&resource, &options).await.unwrap();
+    let guard = other.try_acquire(&resource, &options).await.unwrap();
+    assert!(guard.release().await.unwrap());
 }
 
 /// Defect 2: an acquire that timed out with its command still queued left the lock behind.

@@ -13,6 +13,9 @@ const USAGE: &str = "usage: cargo xtask <chore>
                         the `classic` load scenario; prints the verdict and the report's path
   test [args…]          install the servers the tests need, then run every test of the workspace
   bench [args…]         the lock runtime's benchmark (JSON lines)
+  soak [--seconds N] [--seed S]
+                        the lock runtime's fault-injection stress suite, for N seconds (default
+                        1200) in rounds of 30 s cycling 1, 3 and 5 nodes, seeds S, S+1, …
   up [--quorum]         start PostgreSQL, Redis (5 nodes with --quorum), 3 app instances and
                         HAProxy on loopback (http://127.0.0.1:8080)
   down                  stop exactly what `up` started
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
                 rest,
             )
         }),
+        Some("soak") => install::ensure(&install::TESTS[..1]).and_then(|()| soak(&workspace, rest)),
         Some("up") => cluster::up(&workspace, rest.iter().any(|arg| arg == "--quorum")).map(drop),
         Some("down") => cluster::down(&workspace),
         Some("status") => cluster::status(&workspace),
@@ -56,6 +60,52 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `cargo xtask soak [--seconds N] [--seed S]`: the stress suite's `soak` test, released.
+fn soak(workspace: &Path, rest: &[String]) -> Result<(), String> {
+    let mut seconds = "1200".to_string();
+    let mut seed = None;
+    let mut args = rest.iter();
+    while let Some(arg) = args.next() {
+        let value = args.next().ok_or(format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--seconds" => seconds = value.clone(),
+            "--seed" => seed = Some(value.clone()),
+            _ => {
+                return Err(format!(
+                    "unknown soak argument {arg}: use --seconds N, --seed S"
+                ))
+            }
+        }
+    }
+    let mut command = Command::new(cargo_program());
+    command
+        .current_dir(workspace)
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "dlock",
+            "--test",
+            "stress",
+            "--",
+            "--ignored",
+            "--exact",
+            "soak",
+            "--nocapture",
+        ])
+        .env("DLOCK_SOAK_SECONDS", &seconds);
+    if let Some(seed) = seed {
+        command.env("DLOCK_STRESS_SEED", seed);
+    }
+    let status = command
+        .status()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "soak failed: the seed of the failing round is printed above".to_string())
 }
 
 fn one_arg(rest: &[String]) -> Result<&str, String> {
