@@ -68,7 +68,7 @@ async fn gone_within(url: &str, key: &str, within: Duration) -> bool {
 async fn a_cancelled_local_waiter_does_not_lock_its_process_out() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_millis(200));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_millis(200));
     let resource = unique("dead-waiter");
     let short = LockOptions::new()
         .ttl(Duration::from_secs(1))
@@ -101,7 +101,7 @@ async fn a_cancelled_local_waiter_does_not_lock_its_process_out() {
 async fn a_dropped_acquire_leaves_no_lock_behind() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(2));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
     let resource = unique("dropped-acquire");
     let options = LockOptions::new().ttl(Duration::from_secs(8));
     warm_up(&locker).await;
@@ -117,7 +117,7 @@ async fn a_dropped_acquire_leaves_no_lock_behind() {
         gone_within(&url, &lock_key(&resource), Duration::from_millis(300)).await,
         "the dropped acquisition's key outlived it"
     );
-    let other = locker_with_timeout(&[url.clone()], Duration::from_secs(2));
+    let other = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
     let guard = other.try_acquire(&resource, &options).await.unwrap();
     assert!(guard.release().await.unwrap());
 }
@@ -127,7 +127,7 @@ async fn a_dropped_acquire_leaves_no_lock_behind() {
 async fn a_timed_out_acquire_is_undone_when_its_command_lands() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_millis(100));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_millis(100));
     let resource = unique("timed-out-acquire");
     warm_up(&locker).await;
     pause_clients(&url, 300).await;
@@ -150,7 +150,7 @@ async fn a_timed_out_acquire_is_undone_when_its_command_lands() {
 async fn a_cancelled_release_still_releases() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(2));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
     let resource = unique("cancelled-release");
     let guard = locker
         .acquire(&resource, &LockOptions::new().ttl(Duration::from_secs(8)))
@@ -175,7 +175,7 @@ async fn a_cancelled_release_still_releases() {
 async fn a_waiter_survives_a_handoff_abandoned_half_way() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(2));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
     let resource = unique("abandoned-handoff");
     let options = LockOptions::new()
         .ttl(Duration::from_millis(800))
@@ -205,7 +205,7 @@ async fn a_waiter_survives_a_handoff_abandoned_half_way() {
 async fn one_slow_extension_does_not_lose_the_lock() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_millis(100));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_millis(100));
     let resource = unique("slow-extension");
     let options = LockOptions::new()
         .ttl(Duration::from_millis(600))
@@ -228,7 +228,7 @@ async fn one_slow_extension_does_not_lose_the_lock() {
 async fn lost_fires_by_the_locks_own_deadline_when_extensions_hang() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(2));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
     let ttl = Duration::from_millis(300);
     let guard = locker
         .acquire(
@@ -273,7 +273,7 @@ async fn long_work(locker: &Locker, resource: &str) -> Result<&'static str, Lock
 async fn cancel_on_lost_stops_the_body_when_the_lock_is_lost() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(1));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(1));
     let resource = unique("cancel-on-lost");
     let work = tokio::spawn({
         let (locker, resource) = (locker.clone(), resource.clone());
@@ -368,7 +368,7 @@ async fn commands_that_land_after_a_hang_leave_no_lock_behind() {
 async fn a_min_hold_release_leaves_a_key_nobody_owns() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(1));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(1));
     let resource = unique("min-hold-owner");
     let options = LockOptions::new()
         .ttl(Duration::from_secs(5))
@@ -428,7 +428,7 @@ async fn a_fair_waiter_dropped_mid_attempt_leaves_the_queue() {
 async fn fence_counters_expire() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let locker = locker_with_timeout(&[url.clone()], Duration::from_secs(1));
+    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(1));
     for n in 0..50 {
         let guard = locker
             .acquire(&format!("fence-expiry:{n}"), &LockOptions::new())
