@@ -3,8 +3,8 @@
 //! with one tail — won a majority → settle the fence, else undo; release and extend are yes/no
 //! rounds. Knows nothing of guards, waiters or lockers.
 //!
-//! Every round decides as soon as its outcome is known (a majority said yes, or can no longer
-//! say yes), then gives the other nodes only as long again as the deciding answers took (+1 ms)
+//! Every round decides as soon as its outcome is known (a majority said yes, or refusals make
+//! that impossible), then gives the other nodes only as long again as the deciding answers took (+1 ms)
 //! before it stops waiting for them. A node that answers nothing in time is suspected hung and
 //! skipped by later rounds until a probe gets through (see `node.rs`), so a hung minority costs
 //! (almost) nothing.
@@ -184,8 +184,7 @@ impl Cluster {
                 (node, reply)
             })
             .collect();
-        let mut yes = 0;
-        let mut open = to.len();
+        let (mut yes, mut no) = (0, 0);
         let mut grace_until: Option<Instant> = None;
         loop {
             let next = match grace_until {
@@ -197,9 +196,11 @@ impl Cluster {
             };
             let Some((node, reply)) = next else { break };
             answers.0[node] = Answer::from_reply(reply);
-            open -= 1;
             yes += usize::from(matches!(answers.0[node], Answer::Yes(_)));
-            if grace_until.is_none() && (yes >= yes_needed || yes + open < yes_needed) {
+            no += usize::from(matches!(answers.0[node], Answer::No(_)));
+            // Decided: a majority said yes, or enough said no that it cannot (then the round is
+            // surely "busy", not "unavailable": waiting on for errors would change nothing).
+            if grace_until.is_none() && (yes >= yes_needed || no + yes_needed > to.len()) {
                 let now = Instant::now();
                 grace_until = Some(now + (now - started) + Duration::from_millis(1));
             }

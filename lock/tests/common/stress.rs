@@ -156,7 +156,8 @@ impl Stress {
         let mut workers = Vec::new();
         for (l, locker) in lockers.iter().enumerate() {
             for t in 0..config.tasks_per_locker {
-                let rng = StdRng::seed_from_u64(config.seed ^ (((l as u64) << 32) | (t as u64 + 1)));
+                let rng =
+                    StdRng::seed_from_u64(config.seed ^ (((l as u64) << 32) | (t as u64 + 1)));
                 workers.push(tokio::spawn(worker(
                     locker.clone(),
                     rng,
