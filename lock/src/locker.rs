@@ -375,17 +375,11 @@ impl Inner {
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
         let token = new_token();
-        let release = self.undo_call(keys, &token);
         let fair_keys = options.fair.then(|| keys.fair());
-        let lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
-        let mut undo = vec![release];
+        let lease_ms: String;
         let call = match &fair_keys {
             Some(fair_keys) => {
-                undo.push(OwnedCall {
-                    script: &scripts::FAIR_LEAVE,
-                    keys: vec![fair_keys.queue.clone(), fair_keys.leases.clone()],
-                    args: vec![waiter_id.to_string(), keys.channel.clone()],
-                });
+                lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
                 ScriptCall {
                     script: &scripts::FAIR_ACQUIRE,
                     repeatable: false,
@@ -406,6 +400,18 @@ impl Inner {
                 args: &[&token, &ttl_ms],
             },
         };
+        // Give the lock back; a fair waiter also leaves the queue.
+        let undo = || {
+            let mut calls = vec![undo_call(keys, &token)];
+            if let Some(fair_keys) = &fair_keys {
+                calls.push(OwnedCall {
+                    script: &scripts::FAIR_LEAVE,
+                    keys: vec![fair_keys.queue.clone(), fair_keys.leases.clone()],
+                    args: vec![waiter_id.to_string(), keys.channel.clone()],
+                });
+            }
+            calls
+        };
         match self.cluster.take(keys, &call, &token, &undo, ttl).await {
             Ok(grant) => Attempt::Acquired(grant),
             Err(not_taken) => match not_taken.unreachable {
@@ -415,16 +421,6 @@ impl Inner {
                     split: not_taken.split,
                 },
             },
-        }
-    }
-
-    /// Gives back `token`'s lock without announcing it: used for attempts that did not win
-    /// (the other contenders are retrying already) and for ones whose outcome is unknown.
-    fn undo_call(&self, keys: &ResourceKeys, token: &str) -> OwnedCall {
-        OwnedCall {
-            script: &scripts::RELEASE,
-            keys: vec![keys.lock.clone()],
-            args: vec![token.to_string(), "0".into(), String::new(), String::new()],
         }
     }
 
@@ -444,7 +440,7 @@ impl Inner {
             keys: &[&keys.lock],
             args: &[token, &keep_ms, &keys.channel, &self.id],
         };
-        let resend = OwnedCall {
+        let resend = || OwnedCall {
             script: &scripts::RELEASE,
             keys: vec![keys.lock.clone()],
             args: vec![
@@ -506,10 +502,12 @@ impl Inner {
         };
         // A handoff that did not go through (or whose outcome is unknown) frees the lock under
         // both tokens, so nothing lingers; the waiter then asks Redis itself.
-        let undo = [
-            self.undo_call(&hold.keys, &token),
-            self.undo_call(&hold.keys, &hold.token),
-        ];
+        let undo = || {
+            vec![
+                undo_call(&hold.keys, &token),
+                undo_call(&hold.keys, &hold.token),
+            ]
+        };
         match self
             .cluster
             .take(&hold.keys, &call, &token, &undo, ttl)
@@ -563,6 +561,16 @@ impl Inner {
 
     pub(crate) fn release_timeout(&self, ttl: Duration) -> Duration {
         self.cluster.call_timeout(ttl)
+    }
+}
+
+/// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
+/// other contenders are retrying already) and for ones whose outcome is unknown.
+fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
+    OwnedCall {
+        script: &scripts::RELEASE,
+        keys: vec![keys.lock.clone()],
+        args: vec![token.to_string(), "0".into(), String::new(), String::new()],
     }
 }
 

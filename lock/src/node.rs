@@ -294,7 +294,7 @@ impl Node {
         call: &ScriptCall<'_>,
         timeout: Duration,
     ) -> Result<T, NodeError> {
-        self.run_recorded(call, timeout, &Mutex::new(None)).await
+        self.run_inner(call, timeout, None).await
     }
 
     /// Like [`Node::run`], recording in `sent_on` the connection the call goes out on, so that
@@ -304,6 +304,15 @@ impl Node {
         call: &ScriptCall<'_>,
         timeout: Duration,
         sent_on: &SentOn,
+    ) -> Result<T, NodeError> {
+        self.run_inner(call, timeout, Some(sent_on)).await
+    }
+
+    async fn run_inner<T: FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+        timeout: Duration,
+        sent_on: Option<&SentOn>,
     ) -> Result<T, NodeError> {
         if self.skip_now() {
             return Err(self.error("suspected hung (no answer lately); skipped".into()));
@@ -370,7 +379,7 @@ impl Node {
     async fn run_unbounded<T: FromRedisValue>(
         &self,
         call: &ScriptCall<'_>,
-        sent_on: &SentOn,
+        sent_on: Option<&SentOn>,
     ) -> Result<T, NodeError> {
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
@@ -382,7 +391,9 @@ impl Node {
         let mut second_go = false;
         loop {
             let mut conn = self.connection().await?;
-            *sent_on.lock().expect("sent_on lock") = Some(conn.redis.clone());
+            if let Some(sent_on) = sent_on {
+                *sent_on.lock().expect("sent_on lock") = Some(conn.redis.clone());
+            }
             match invocation.invoke_async(&mut conn.redis).await {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {

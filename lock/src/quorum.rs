@@ -14,6 +14,13 @@ pub(crate) fn is_majority(agreeing: usize, nodes: usize) -> bool {
     agreeing >= majority(nodes)
 }
 
+/// Whether a round that asked `asked` nodes for `needed` yes-answers is decided: enough said
+/// yes, or so many said no that the rest cannot make it. (Errors and silence do not decide a
+/// round early: whether it ends "busy" or "unavailable" depends on them, so it waits for them.)
+pub(crate) fn is_decided(yes: usize, no: usize, needed: usize, asked: usize) -> bool {
+    yes >= needed || no + needed > asked
+}
+
 /// Whether so many nodes failed or kept silent that no majority can be formed.
 pub(crate) fn is_unreachable(failed: usize, nodes: usize) -> bool {
     failed > nodes - majority(nodes)
@@ -39,6 +46,18 @@ mod tests {
     #[test]
     fn majority_of_common_sizes() {
         assert_eq!([1, 3, 4, 5, 7].map(majority), [1, 2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn a_round_is_decided_by_yes_or_by_refusals_not_by_silence() {
+        // 5 nodes, 3 needed.
+        assert!(is_decided(3, 0, 3, 5));
+        assert!(is_decided(0, 3, 3, 5));
+        assert!(!is_decided(2, 2, 3, 5), "the fifth node decides");
+        assert!(
+            !is_decided(0, 2, 3, 5),
+            "errors or silence must be waited for"
+        );
     }
 
     #[test]

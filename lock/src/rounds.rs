@@ -4,8 +4,9 @@
 //! rounds. Knows nothing of guards, waiters or lockers.
 //!
 //! Every round decides as soon as its outcome is known (a majority said yes, or refusals make
-//! that impossible), then gives the other nodes only as long again as the deciding answers took (+1 ms)
-//! before it stops waiting for them. A node that answers nothing in time is suspected hung and
+//! that impossible: `quorum::is_decided`), then gives the other nodes only as long again as the
+//! deciding answers took (+1 ms) before it stops waiting for them. Errors and silence never end
+//! a round early, since they decide between "busy" and "unavailable". A node that answers nothing in time is suspected hung and
 //! skipped by later rounds until a probe gets through (see `node.rs`), so a hung minority costs
 //! (almost) nothing.
 //!
@@ -13,6 +14,7 @@
 //! taken a lock and is not part of a grant — a node that issued in a lost round, a node whose
 //! answer never came, every node of a round whose future was dropped — gets the round's undo
 //! sent *on that same connection*, so it runs after the call it undoes, whenever that runs.
+//! The undo calls are built only when something must be given back.
 
 use crate::error::NodeError;
 use crate::node::{Node, OwnedCall, ScriptCall, SentOn};
@@ -28,6 +30,8 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub(crate) struct Cluster {
     nodes: Vec<Arc<Node>>,
+    /// `0..nodes.len()`: the usual set of nodes a round asks.
+    all: Vec<usize>,
     node_timeout: Duration,
 }
 
@@ -97,6 +101,10 @@ impl Answers {
             .count()
     }
 
+    fn no(&self) -> usize {
+        self.0.iter().filter(|a| matches!(a, Answer::No(_))).count()
+    }
+
     fn pending(&self) -> usize {
         self.0
             .iter()
@@ -115,12 +123,24 @@ impl Answers {
     }
 }
 
+/// A builder of a round's undo calls: called only when something must be given back, so the
+/// common round (won, or refused outright) allocates none of them.
+pub(crate) type Undo<'a> = &'a (dyn Fn() -> Vec<OwnedCall> + Sync);
+
+/// A fresh round over `count` nodes: no connection recorded, no answer yet.
+fn fresh_round(count: usize) -> (Vec<SentOn>, Answers) {
+    (
+        (0..count).map(|_| Mutex::new(None)).collect(),
+        Answers((0..count).map(|_| Answer::Pending).collect()),
+    )
+}
+
 /// Sends the round's undo on every connection a call went out on, if the round is dropped
 /// before it settled (a cancelled acquire or handoff).
 struct UndoOnDrop<'a> {
     cluster: &'a Cluster,
     sent_on: &'a [SentOn],
-    undo: &'a [OwnedCall],
+    undo: Undo<'a>,
     armed: bool,
 }
 
@@ -129,9 +149,11 @@ impl Drop for UndoOnDrop<'_> {
         if !self.armed {
             return;
         }
+        let mut calls = None;
         for (node, sent_on) in self.cluster.nodes.iter().zip(self.sent_on) {
             if let Some(conn) = sent_on.lock().expect("sent_on lock").take() {
-                node.follow_up(Some(conn), self.undo.to_vec());
+                let calls = calls.get_or_insert_with(|| (self.undo)());
+                node.follow_up(Some(conn), calls.clone());
             }
         }
     }
@@ -140,6 +162,7 @@ impl Drop for UndoOnDrop<'_> {
 impl Cluster {
     pub(crate) fn new(nodes: Vec<Node>, node_timeout: Duration) -> Cluster {
         Cluster {
+            all: (0..nodes.len()).collect(),
             nodes: nodes.into_iter().map(Arc::new).collect(),
             node_timeout,
         }
@@ -198,9 +221,7 @@ impl Cluster {
             answers.0[node] = Answer::from_reply(reply);
             yes += usize::from(matches!(answers.0[node], Answer::Yes(_)));
             no += usize::from(matches!(answers.0[node], Answer::No(_)));
-            // Decided: a majority said yes, or enough said no that it cannot (then the round is
-            // surely "busy", not "unavailable": waiting on for errors would change nothing).
-            if grace_until.is_none() && (yes >= yes_needed || no + yes_needed > to.len()) {
+            if grace_until.is_none() && quorum::is_decided(yes, no, yes_needed, to.len()) {
                 let now = Instant::now();
                 grace_until = Some(now + (now - started) + Duration::from_millis(1));
             }
@@ -215,24 +236,22 @@ impl Cluster {
         keys: &ResourceKeys,
         call: &ScriptCall<'_>,
         token: &str,
-        undo: &[OwnedCall],
+        undo: Undo<'_>,
         ttl: Duration,
     ) -> Result<Grant, NotTaken> {
         let count = self.nodes.len();
-        let all: Vec<usize> = (0..count).collect();
-        let sent_on: Vec<SentOn> = all.iter().map(|_| Mutex::new(None)).collect();
+        let (sent_on, mut answers) = fresh_round(count);
         let mut undo_on_drop = UndoOnDrop {
             cluster: self,
             sent_on: &sent_on,
             undo,
             armed: true,
         };
-        let mut answers = Answers(all.iter().map(|_| Answer::Pending).collect());
         let timeout = self.call_timeout(ttl);
         let started = Instant::now();
         self.gather(
             call,
-            &all,
+            &self.all,
             timeout,
             &sent_on,
             &mut answers,
@@ -257,24 +276,27 @@ impl Cluster {
         // so that our own leftovers cannot refuse our next attempt), and every node whose
         // outcome is unknown (behind the call, on its connection).
         let mut give_back = Vec::new();
+        let mut calls = None;
         for (node, answer) in answers.0.iter().enumerate() {
             let conn = sent_on[node].lock().expect("sent_on lock").take();
             match answer {
                 Answer::Yes(_) if grant.is_none() => give_back.push(node),
                 Answer::Pending | Answer::Failed(_) if conn.is_some() => {
-                    self.nodes[node].follow_up(conn, undo.to_vec());
+                    let calls = calls.get_or_insert_with(undo);
+                    self.nodes[node].follow_up(conn, calls.clone());
                 }
                 _ => {}
             }
         }
         if !give_back.is_empty() {
-            self.undo_on(&give_back, undo, timeout).await;
+            let calls = calls.get_or_insert_with(undo);
+            self.undo_on(&give_back, calls, timeout).await;
         }
         undo_on_drop.armed = false;
         if let Some(grant) = grant {
             return Ok(grant);
         }
-        let errors_and_silence = count - answers.yes() - self.refusals(&answers);
+        let errors_and_silence = count - answers.yes() - answers.no();
         Err(NotTaken {
             retry_after: answers
                 .0
@@ -288,14 +310,6 @@ impl Cluster {
             unreachable: quorum::is_unreachable(errors_and_silence, count)
                 .then(|| self.with_silent_nodes(&answers, timeout)),
         })
-    }
-
-    fn refusals(&self, answers: &Answers) -> usize {
-        answers
-            .0
-            .iter()
-            .filter(|a| matches!(a, Answer::No(_)))
-            .count()
     }
 
     /// The errors of a round, with the nodes that never answered counted as timed out.
@@ -369,8 +383,7 @@ impl Cluster {
             keys: &[&keys.fence],
             args: &[&fence_arg, &ttl_ms],
         };
-        let sent_on: Vec<SentOn> = (0..count).map(|_| Mutex::new(None)).collect();
-        let mut raised = Answers((0..count).map(|_| Answer::Pending).collect());
+        let (sent_on, mut raised) = fresh_round(count);
         self.gather(
             &call,
             &behind,
@@ -391,15 +404,13 @@ impl Cluster {
         &self,
         call: &ScriptCall<'_>,
         timeout: Duration,
-        resend: Option<&OwnedCall>,
+        resend: Option<&(dyn Fn() -> OwnedCall + Sync)>,
     ) -> Verdict {
         let count = self.nodes.len();
-        let all: Vec<usize> = (0..count).collect();
-        let sent_on: Vec<SentOn> = all.iter().map(|_| Mutex::new(None)).collect();
-        let mut answers = Answers(all.iter().map(|_| Answer::Pending).collect());
+        let (sent_on, mut answers) = fresh_round(count);
         self.gather(
             call,
-            &all,
+            &self.all,
             timeout,
             &sent_on,
             &mut answers,
@@ -414,7 +425,7 @@ impl Cluster {
                 Some(conn) => self.nodes[node].follow_up(Some(conn), Vec::new()),
                 None => {
                     if let Some(call) = resend {
-                        self.nodes[node].follow_up(None, vec![call.clone()]);
+                        self.nodes[node].follow_up(None, vec![call()]);
                     }
                 }
             }

@@ -16,6 +16,14 @@ fn locker_with_timeout(urls: &[String], node_timeout: Duration) -> Locker {
     Locker::new(LockerConfig::new(urls.to_vec()).node_timeout(node_timeout)).unwrap()
 }
 
+/// A redis-server of the test's own and a locker on it with `node_timeout`.
+fn single_node(node_timeout: Duration) -> (RedisServer, String, Locker) {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let locker = locker_with_timeout(std::slice::from_ref(&url), node_timeout);
+    (redis, url, locker)
+}
+
 /// `CLIENT PAUSE ms ALL` on the server at `url`: every client's commands queue until it ends.
 async fn pause_clients(url: &str, ms: u64) {
     let mut conn = connection(url).await;
@@ -66,9 +74,7 @@ async fn gone_within(url: &str, key: &str, within: Duration) -> bool {
 /// it and never asked Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_local_waiter_does_not_lock_its_process_out() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_millis(200));
+    let (_redis, url, locker) = single_node(Duration::from_millis(200));
     let resource = unique("dead-waiter");
     let short = LockOptions::new()
         .ttl(Duration::from_secs(1))
@@ -99,9 +105,7 @@ async fn a_cancelled_local_waiter_does_not_lock_its_process_out() {
 /// Defect 2: an acquire dropped after its `SET NX` was sent left a lock nobody owns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_acquire_leaves_no_lock_behind() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
+    let (_redis, url, locker) = single_node(Duration::from_secs(2));
     let resource = unique("dropped-acquire");
     let options = LockOptions::new().ttl(Duration::from_secs(8));
     warm_up(&locker).await;
@@ -125,9 +129,7 @@ async fn a_dropped_acquire_leaves_no_lock_behind() {
 /// Defect 2: an acquire that timed out with its command still queued left the lock behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_acquire_is_undone_when_its_command_lands() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_millis(100));
+    let (_redis, url, locker) = single_node(Duration::from_millis(100));
     let resource = unique("timed-out-acquire");
     warm_up(&locker).await;
     pause_clients(&url, 300).await;
@@ -148,9 +150,7 @@ async fn a_timed_out_acquire_is_undone_when_its_command_lands() {
 /// Defect 2: a `release` cancelled at an await point released nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_release_still_releases() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
+    let (_redis, url, locker) = single_node(Duration::from_secs(2));
     let resource = unique("cancelled-release");
     let guard = locker
         .acquire(&resource, &LockOptions::new().ttl(Duration::from_secs(8)))
@@ -173,9 +173,7 @@ async fn a_cancelled_release_still_releases() {
 /// polled a completed oneshot again and panicked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_survives_a_handoff_abandoned_half_way() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
+    let (_redis, url, locker) = single_node(Duration::from_secs(2));
     let resource = unique("abandoned-handoff");
     let options = LockOptions::new()
         .ttl(Duration::from_millis(800))
@@ -203,9 +201,7 @@ async fn a_waiter_survives_a_handoff_abandoned_half_way() {
 /// healthy lock then really expired under the running body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_extension_does_not_lose_the_lock() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_millis(100));
+    let (_redis, url, locker) = single_node(Duration::from_millis(100));
     let resource = unique("slow-extension");
     let options = LockOptions::new()
         .ttl(Duration::from_millis(600))
@@ -226,9 +222,7 @@ async fn one_slow_extension_does_not_lose_the_lock() {
 /// whose extensions hang learned of the loss only after the key had expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_fires_by_the_locks_own_deadline_when_extensions_hang() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(2));
+    let (redis, _url, locker) = single_node(Duration::from_secs(2));
     let ttl = Duration::from_millis(300);
     let guard = locker
         .acquire(
@@ -271,9 +265,7 @@ async fn long_work(locker: &Locker, resource: &str) -> Result<&'static str, Lock
 /// stops the body and returns `LockError::Lost`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_on_lost_stops_the_body_when_the_lock_is_lost() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(1));
+    let (_redis, url, locker) = single_node(Duration::from_secs(1));
     let resource = unique("cancel-on-lost");
     let work = tokio::spawn({
         let (locker, resource) = (locker.clone(), resource.clone());
@@ -366,9 +358,7 @@ async fn commands_that_land_after_a_hang_leave_no_lock_behind() {
 /// flight could re-arm the full TTL. The key must stay, owned by nobody.
 #[tokio::test]
 async fn a_min_hold_release_leaves_a_key_nobody_owns() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(1));
+    let (_redis, url, locker) = single_node(Duration::from_secs(1));
     let resource = unique("min-hold-owner");
     let options = LockOptions::new()
         .ttl(Duration::from_secs(5))
@@ -426,9 +416,7 @@ async fn a_fair_waiter_dropped_mid_attempt_leaves_the_queue() {
 /// Defect 8: fence counters never expired: one key per resource ever locked.
 #[tokio::test]
 async fn fence_counters_expire() {
-    let redis = RedisServer::start();
-    let url = redis.url();
-    let locker = locker_with_timeout(std::slice::from_ref(&url), Duration::from_secs(1));
+    let (_redis, url, locker) = single_node(Duration::from_secs(1));
     for n in 0..50 {
         let guard = locker
             .acquire(&format!("fence-expiry:{n}"), &LockOptions::new())
