@@ -8,8 +8,9 @@
 //! - `handoff_local` / `handoff_remote`: release → next holder latency, with the waiter in the
 //!   same locker (direct handoff) or another one (pub/sub wake-up).
 //! - the same in quorum mode over 3 nodes;
-//! - `hot` over 5 nodes, healthy (`quorum5`) and with one node hung by SIGSTOP
-//!   (`quorum5_one_hung`): what a hung minority costs.
+//! - `hot` over 5 nodes, healthy (`quorum5`) and with one node hung by SIGSTOP: 2 s from the
+//!   moment it hangs (`quorum5_hang_onset`, each locker notices the hang after one node
+//!   timeout), then the steady state (`quorum5_one_hung`): what a hung minority costs.
 //!
 //! `BENCH_SECONDS` sets the hot run's length (default 10); `BENCH_MAX_LOCAL_HANDOFFS` and
 //! `BENCH_YIELD_WINDOW_US` override those locker settings. Arguments filter the runs by
@@ -75,7 +76,12 @@ async fn run() {
         let run_for = Duration::from_secs(seconds);
         hot("quorum5", &urls, &counter.url(), run_for).await;
         five[2].pause();
-        hot("quorum5_one_hung", &urls, &counter.url(), run_for).await;
+        // The onset (each locker notices the hang after one node timeout), then the steady
+        // state with the same lockers.
+        let lockers: Vec<Locker> = (0..3).map(|_| locker(&urls)).collect();
+        let onset = Duration::from_secs(2);
+        hot_with("quorum5_hang_onset", &lockers, &counter.url(), onset).await;
+        hot_with("quorum5_one_hung", &lockers, &counter.url(), run_for).await;
         five[2].resume();
     }
 }
@@ -106,8 +112,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 async fn hot(mode: &str, urls: &[String], counter_url: &str, run_for: Duration) {
-    const TASKS: usize = 32;
     let lockers: Vec<Locker> = (0..3).map(|_| locker(urls)).collect();
+    hot_with(mode, &lockers, counter_url, run_for).await;
+}
+
+/// The hot run with the given lockers (what they learned, e.g. that a node hangs, carries over).
+async fn hot_with(mode: &str, lockers: &[Locker], counter_url: &str, run_for: Duration) {
+    const TASKS: usize = 32;
     let resource = format!("bench-hot-{mode}");
     let counter_key = format!("bench:{mode}:counter");
     connection(counter_url)

@@ -163,7 +163,7 @@ impl BorrowedCall<'_> {
 pub(crate) type SentOn = Mutex<Option<MultiplexedConnection>>;
 
 /// While a node is suspected hung (a call or follow-up got no answer in time), quorum rounds
-/// skip it instead of waiting, except for one probing call this often.
+/// skip it, and it is probed from the background (a PING) at most this often.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
 /// A script with its keys and arguments, ready to run on any node.
@@ -187,8 +187,8 @@ pub(crate) struct Node {
     generation: Arc<AtomicU64>,
     pub notifier: Notifier,
     timeout: Duration,
-    /// Quorum mode: skip this node while it is suspected hung (see [`PROBE_EVERY`]). A single
-    /// node is never skipped: there is nobody else to ask.
+    /// Quorum mode: skip this node while it is suspected hung and probe it in the background
+    /// (see [`PROBE_EVERY`]). A single node is never skipped: there is nobody else to ask.
     skip_when_suspect: bool,
     /// Set when the node failed to answer in time; cleared by any reply.
     suspect: Mutex<Option<Suspicion>>,
@@ -241,25 +241,39 @@ impl Node {
         })
     }
 
-    /// Whether a call should skip this node now: it is suspected hung and it is not yet time
-    /// for the next probe (which this call then becomes).
+    /// Whether a call should skip this node now: it is suspected hung. (Calls never wait on a
+    /// suspect node; [`Node::probe_if_due`] finds out when it answers again.)
     fn skip_now(&self) -> bool {
+        self.is_suspect()
+    }
+
+    /// If this node is suspect and its next probe is due, PINGs it from the background: an
+    /// answer clears the suspicion, silence renews it. The probe is never part of a round, so
+    /// no round waits on a node that is probably hung.
+    pub(crate) fn probe_if_due(self: &Arc<Self>) {
         if !self.skip_when_suspect {
-            return false;
+            return;
         }
-        let mut suspect = self.suspect.lock().expect("suspect lock");
-        match suspect.as_mut() {
-            None => false,
-            Some(suspicion) => {
-                let now = Instant::now();
-                if now >= suspicion.next_probe {
-                    suspicion.next_probe = now + PROBE_EVERY;
-                    false
-                } else {
-                    true
-                }
+        {
+            let mut suspect = self.suspect.lock().expect("suspect lock");
+            let Some(suspicion) = suspect.as_mut() else {
+                return;
+            };
+            let now = Instant::now();
+            if now < suspicion.next_probe {
+                return;
             }
+            // Not before this probe has had its full timeout.
+            suspicion.next_probe = now + self.timeout.max(PROBE_EVERY);
         }
+        let node = Arc::clone(self);
+        background::runtime().spawn(async move {
+            if node.ping().await {
+                node.answered();
+            } else {
+                node.unanswered();
+            }
+        });
     }
 
     fn answered(&self) {
@@ -397,6 +411,10 @@ impl Node {
             match invocation.invoke_async(&mut conn.redis).await {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {
+                    if err.is_timeout() {
+                        // redis-rs gave up waiting for the reply: as silent as our own timeout.
+                        self.unanswered();
+                    }
                     let connection_lost = conn.failed(&err, &self.generation);
                     // The connection died under the call: Redis restarted, or the runtime that
                     // ran the connection stopped (a release from a dropped guard often meets
@@ -428,7 +446,13 @@ impl Node {
         connect_failed.as_mut().enable();
         tokio::select! {
             biased;
-            conn = self.pool.get() => conn.map_err(|err| self.error(format!("no connection: {err}"))),
+            conn = self.pool.get() => conn.map_err(|err| {
+                if matches!(err, bb8::RunError::TimedOut) {
+                    // Connecting hangs: the node accepts TCP but does not answer.
+                    self.unanswered();
+                }
+                self.error(format!("no connection: {err}"))
+            }),
             () = connect_failed => {
                 let cause = self.connect_failures.last.lock().expect("last error lock").clone();
                 Err(self.error(format!("cannot connect: {cause}")))

@@ -200,6 +200,7 @@ impl Cluster {
         let started = Instant::now();
         let mut calls: FuturesUnordered<_> = to
             .iter()
+            .inspect(|&&node| self.nodes[node].probe_if_due())
             .map(|&node| async move {
                 let reply = self.nodes[node]
                     .run_recorded::<i64>(call, timeout, &sent_on[node])

@@ -307,6 +307,54 @@ async fn one_hung_node_of_five_costs_no_timeouts() {
     );
 }
 
+/// Defect 5 (found by the hung-node benchmark): a round that carried the periodic probe of a
+/// node suspected hung waited its full timeout whenever the live nodes split 2–2, holding its
+/// two nodes all the while; under contention that livelocked the hot key for seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_a_hung_node_never_holds_a_round() {
+    let nodes: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let node_timeout = Duration::from_secs(1);
+    let locker = locker_with_timeout(&urls, node_timeout);
+    let resource = unique("probe-split");
+    warm_up(&locker).await;
+    // Someone else holds nodes 3 and 4: our rounds win 0 and 1, lose 3 and 4, and only the hung
+    // node 2 could decide them.
+    for url in &urls[3..] {
+        let mut conn = connection(url).await;
+        let _: () = redis::cmd("SET")
+            .arg(lock_key(&resource))
+            .arg("someone-else")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    nodes[2].pause();
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(30))
+        .wait(Duration::ZERO);
+    // The first round meets the hang and marks node 2 suspect.
+    let _ = locker.acquire(&resource, &options).await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        // Past the probe interval: each round is due to probe node 2.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let outcome = locker.acquire(&resource, &options).await;
+        assert!(
+            matches!(outcome, Err(LockError::Busy { .. })),
+            "{outcome:?}"
+        );
+    }
+    let waited = started.elapsed() - Duration::from_millis(1200);
+    nodes[2].resume();
+    assert!(
+        waited < node_timeout,
+        "10 rounds spent {waited:?} waiting: probes of the hung node held them"
+    );
+}
+
 /// Defect 5: when hung nodes resumed, the acquisitions queued on them ran and left keys that
 /// nobody owned for a whole TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
