@@ -19,6 +19,7 @@ fn config(nodes: usize, seconds: f64) -> StressConfig {
         seed: StressConfig::seed_from_env(),
         nodes,
         lockers: 3,
+        child_processes: 0,
         tasks_per_locker: 4,
         resources: 3,
         run_for: StressConfig::seconds_from_env(seconds),
@@ -40,6 +41,25 @@ async fn quorum_of_five_under_faults() {
     Stress::start(config(5, 10.0)).run().await;
 }
 
+/// Lockers in separate OS processes too: one locker here and two child processes with two
+/// each, over a quorum of three, so nothing in-process (a shared local queue, one clock) can
+/// hide a violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_under_faults() {
+    let mut config = config(3, 10.0);
+    config.lockers = 1;
+    config.child_processes = 2;
+    Stress::start(config).run().await;
+}
+
+/// One child process of `separate_processes_under_faults` (it starts them; they are told what
+/// to do through the environment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a child process of separate_processes_under_faults, started by it"]
+async fn stress_child() {
+    stress::run_child().await;
+}
+
 /// `cargo xtask soak`: rounds of 30 s through the three modes, a new seed each (derived from
 /// `DLOCK_STRESS_SEED` when given), until `DLOCK_SOAK_SECONDS` are used up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +78,8 @@ async fn soak() {
             seed: first_seed.wrapping_add(round),
             nodes,
             lockers: 3,
+            // Every fourth round in separate processes too.
+            child_processes: if round % 4 == 3 { 2 } else { 0 },
             tasks_per_locker: 4,
             resources: 3,
             run_for: Duration::from_secs(30),

@@ -32,7 +32,11 @@ pub const LIVENESS_SLACK: Duration = Duration::from_secs(2);
 pub struct StressConfig {
     pub seed: u64,
     pub nodes: usize,
+    /// Lockers in this process.
     pub lockers: usize,
+    /// Child OS processes that run workers of their own (2 lockers each) against the same
+    /// nodes: the test binary again, running `stress_child`.
+    pub child_processes: usize,
     pub tasks_per_locker: usize,
     pub resources: usize,
     pub run_for: Duration,
@@ -57,14 +61,54 @@ impl StressConfig {
     }
 }
 
-/// One hold as its holder saw it.
+/// One hold as its holder saw it. Times are CLOCK_MONOTONIC nanoseconds, comparable across the
+/// processes of one machine.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
     pub resource: usize,
     pub fence: u64,
-    pub start: Instant,
+    pub start_ns: u128,
     /// The last moment the holder saw its lock valid (`!is_lost()`).
-    pub believed_until: Instant,
+    pub believed_ns: u128,
+}
+
+impl Hold {
+    fn to_line(self) -> String {
+        format!(
+            "{} {} {} {}\n",
+            self.resource, self.fence, self.start_ns, self.believed_ns
+        )
+    }
+
+    fn from_line(line: &str) -> Hold {
+        let fields: Vec<&str> = line.split(' ').collect();
+        Hold {
+            resource: fields[0].parse().unwrap(),
+            fence: fields[1].parse().unwrap(),
+            start_ns: fields[2].parse().unwrap(),
+            believed_ns: fields[3].parse().unwrap(),
+        }
+    }
+}
+
+/// An `Instant` as CLOCK_MONOTONIC nanoseconds. On Linux std's `Instant` *is* that clock, and
+/// its `Debug` form shows the raw `tv_sec`/`tv_nsec` (the only way to it without `unsafe`).
+pub fn monotonic_ns(instant: Instant) -> u128 {
+    let text = format!("{instant:?}");
+    let field = |name: &str| -> u128 {
+        let start = text
+            .find(name)
+            .expect("Instant's Debug shows tv_sec and tv_nsec")
+            + name.len();
+        text[start..]
+            .trim_start_matches([':', ' '])
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    field("tv_sec") * 1_000_000_000 + field("tv_nsec")
 }
 
 /// What happened, for the report.
@@ -129,12 +173,7 @@ impl Stress {
     }
 
     pub fn locker(&self) -> Locker {
-        Locker::new(
-            LockerConfig::new(self.urls())
-                .node_timeout(Duration::from_millis(150))
-                .yield_window(Duration::from_millis(1)),
-        )
-        .unwrap()
+        stress_locker(self.urls())
     }
 
     /// The whole run: workload and nemesis, then lift the faults, then the checks. Panics with
@@ -142,10 +181,11 @@ impl Stress {
     pub async fn run(&self) {
         let config = &self.config;
         eprintln!(
-            "stress: seed {} ({} node(s), {} lockers × {} tasks, {} resources, {:?}); replay with DLOCK_STRESS_SEED={}",
+            "stress: seed {} ({} node(s), {} lockers + {} child processes × 2 lockers, × {} tasks each, {} resources, {:?}); replay with DLOCK_STRESS_SEED={}",
             config.seed,
             config.nodes,
             config.lockers,
+            config.child_processes,
             config.tasks_per_locker,
             config.resources,
             config.run_for,
@@ -153,22 +193,19 @@ impl Stress {
         );
         let lockers: Vec<Locker> = (0..config.lockers).map(|_| self.locker()).collect();
         let deadline = Instant::now() + config.run_for;
-        let mut workers = Vec::new();
-        for (l, locker) in lockers.iter().enumerate() {
-            for t in 0..config.tasks_per_locker {
-                let rng =
-                    StdRng::seed_from_u64(config.seed ^ (((l as u64) << 32) | (t as u64 + 1)));
-                workers.push(tokio::spawn(worker(
-                    locker.clone(),
-                    rng,
-                    deadline,
-                    config.resources,
-                    Arc::clone(&self.history),
-                    Arc::clone(&self.registers),
-                    Arc::clone(&self.counts),
-                )));
-            }
-        }
+        let children: Vec<_> = (0..config.child_processes)
+            .map(|child| self.spawn_child(child))
+            .collect();
+        let workers = spawn_workers(
+            &lockers,
+            config.seed,
+            config.tasks_per_locker,
+            deadline,
+            config.resources,
+            &self.history,
+            &self.registers,
+            &self.counts,
+        );
         let nemesis = tokio::spawn(nemesis(
             Arc::clone(&self.nodes),
             StdRng::seed_from_u64(config.seed),
@@ -179,6 +216,9 @@ impl Stress {
             worker.await.expect("a worker panicked");
         }
         nemesis.await.expect("the nemesis panicked");
+        for (child, history_file) in children {
+            self.collect_child(child, &history_file).await;
+        }
         self.lift_faults();
         self.check_liveness(&lockers).await;
         self.check_safety();
@@ -190,6 +230,54 @@ impl Stress {
             config.seed
         );
         eprintln!("stress: seed {} passed: {}", config.seed, self.summary());
+    }
+
+    /// Starts child process `index`: the test binary running `stress_child` until the run's
+    /// deadline, writing its holds to a file.
+    fn spawn_child(&self, index: usize) -> (std::process::Child, std::path::PathBuf) {
+        let history_file = std::env::temp_dir().join(format!(
+            "dlock-stress-{}-{}-{index}.holds",
+            std::process::id(),
+            self.config.seed
+        ));
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "stress_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_URLS, self.urls().join(","))
+            .env(
+                CHILD_SEED,
+                (self.config.seed ^ (0xc41d << 16 | index as u64)).to_string(),
+            )
+            .env(CHILD_MILLIS, self.config.run_for.as_millis().to_string())
+            .env(CHILD_RESOURCES, self.config.resources.to_string())
+            .env(CHILD_TASKS, self.config.tasks_per_locker.to_string())
+            .env(CHILD_OUT, &history_file)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start a child process of the stress run");
+        (child, history_file)
+    }
+
+    async fn collect_child(&self, mut child: std::process::Child, history_file: &std::path::Path) {
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            status.success(),
+            "seed {}: a child process failed ({status}); its output is above",
+            self.config.seed
+        );
+        let text = std::fs::read_to_string(history_file).expect("the child's history");
+        let _ = std::fs::remove_file(history_file);
+        let holds: Vec<Hold> = text.lines().map(Hold::from_line).collect();
+        self.counts.holds.fetch_add(holds.len(), Ordering::Relaxed);
+        self.history.lock().unwrap().extend(holds);
     }
 
     pub fn summary(&self) -> String {
@@ -247,7 +335,14 @@ impl Stress {
 
     /// After every release: no lock key anywhere, and every key expires.
     async fn check_hygiene(&self) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A child process may have ended while a fault kept its last release from a node: like
+        // any holder that is gone, its lock may then live out its TTL.
+        let settle = if self.config.child_processes > 0 {
+            MAX_TTL
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::time::sleep(settle).await;
         for (index, node) in self.nodes.iter().enumerate() {
             let url = node.lock().unwrap().server.url();
             let mut conn = redis::Client::open(url)
@@ -281,13 +376,13 @@ pub fn check_history(seed: u64, history: &[Hold]) {
         by_resource.entry(hold.resource).or_default().push(*hold);
     }
     for (resource, mut holds) in by_resource {
-        holds.sort_by_key(|hold| hold.start);
+        holds.sort_by_key(|hold| hold.start_ns);
         for pair in holds.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             assert!(
-                a.believed_until <= b.start,
-                "seed {seed}: safety: two holds of resource {resource} overlapped by {:?}: {a:?} and {b:?}",
-                a.believed_until - b.start
+                a.believed_ns <= b.start_ns,
+                "seed {seed}: safety: two holds of resource {resource} overlapped by {} µs: {a:?} and {b:?}",
+                (a.believed_ns - b.start_ns) / 1000
             );
             assert!(
                 a.fence < b.fence,
@@ -295,6 +390,90 @@ pub fn check_history(seed: u64, history: &[Hold]) {
             );
         }
     }
+}
+
+/// Starts `tasks_per_locker` workers on each locker, each with its own seeded generator.
+#[allow(clippy::too_many_arguments)]
+fn spawn_workers(
+    lockers: &[Locker],
+    seed: u64,
+    tasks_per_locker: usize,
+    deadline: Instant,
+    resources: usize,
+    history: &Arc<Mutex<Vec<Hold>>>,
+    registers: &Arc<Vec<AtomicU64>>,
+    counts: &Arc<Counts>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut workers = Vec::new();
+    for (l, locker) in lockers.iter().enumerate() {
+        for t in 0..tasks_per_locker {
+            let rng = StdRng::seed_from_u64(seed ^ (((l as u64) << 32) | (t as u64 + 1)));
+            workers.push(tokio::spawn(worker(
+                locker.clone(),
+                rng,
+                deadline,
+                resources,
+                Arc::clone(history),
+                Arc::clone(registers),
+                Arc::clone(counts),
+            )));
+        }
+    }
+    workers
+}
+
+const CHILD_URLS: &str = "DLOCK_STRESS_CHILD_URLS";
+const CHILD_SEED: &str = "DLOCK_STRESS_CHILD_SEED";
+const CHILD_MILLIS: &str = "DLOCK_STRESS_CHILD_MILLIS";
+const CHILD_RESOURCES: &str = "DLOCK_STRESS_CHILD_RESOURCES";
+const CHILD_TASKS: &str = "DLOCK_STRESS_CHILD_TASKS";
+const CHILD_OUT: &str = "DLOCK_STRESS_CHILD_OUT";
+
+/// A child process's part of a run (see `Stress::spawn_child`): two lockers of its own hammer
+/// the same nodes until the deadline; its holds go to a file for the parent's checker.
+pub async fn run_child() {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: this test is a child of `separate_processes_under_faults`")
+        })
+    };
+    install_panic_counter();
+    let urls: Vec<String> = var(CHILD_URLS).split(',').map(String::from).collect();
+    let seed: u64 = var(CHILD_SEED).parse().unwrap();
+    let run_for = Duration::from_millis(var(CHILD_MILLIS).parse().unwrap());
+    let resources: usize = var(CHILD_RESOURCES).parse().unwrap();
+    let tasks: usize = var(CHILD_TASKS).parse().unwrap();
+    let lockers: Vec<Locker> = (0..2).map(|_| stress_locker(urls.clone())).collect();
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let registers = Arc::new((0..resources).map(|_| AtomicU64::new(0)).collect());
+    let counts = Arc::new(Counts::default());
+    let deadline = Instant::now() + run_for;
+    let workers = spawn_workers(
+        &lockers, seed, tasks, deadline, resources, &history, &registers, &counts,
+    );
+    for worker in workers {
+        worker.await.expect("a worker panicked");
+    }
+    // Let releases and undos of the last holds go out before the process ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a panic in the child");
+    let lines: String = history
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|hold| hold.to_line())
+        .collect();
+    std::fs::write(var(CHILD_OUT), lines).expect("write the child's history");
+}
+
+/// The lockers of a run: short node timeout, short yield window.
+fn stress_locker(urls: Vec<String>) -> Locker {
+    Locker::new(
+        LockerConfig::new(urls)
+            .node_timeout(Duration::from_millis(150))
+            .yield_window(Duration::from_millis(1)),
+    )
+    .unwrap()
 }
 
 async fn worker(
@@ -396,8 +575,8 @@ fn record(
     history.push(Hold {
         resource: index,
         fence: guard.fence(),
-        start: guard.acquired_at().into_std(),
-        believed_until,
+        start_ns: monotonic_ns(guard.acquired_at().into_std()),
+        believed_ns: monotonic_ns(believed_until),
     });
 }
 
