@@ -412,14 +412,37 @@ impl Inner {
             }
             calls
         };
-        match self.cluster.take(keys, &call, &token, &undo, ttl).await {
-            Ok(grant) => Attempt::Acquired(grant),
-            Err(not_taken) => match not_taken.unreachable {
-                Some(errors) => Attempt::Unavailable(errors),
-                None => Attempt::Busy {
-                    retry_after: not_taken.retry_after,
-                    split: not_taken.split,
-                },
+        // A won round that came back too late (fair mode is single-node, so that is the only
+        // way to win and lose): a fair waiter gives the lock back and keeps its place.
+        let give_back = || match &fair_keys {
+            Some(fair_keys) => vec![OwnedCall {
+                script: &scripts::FAIR_GIVE_BACK,
+                keys: vec![
+                    keys.lock.clone(),
+                    fair_keys.queue.clone(),
+                    fair_keys.leases.clone(),
+                ],
+                args: vec![
+                    token.clone(),
+                    waiter_id.to_string(),
+                    self.config.fair_waiter_lease.as_millis().to_string(),
+                ],
+            }],
+            None => vec![undo_call(keys, &token)],
+        };
+        let not_taken = match self
+            .cluster
+            .take(keys, &call, &token, &undo, &give_back, ttl)
+            .await
+        {
+            Ok(grant) => return Attempt::Acquired(grant),
+            Err(not_taken) => not_taken,
+        };
+        match not_taken.unreachable {
+            Some(errors) => Attempt::Unavailable(errors),
+            None => Attempt::Busy {
+                retry_after: not_taken.retry_after,
+                split: not_taken.split,
             },
         }
     }
@@ -510,7 +533,7 @@ impl Inner {
         };
         match self
             .cluster
-            .take(&hold.keys, &call, &token, &undo, ttl)
+            .take(&hold.keys, &call, &token, &undo, &undo, ttl)
             .await
         {
             Ok(grant) => Ok(grant),

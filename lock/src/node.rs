@@ -21,9 +21,15 @@ use tokio::time::Instant;
 /// One dead connection usually means they all are (Redis restarted), so a failure also bumps
 /// the node's *generation*: connections from an older generation are retired at checkout
 /// without being tried, and only the call that found the first dead one fails.
+///
+/// Connections are made without redis-rs's own response timeout (500 ms by default): every
+/// call is bounded by the node timeout already, and a second, shorter limit underneath would
+/// silently cut a longer `node_timeout` short.
 #[derive(Debug, Clone)]
 struct NodeConnections {
     manager: RedisConnectionManager,
+    client: redis::Client,
+    config: redis::AsyncConnectionConfig,
     generation: Arc<AtomicU64>,
 }
 
@@ -65,7 +71,16 @@ impl bb8::ManageConnection for NodeConnections {
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let redis = self.manager.connect().await?;
+        let redis = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        // All scripts at once (pipelined on the multiplexed connection: one round trip).
+        futures_util::future::try_join_all(crate::scripts::all().into_iter().map(|script| {
+            let mut conn = redis.clone();
+            async move { script.load_async(&mut conn).await }
+        }))
+        .await?;
         // The connection's I/O task lives on the runtime that made it (the caller's: fastest,
         // no thread hop) and dies with it. A sentinel task beside it tells checkout when that
         // runtime has stopped, so a dead connection is retired before anyone uses it.
@@ -226,6 +241,10 @@ impl Node {
             .error_sink(Box::new(connect_failures.clone()))
             .build_unchecked(NodeConnections {
                 manager,
+                client: client.clone(),
+                config: redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(None)
+                    .set_connection_timeout(Some(timeout)),
                 generation: Arc::clone(&generation),
             });
         Ok(Node {

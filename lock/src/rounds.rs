@@ -229,15 +229,17 @@ impl Cluster {
         }
     }
 
-    /// A take round: `call` issues a fence on every node where it takes the lock for `token`;
-    /// `undo` gives back what it took. Won on a majority whose fence could be settled and whose
-    /// validity is not used up; otherwise everything taken is given back.
+    /// A take round: `call` issues a fence on every node where it takes the lock for `token`.
+    /// Won on a majority whose fence could be settled and whose validity is not used up;
+    /// otherwise what it took goes back: `give_back` runs on the nodes that issued, `undo` on
+    /// those whose outcome is unknown (and on every node if the round is dropped).
     pub(crate) async fn take(
         &self,
         keys: &ResourceKeys,
         call: &ScriptCall<'_>,
         token: &str,
         undo: Undo<'_>,
+        give_back: Undo<'_>,
         ttl: Duration,
     ) -> Result<Grant, NotTaken> {
         let count = self.nodes.len();
@@ -276,12 +278,12 @@ impl Cluster {
         // Give back what is not part of the grant: nodes that issued in a lost round (at once,
         // so that our own leftovers cannot refuse our next attempt), and every node whose
         // outcome is unknown (behind the call, on its connection).
-        let mut give_back = Vec::new();
+        let mut issued = Vec::new();
         let mut calls = None;
         for (node, answer) in answers.0.iter().enumerate() {
             let conn = sent_on[node].lock().expect("sent_on lock").take();
             match answer {
-                Answer::Yes(_) if grant.is_none() => give_back.push(node),
+                Answer::Yes(_) if grant.is_none() => issued.push(node),
                 Answer::Pending | Answer::Failed(_) if conn.is_some() => {
                     let calls = calls.get_or_insert_with(undo);
                     self.nodes[node].follow_up(conn, calls.clone());
@@ -289,9 +291,8 @@ impl Cluster {
                 _ => {}
             }
         }
-        if !give_back.is_empty() {
-            let calls = calls.get_or_insert_with(undo);
-            self.undo_on(&give_back, calls, timeout).await;
+        if !issued.is_empty() {
+            self.undo_on(&issued, &give_back(), timeout).await;
         }
         undo_on_drop.armed = false;
         if let Some(grant) = grant {

@@ -83,6 +83,27 @@ return -math.max(redis.call('PTTL', KEYS[1]), 0)"
     ))
 });
 
+/// KEYS: lock, queue, leases. ARGV: token, waiter id, waiter lease ms.
+/// A fair waiter won the lock but too late (its round used up the validity): it gives the lock
+/// back and, in the same step, takes its place at the head of the queue again — so nobody who
+/// queued after it can slip in between.
+pub(crate) static FAIR_GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease = tonumber(ARGV[3])
+local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local score = 0
+if head[2] then score = tonumber(head[2]) - 1 end
+redis.call('ZADD', KEYS[2], score, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], now_ms + lease)
+for i = 2, 3 do redis.call('PEXPIRE', KEYS[i], lease * 4) end
+return 1",
+    )
+});
+
 /// KEYS: queue, leases. ARGV: waiter token, channel.
 /// A fair waiter gives up: leave the queue and wake the others, one of whom may now be head.
 pub(crate) static FAIR_LEAVE: LazyLock<Script> = LazyLock::new(|| {
@@ -157,3 +178,19 @@ end
 return 1",
     )
 });
+
+/// Every script, for loading them onto a connection as soon as it is made: the first use of a
+/// script (on a new or restarted Redis) then costs no NOSCRIPT round trips in the middle of a
+/// round, where they would eat the lock's validity.
+pub(crate) fn all() -> [&'static Script; 8] {
+    [
+        &ACQUIRE,
+        &FAIR_ACQUIRE,
+        &FAIR_GIVE_BACK,
+        &FAIR_LEAVE,
+        &RELEASE,
+        &EXTEND,
+        &HANDOFF,
+        &RAISE_FENCE,
+    ]
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// What the proxy does to the bytes it forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -20,6 +21,8 @@ pub enum Fault {
     None,
     /// Hold every chunk this long before forwarding it (each direction).
     Latency(Duration),
+    /// Hold only what the server sends back this long: requests arrive at once, replies late.
+    ReplyLatency(Duration),
     /// Forward nothing until the fault is lifted; held bytes are delivered then (a link that
     /// hangs, then heals). New connections are accepted but stall too.
     Blackhole,
@@ -147,8 +150,8 @@ async fn accept_loop(
             resets.borrow_and_update();
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            let up = pump(client_read, server_write, control.fault.subscribe());
-            let down = pump(server_read, client_write, control.fault.subscribe());
+            let up = pump(client_read, server_write, control.fault.subscribe(), false);
+            let down = pump(server_read, client_write, control.fault.subscribe(), true);
             tokio::select! {
                 _ = async { tokio::join!(up, down) } => {}
                 _ = resets.changed() => {
@@ -159,44 +162,61 @@ async fn accept_loop(
     }
 }
 
-/// Copies one direction until EOF or error, applying the fault in force to each chunk.
+/// Copies one direction (`replies`: server to client) until EOF or error. A delay counts from
+/// when a chunk was read, so chunks in flight are delayed side by side, not one after another
+/// (a link with latency, not a queue).
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut fault: watch::Receiver<Fault>,
+    replies: bool,
 ) {
     // Linger 0: when a reset drops the halves, the kernel sends RST instead of FIN (loopback
     // sockets close at once, so nothing blocks).
     let _ = to.as_ref().set_zero_linger();
     let _ = from.as_ref().set_zero_linger();
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
+    let (chunks, mut in_flight) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(read @ 1..) = from.read(&mut buffer).await {
+            if chunks
+                .send((Instant::now(), buffer[..read].to_vec()))
+                .is_err()
+            {
                 return;
             }
-            Ok(read) => read,
-        };
-        loop {
-            let current = *fault.borrow_and_update();
-            match current {
-                Fault::None => break,
-                Fault::Latency(delay) => {
-                    tokio::time::sleep(delay).await;
-                    break;
-                }
-                Fault::Blackhole => {
-                    if fault.changed().await.is_err() {
-                        return;
+        }
+    };
+    let write = async move {
+        while let Some((read_at, chunk)) = in_flight.recv().await {
+            loop {
+                let current = *fault.borrow_and_update();
+                match current {
+                    Fault::None => break,
+                    Fault::Latency(delay) => {
+                        tokio::time::sleep_until(read_at + delay).await;
+                        break;
+                    }
+                    Fault::ReplyLatency(delay) => {
+                        if replies {
+                            tokio::time::sleep_until(read_at + delay).await;
+                        }
+                        break;
+                    }
+                    Fault::Blackhole => {
+                        if fault.changed().await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-        if to.write_all(&buffer[..read]).await.is_err() {
-            return;
-        }
-    }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
 }
 
 fn reset(stream: &TcpStream) {
