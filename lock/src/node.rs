@@ -111,12 +111,13 @@ impl bb8::ManageConnection for NodeConnections {
 #[derive(Debug, Clone, Default)]
 struct ConnectFailures {
     notify: Arc<Notify>,
-    last: Arc<Mutex<String>>,
+    /// The last failure, and whether it was a timeout (the node accepts TCP but says nothing).
+    last: Arc<Mutex<(String, bool)>>,
 }
 
 impl bb8::ErrorSink<RedisError> for ConnectFailures {
     fn sink(&self, error: RedisError) {
-        *self.last.lock().expect("last error lock") = error.to_string();
+        *self.last.lock().expect("last error lock") = (error.to_string(), error.is_timeout());
         self.notify.notify_waiters();
     }
 
@@ -430,10 +431,6 @@ impl Node {
             match invocation.invoke_async(&mut conn.redis).await {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {
-                    if err.is_timeout() {
-                        // redis-rs gave up waiting for the reply: as silent as our own timeout.
-                        self.unanswered();
-                    }
                     let connection_lost = conn.failed(&err, &self.generation);
                     // The connection died under the call: Redis restarted, or the runtime that
                     // ran the connection stopped (a release from a dropped guard often meets
@@ -473,7 +470,10 @@ impl Node {
                 self.error(format!("no connection: {err}"))
             }),
             () = connect_failed => {
-                let cause = self.connect_failures.last.lock().expect("last error lock").clone();
+                let (cause, timed_out) = self.connect_failures.last.lock().expect("last error lock").clone();
+                if timed_out {
+                    self.unanswered();
+                }
                 Err(self.error(format!("cannot connect: {cause}")))
             }
         }
