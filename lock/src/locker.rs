@@ -6,13 +6,14 @@ use crate::error::{NodeError, NodeErrors};
 use crate::guard::{Guard, Hold};
 use crate::local::{LocalQueues, LocalTicket};
 use crate::node::{Node, OwnedCall, ScriptCall};
-use crate::notify::Listener;
+use crate::notify::{Listener, Subscription};
 use crate::options::{LockOptions, LockerConfig};
 use crate::quorum::majority;
 use crate::resource::{validate_resource, ResourceKeys};
 use crate::rounds::{Cluster, Grant, Verdict};
 use crate::{observe, scripts, LockError};
 use futures_util::future::select_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,19 +325,33 @@ impl Inner {
         }
     }
 
-    /// Subscribes to the resource's release channel on every node (not on one suspected hung:
-    /// its confirmation would not come).
+    /// Subscribes to the resource's release channel on every node, and waits (up to the node
+    /// timeout) until a majority confirmed. That is enough not to miss a release: it is
+    /// announced on every node it frees, a majority at least, which shares a node with ours. A
+    /// hung node, which would never confirm, costs nothing.
     async fn listen(&self, keys: &ResourceKeys) -> Vec<Listener> {
-        let confirm = self.config.node_timeout;
-        futures_util::future::join_all(self.cluster.nodes().iter().map(|node| {
-            let confirm = if node.is_suspect() {
-                Duration::ZERO
-            } else {
-                confirm
-            };
-            node.notifier.listen(&keys.channel, confirm)
-        }))
-        .await
+        let (listeners, subscriptions): (Vec<Listener>, Vec<_>) = self
+            .cluster
+            .nodes()
+            .iter()
+            .map(|node| node.notifier.listen(&keys.channel))
+            .unzip();
+        let needed = majority(listeners.len());
+        let mut confirmations: FuturesUnordered<_> = subscriptions
+            .into_iter()
+            .map(Subscription::confirmed)
+            .collect();
+        let majority_confirmed = async {
+            let mut confirmed = 0;
+            while let Some(yes) = confirmations.next().await {
+                confirmed += usize::from(yes);
+                if confirmed >= needed {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.config.node_timeout, majority_confirmed).await;
+        listeners
     }
 
     /// The single place that decides how long a waiter sleeps when it hears nothing: exponential

@@ -121,10 +121,10 @@ impl Notifier {
         commands
     }
 
-    /// Starts listening on `channel`; waits up to `confirm_within` for the subscription to be
-    /// confirmed. Without confirmation (node down) the listener still works once the driver
-    /// reconnects; until then the waiter's timer covers.
-    pub(crate) async fn listen(&self, channel: &str, confirm_within: Duration) -> Listener {
+    /// Starts listening on `channel`. The returned [`Subscription`] resolves once the node
+    /// confirmed the SUBSCRIBE; without confirmation (node down or hung) the listener still
+    /// works once the driver reconnects, and until then the waiter's timer covers.
+    pub(crate) fn listen(&self, channel: &str) -> (Listener, Subscription) {
         let driver = self.driver();
         let (wakes, subscribed) = {
             let mut channels = self.channels.lock().expect("channels lock");
@@ -146,16 +146,31 @@ impl Notifier {
             channel: channel.to_string(),
             channels: Arc::clone(&self.channels),
         };
-        if !subscribed {
+        let subscription = if subscribed {
+            Subscription(None)
+        } else {
             let (ack, confirmed) = oneshot::channel();
-            if driver
-                .send(Command::Subscribe(channel.to_string(), ack))
-                .is_ok()
-            {
-                let _ = tokio::time::timeout(confirm_within, confirmed).await;
+            match driver.send(Command::Subscribe(channel.to_string(), ack)) {
+                Ok(()) => Subscription(Some(confirmed)),
+                // No driver to ask: never confirmed.
+                Err(_) => Subscription(Some(oneshot::channel().1)),
             }
+        };
+        (listener, subscription)
+    }
+}
+
+/// A SUBSCRIBE on its way to one node; `None` when the channel was subscribed already.
+#[derive(Debug)]
+pub(crate) struct Subscription(Option<oneshot::Receiver<()>>);
+
+impl Subscription {
+    /// Whether the node confirmed (at once if it had before); `false` if it never will.
+    pub(crate) async fn confirmed(self) -> bool {
+        match self.0 {
+            None => true,
+            Some(confirmed) => confirmed.await.is_ok(),
         }
-        listener
     }
 }
 

@@ -356,6 +356,48 @@ async fn probing_a_hung_node_never_holds_a_round() {
     );
 }
 
+/// Defect 5: a waiter subscribing to releases waited for every node to confirm, so a hung node
+/// (not yet known as such) cost each new waiter the whole node timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_does_not_wait_for_a_hung_node_to_confirm_its_subscription() {
+    let nodes: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let node_timeout = Duration::from_secs(2);
+    let (holder, waiter) = (
+        locker_with_timeout(&urls, node_timeout),
+        locker_with_timeout(&urls, node_timeout),
+    );
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(30))
+        .wait(Duration::from_secs(10));
+    // Hold, wait, release: measures how long the waiter took after the release.
+    let handover = |resource: String| {
+        let (holder, waiter, options) = (holder.clone(), waiter.clone(), options.clone());
+        async move {
+            let guard = holder.acquire(&resource, &options).await.unwrap();
+            let waiting = tokio::spawn(async move {
+                let guard = waiter.acquire(&resource, &options).await.unwrap();
+                let acquired = Instant::now();
+                guard.release().await.unwrap();
+                acquired
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let released = Instant::now();
+            guard.release().await.unwrap();
+            waiting.await.unwrap() - released
+        }
+    };
+    // Once healthy, so that every pub/sub connection is up before the hang.
+    handover(unique("warm")).await;
+    nodes[2].pause();
+    let took = handover(unique("hung-subscribe")).await;
+    nodes[2].resume();
+    assert!(
+        took < node_timeout / 2,
+        "the waiter took {took:?} after the release: it waited on the hung node's SUBSCRIBE"
+    );
+}
+
 /// Defect 5: when hung nodes resumed, the acquisitions queued on them ran and left keys that
 /// nobody owned for a whole TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
