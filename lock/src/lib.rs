@@ -28,6 +28,28 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Cancel safety
+//!
+//! Every future this crate returns may be dropped at any await point — a client hangs up, a
+//! `select!` takes another branch, a timeout fires — without leaving a lock behind:
+//!
+//! - [`Locker::acquire`]: a round already sent is undone on the connection it went out on, so
+//!   the undo runs after it whenever it runs (also when Redis answers only later); a waiter's
+//!   place in the local queue and, in fair mode, in the Redis queue is given up.
+//! - [`Guard::release`]: if dropped half-way, the release finishes in the background.
+//! - A dropped [`Guard`] is released from the background at once.
+//! - The attribute's generated code is made of the above.
+//!
+//! Once Redis answers, such a lock is gone within a round trip or two; it never lives out its
+//! TTL. Nothing panics and no local queue is left with a waiter that is gone.
+//!
+//! # Faults
+//!
+//! In quorum mode a round decides as soon as a majority said yes or refusals rule one out,
+//! and a node that does not answer in time is skipped (and probed in the background) until
+//! it does: a hung minority costs (almost) nothing. Auto-extension retries a failed extension
+//! within the lock's validity; [`Guard::lost`] fires no later than the validity runs out.
+//!
 //! # The `#[distributed_lock]` attribute
 //!
 //! ```no_run

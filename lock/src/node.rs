@@ -261,12 +261,6 @@ impl Node {
         })
     }
 
-    /// Whether a call should skip this node now: it is suspected hung. (Calls never wait on a
-    /// suspect node; [`Node::probe_if_due`] finds out when it answers again.)
-    fn skip_now(&self) -> bool {
-        self.is_suspect()
-    }
-
     /// If this node is suspect and its next probe is due, PINGs it from the background: an
     /// answer clears the suspicion, silence renews it. The probe is never part of a round, so
     /// no round waits on a node that is probably hung.
@@ -348,7 +342,8 @@ impl Node {
         timeout: Duration,
         sent_on: Option<&SentOn>,
     ) -> Result<T, NodeError> {
-        if self.skip_now() {
+        // Calls never wait on a suspect node; `probe_if_due` finds out when it answers again.
+        if self.is_suspect() {
             return Err(self.error("suspected hung (no answer lately); skipped".into()));
         }
         let timeout = timeout.min(self.timeout);

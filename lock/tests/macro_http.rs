@@ -103,6 +103,14 @@ async fn early(path: web::Path<(String, String)>) -> Result<HttpResponse, AppErr
     Ok(HttpResponse::Ok().finish())
 }
 
+#[post("/lossy/{id}")]
+#[distributed_lock(resource = "lossy:{id}", ttl_ms = 300, auto_extend, cancel_on_lost)]
+async fn lossy(id: web::Path<String>) -> HttpResponse {
+    // Far longer than the test lets it run: only losing the lock ends it early.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    HttpResponse::Ok().body(id.into_inner())
+}
+
 struct TestServer {
     port: u16,
     log: web::Data<HoldLog>,
@@ -121,6 +129,7 @@ impl TestServer {
                 .service(work)
                 .service(try_once)
                 .service(early)
+                .service(lossy)
         })
         .workers(2)
         .disable_signals()
@@ -239,6 +248,31 @@ async fn redis_down_is_503() {
     assert_eq!(status, 503, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["error"], "lock_unavailable");
+    server.handle.stop(false).await;
+}
+
+/// `cancel_on_lost`: a handler whose lock is lost stops and answers `409 lock_lost` in JSON.
+#[actix_web::test]
+async fn a_handler_whose_lock_is_lost_answers_409_lock_lost() {
+    let url = shared_redis().url();
+    let server = TestServer::start(locker(&[&url]));
+    let id = unique("lost");
+    let path = format!("/lossy/{id}");
+    let take_the_key_away = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Someone (an operator, an expiry during a stall) takes the key away.
+        let mut redis = common::connection(&url).await;
+        let key = common::lock_key(&format!("lossy:{id}"));
+        let _: () = redis::AsyncCommands::del(&mut redis, key).await.unwrap();
+    };
+    let ((status, _, body), ()) = tokio::time::timeout(Duration::from_secs(3), async {
+        tokio::join!(server.post(&path), take_the_key_away)
+    })
+    .await
+    .expect("the handler kept running after its lock was lost");
+    assert_eq!(status, 409, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["error"], "lock_lost");
     server.handle.stop(false).await;
 }
 
