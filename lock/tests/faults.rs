@@ -25,6 +25,28 @@ fn single_node(node_timeout: Duration) -> (RedisServer, String, Locker) {
     (redis, url, locker)
 }
 
+/// `count` redis-servers of the test's own, and their URLs.
+fn start_nodes(count: usize) -> (Vec<RedisServer>, Vec<String>) {
+    let nodes: Vec<RedisServer> = (0..count).map(|_| RedisServer::start()).collect();
+    let urls = nodes.iter().map(RedisServer::url).collect();
+    (nodes, urls)
+}
+
+/// Another owner holds `resource`'s lock on the nodes at `urls` for `px_ms`.
+async fn held_by_someone_else(urls: &[String], resource: &str, px_ms: u64) {
+    for url in urls {
+        let mut conn = connection(url).await;
+        let () = redis::cmd("SET")
+            .arg(lock_key(resource))
+            .arg("someone-else")
+            .arg("PX")
+            .arg(px_ms)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
 /// `CLIENT PAUSE ms ALL` on the server at `url`: every client's commands queue until it ends.
 async fn pause_clients(url: &str, ms: u64) {
     let mut conn = connection(url).await;
@@ -288,8 +310,7 @@ async fn cancel_on_lost_stops_the_body_when_the_lock_is_lost() {
 /// Defect 5: one hung node (of five) cost every acquisition its full timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_hung_node_of_five_costs_no_timeouts() {
-    let nodes: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let (nodes, urls) = start_nodes(5);
     let node_timeout = Duration::from_secs(3);
     let locker = locker_with_timeout(&urls, node_timeout);
     let resource = unique("hung-node");
@@ -313,25 +334,14 @@ async fn one_hung_node_of_five_costs_no_timeouts() {
 /// two nodes all the while; under contention that livelocked the hot key for seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probing_a_hung_node_never_holds_a_round() {
-    let nodes: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let (nodes, urls) = start_nodes(5);
     let node_timeout = Duration::from_secs(1);
     let locker = locker_with_timeout(&urls, node_timeout);
     let resource = unique("probe-split");
     warm_up(&locker).await;
     // Someone else holds nodes 3 and 4: our rounds win 0 and 1, lose 3 and 4, and only the hung
     // node 2 could decide them.
-    for url in &urls[3..] {
-        let mut conn = connection(url).await;
-        let _: () = redis::cmd("SET")
-            .arg(lock_key(&resource))
-            .arg("someone-else")
-            .arg("PX")
-            .arg(60_000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    held_by_someone_else(&urls[3..], &resource, 60_000).await;
     nodes[2].pause();
     let options = LockOptions::new()
         .ttl(Duration::from_secs(30))
@@ -360,8 +370,7 @@ async fn probing_a_hung_node_never_holds_a_round() {
 /// (not yet known as such) cost each new waiter the whole node timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_does_not_wait_for_a_hung_node_to_confirm_its_subscription() {
-    let nodes: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let (nodes, urls) = start_nodes(5);
     let node_timeout = Duration::from_secs(2);
     let (holder, waiter) = (
         locker_with_timeout(&urls, node_timeout),
@@ -402,24 +411,13 @@ async fn a_waiter_does_not_wait_for_a_hung_node_to_confirm_its_subscription() {
 /// nobody owned for a whole TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_that_land_after_a_hang_leave_no_lock_behind() {
-    let nodes: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let (nodes, urls) = start_nodes(5);
     let locker = locker_with_timeout(&urls, Duration::from_millis(200));
     let resource = unique("resumed-nodes");
     warm_up(&locker).await;
     // The two healthy nodes are held by someone else for a moment, so our attempts win nothing
     // there and have nothing to give back: only the hung nodes can end up with our key.
-    for url in &urls[3..] {
-        let mut conn = connection(url).await;
-        let _: () = redis::cmd("SET")
-            .arg(lock_key(&resource))
-            .arg("someone-else")
-            .arg("PX")
-            .arg(300)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    held_by_someone_else(&urls[3..], &resource, 300).await;
     for node in &nodes[..3] {
         node.pause();
     }
@@ -595,22 +593,11 @@ async fn fence_counters_expire() {
 /// could delete a later attempt's key. Every attempt must carry a token of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_quorum_attempt_has_a_token_of_its_own() {
-    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+    let (nodes, urls) = start_nodes(3);
     let resource = unique("attempt-tokens");
     // Someone else holds nodes 1 and 2 for 400 ms: our attempts win node 0 alone, give it back
     // and try again, until the foreign hold expires.
-    for url in &urls[1..] {
-        let mut conn = connection(url).await;
-        let _: () = redis::cmd("SET")
-            .arg(lock_key(&resource))
-            .arg("someone-else")
-            .arg("PX")
-            .arg(400)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    held_by_someone_else(&urls[1..], &resource, 400).await;
     let locker = locker_with_timeout(&urls, Duration::from_secs(1));
     // Scripts loaded first: a NOSCRIPT reply makes redis-rs send the same call again.
     warm_up(&locker).await;
