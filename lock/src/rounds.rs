@@ -280,13 +280,17 @@ impl Cluster {
         // outcome is unknown (behind the call, on its connection).
         let mut issued = Vec::new();
         let mut calls = None;
+        // (The connections of the nodes that issued stay recorded until the give-back is done:
+        // if this future is dropped meanwhile, the guard undoes them.)
         for (node, answer) in answers.0.iter().enumerate() {
-            let conn = sent_on[node].lock().expect("sent_on lock").take();
             match answer {
                 Answer::Yes(_) if grant.is_none() => issued.push(node),
-                Answer::Pending | Answer::Failed(_) if conn.is_some() => {
-                    let calls = calls.get_or_insert_with(undo);
-                    self.nodes[node].follow_up(conn, calls.clone());
+                Answer::Pending | Answer::Failed(_) => {
+                    let conn = sent_on[node].lock().expect("sent_on lock").take();
+                    if conn.is_some() {
+                        let calls = calls.get_or_insert_with(undo);
+                        self.nodes[node].follow_up(conn, calls.clone());
+                    }
                 }
                 _ => {}
             }
