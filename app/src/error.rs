@@ -47,11 +47,12 @@ pub enum AppError {
     /// The lock could not be had (or was lost).
     #[error(transparent)]
     Lock(#[from] LockError),
-    /// A fenced write was rejected: a newer lock holder has written since. Nothing was changed.
-    #[error("the lock was lost before the write (a newer holder wrote with fence {newer}); nothing was changed")]
+    /// A fenced write was rejected: the row changed after this holder read it (a newer holder
+    /// wrote, or a stale holder's write landed late). Nothing was changed.
+    #[error("the lock (fence {fence}) was lost before the write: the data changed since it was read; nothing was changed")]
     FencedOut {
-        /// The fence stored in the row.
-        newer: i64,
+        /// The fence this request held.
+        fence: i64,
     },
     /// Another request with the same `Idempotency-Key` committed first; its response is replayed.
     /// Handled inside the service, never sent as such.

@@ -139,7 +139,7 @@ async fn add(
         .await
         .optional()?;
         let Some(BalanceRow { balance }) = row else {
-            return Err(AppError::FencedOut { newer: fence });
+            return Err(AppError::FencedOut { fence });
         };
         write_ledger(
             conn,
@@ -194,9 +194,7 @@ async fn subtract(
         .execute(conn)
         .await?;
         if written == 0 {
-            return Err(AppError::FencedOut {
-                newer: stored_fence,
-            });
+            return Err(AppError::FencedOut { fence });
         }
         write_ledger(conn, user_id, Change::Use, amount, &state.instance, fence).await?;
         finish(conn, key, user_id, balance - amount).await

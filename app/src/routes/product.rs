@@ -8,7 +8,7 @@ use crate::state::{db_fence, AppState};
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use dlock::distributed_lock;
 use serde::Deserialize;
@@ -247,13 +247,13 @@ async fn deduct_under_lock(
     .await
 }
 
-/// The write a lock holder makes: read `(stock, fence)`, check the stock, then write the new
-/// value `WHERE fence = $read_fence AND fence < $our_fence`, setting `fence = $our_fence`.
+/// The write a lock holder makes: read `(stock, fence)`, check the stock, then a
+/// compare-and-set `WHERE fence = $read AND fence < $ours` that sets `fence = $ours`.
 ///
 /// `fence < ours` rejects a holder whose lock expired and was taken over once the newer holder
-/// has written. `fence = read` closes the other half: a new holder that read *before* a stale
-/// holder's late write landed (the old request was cancelled with its query in flight) would
-/// otherwise write back a stale value. Either way nothing changes and the result is
+/// has written. `fence = read` closes the other half: a holder that read *before* a stale
+/// holder's late write landed (that request was cancelled with its UPDATE queued on the row)
+/// would otherwise write back a stale value. Either way nothing changes and the result is
 /// [`AppError::FencedOut`]. Public so tests can play a stale holder.
 pub async fn fenced_deduct(
     conn: &mut AsyncPgConnection,
@@ -264,28 +264,26 @@ pub async fn fenced_deduct(
     held_since: tokio::time::Instant,
     key: Option<&IdempotencyKey>,
 ) -> Result<Stored, AppError> {
-    let (stock, stored_fence) = read_stock(conn, product_id, false).await?;
+    let (stock, read_fence) = read_stock(conn, product_id, false).await?;
     if stock < quantity {
         return Err(out_of_stock(product_id, stock, quantity));
     }
-    let hold_us = i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX);
     let deduction = Deduction {
         product_id,
         quantity,
         strategy: Strategy::Lock,
         instance,
-        fence: Some(Fencing {
+        fencing: Some(Fencing {
             ours: fence,
-            read: stored_fence,
+            read: read_fence,
+            hold_us: i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX),
         }),
-        hold_us: Some(hold_us),
     };
-    let stored = deduction.response(stock - quantity);
     match deduction
-        .write(conn, NewStock::Value(stock - quantity), key, Some(&stored))
+        .commit(conn, NewStock::Value(stock - quantity), key)
         .await?
     {
-        Some(_) => {
+        Some(stored) => {
             tracing::info!(
                 product = product_id,
                 fence,
@@ -294,9 +292,7 @@ pub async fn fenced_deduct(
             );
             Ok(stored)
         }
-        None => Err(AppError::FencedOut {
-            newer: stored_fence,
-        }),
+        None => Err(AppError::FencedOut { fence }),
     }
 }
 
@@ -314,8 +310,7 @@ async fn deduct_without_lock(
         quantity,
         strategy,
         instance,
-        fence: None,
-        hold_us: None,
+        fencing: None,
     };
     match strategy {
         // Read, then write back what was read minus the quantity: between the two another
@@ -328,29 +323,17 @@ async fn deduct_without_lock(
             })
             .await
         }
-        // One conditional decrement; the remaining stock is only known afterwards, so the
-        // idempotency record follows in the same transaction.
-        Strategy::Atomic => {
-            conn.transaction::<_, AppError, _>(async |conn| {
-                match deduction
-                    .write(conn, NewStock::DecrementIfEnough, None, None)
-                    .await?
-                {
-                    Some(remaining) => {
-                        let stored = deduction.response(remaining);
-                        if let Some(key) = key {
-                            idempotency::save(conn, key, &stored).await?;
-                        }
-                        Ok(stored)
-                    }
-                    None => {
-                        let (stock, _) = read_stock(conn, product_id, false).await?;
-                        Err(out_of_stock(product_id, stock, quantity))
-                    }
-                }
-            })
-            .await
-        }
+        // One conditional decrement.
+        Strategy::Atomic => match deduction
+            .commit(conn, NewStock::DecrementIfEnough, key)
+            .await?
+        {
+            Some(stored) => Ok(stored),
+            None => {
+                let (stock, _) = read_stock(conn, product_id, false).await?;
+                Err(out_of_stock(product_id, stock, quantity))
+            }
+        },
         Strategy::Lock => unreachable!("handled by deduct_under_lock"),
     }
 }
@@ -382,30 +365,53 @@ fn out_of_stock(id: i64, stock: i64, quantity: i64) -> AppError {
 }
 
 /// How the stock column changes.
+#[derive(Debug, Clone, Copy)]
 enum NewStock {
     /// `stock = value` (read-modify-write strategies).
     Value(i64),
-    /// `stock = stock - quantity WHERE stock >= quantity` (atomic).
+    /// `stock = stock - quantity`, only if `stock >= quantity` (atomic).
     DecrementIfEnough,
 }
 
-/// One deduction's write: the stock update, its ledger row and (optionally) the idempotency
-/// record, as a single SQL statement, so they commit together or not at all, in one round trip.
+/// One deduction: the stock update with its ledger row, and the idempotency record when the
+/// request has a key.
 struct Deduction<'a> {
     product_id: i64,
     quantity: i64,
     strategy: Strategy,
     instance: &'a str,
-    fence: Option<Fencing>,
-    hold_us: Option<i64>,
+    fencing: Option<Fencing>,
 }
 
-/// A lock holder's fence and the fence it read with the stock.
+/// What a lock holder's write carries.
 #[derive(Debug, Clone, Copy)]
 struct Fencing {
+    /// The holder's fence.
     ours: i64,
+    /// The fence read with the stock: the compare half of the compare-and-set.
     read: i64,
+    /// How long the lock had been held (recorded in the ledger).
+    hold_us: i64,
 }
+
+/// The stock update and its ledger row in one statement, so they commit together, in one
+/// round trip. A `NULL` parameter switches its condition off:
+/// `$5` new stock (`NULL`: decrement only if enough), `$6`/`$7` our and the read fence (`NULL`:
+/// no lock, no compare-and-set). No row comes back when a condition refused the update.
+const UPDATE_STOCK_AND_LEDGER: &str = "\
+    WITH updated AS (
+        UPDATE products
+        SET stock = COALESCE($5, stock - $2),
+            fence = COALESCE($6, fence)
+        WHERE id = $1
+          AND ($5 IS NOT NULL OR stock >= $2)
+          AND ($6 IS NULL OR (fence = $7 AND fence < $6))
+        RETURNING id, stock
+    ), ledger AS (
+        INSERT INTO stock_ledger (product_id, quantity, strategy, instance, fence, hold_us)
+        SELECT id, $2, $3, $4, $6, $8 FROM updated
+    )
+    SELECT stock FROM updated";
 
 #[derive(QueryableByName)]
 struct Remaining {
@@ -415,8 +421,10 @@ struct Remaining {
 
 impl Deduction<'_> {
     fn response(&self, remaining: i64) -> Stored {
-        let body = match self.fence {
-            Some(fence) => json!({"id": self.product_id, "stock": remaining, "fence": fence.ours}),
+        let body = match self.fencing {
+            Some(fencing) => {
+                json!({"id": self.product_id, "stock": remaining, "fence": fencing.ours})
+            }
             None => json!({"id": self.product_id, "stock": remaining}),
         };
         Stored::new(StatusCode::OK, &body)
@@ -434,78 +442,58 @@ impl Deduction<'_> {
         if stock < self.quantity {
             return Err(out_of_stock(self.product_id, stock, self.quantity));
         }
-        let remaining = stock - self.quantity;
-        let stored = self.response(remaining);
-        self.write(conn, NewStock::Value(remaining), key, Some(&stored))
-            .await?;
-        Ok(stored)
+        self.commit(conn, NewStock::Value(stock - self.quantity), key)
+            .await?
+            .ok_or_else(|| not_found(self.product_id))
     }
 
-    /// Returns the remaining stock, or `None` when the update matched nothing (fenced out, or
-    /// not enough stock for `DecrementIfEnough`).
-    async fn write(
+    /// Writes the deduction and, with a key, its response in the same transaction. `None`
+    /// when the update was refused (fenced out, or short of stock for `DecrementIfEnough`).
+    async fn commit(
         &self,
         conn: &mut AsyncPgConnection,
         new_stock: NewStock,
         key: Option<&IdempotencyKey>,
-        stored: Option<&Stored>,
+    ) -> Result<Option<Stored>, AppError> {
+        let Some(key) = key else {
+            return Ok(self
+                .write(conn, new_stock)
+                .await?
+                .map(|left| self.response(left)));
+        };
+        conn.transaction::<_, AppError, _>(async |conn| {
+            let Some(remaining) = self.write(conn, new_stock).await? else {
+                return Ok(None);
+            };
+            let stored = self.response(remaining);
+            idempotency::save(conn, key, &stored).await?;
+            Ok(Some(stored))
+        })
+        .await
+    }
+
+    /// The stock update and ledger row; the remaining stock, or `None` if refused.
+    async fn write(
+        &self,
+        conn: &mut AsyncPgConnection,
+        new_stock: NewStock,
     ) -> Result<Option<i64>, AppError> {
-        let (set_stock, condition) = match new_stock {
-            NewStock::Value(_) => ("$5", ""),
-            NewStock::DecrementIfEnough => ("stock - $2", " AND stock >= $2"),
-        };
-        let fence_condition = if self.fence.is_some() {
-            " AND fence <= $6"
-        } else {
-            ""
-        };
-        let record_key = match (key, stored) {
-            (Some(_), Some(_)) => {
-                ", saved AS (INSERT INTO idempotency_keys (scope, key, status, body) \
-                 SELECT $8, $9, $10, $11 FROM updated)"
-            }
-            _ => "",
-        };
-        let sql = format!(
-            "WITH updated AS (\
-                UPDATE products SET stock = {set_stock}, fence = GREATEST(fence, COALESCE($6, 0)) \
-                WHERE id = $1{condition}{fence_condition} RETURNING id, stock\
-             ), ledger AS (\
-                INSERT INTO stock_ledger (product_id, quantity, strategy, instance, fence, hold_us) \
-                SELECT id, $2, $3, $4, $6, $7 FROM updated\
-             ){record_key} \
-             SELECT stock FROM updated"
-        );
         let value = match new_stock {
-            NewStock::Value(value) => value,
-            NewStock::DecrementIfEnough => 0,
+            NewStock::Value(value) => Some(value),
+            NewStock::DecrementIfEnough => None,
         };
-        let (scope, key_text, status, body) = match (key, stored) {
-            (Some(key), Some(stored)) => (
-                key.scope(),
-                key.key(),
-                i32::from(stored.status),
-                stored.body.as_str(),
-            ),
-            _ => ("", "", 0, ""),
-        };
-        let remaining: Option<Remaining> = diesel::sql_query(sql)
+        let remaining: Option<Remaining> = diesel::sql_query(UPDATE_STOCK_AND_LEDGER)
             .bind::<BigInt, _>(self.product_id)
             .bind::<BigInt, _>(self.quantity)
             .bind::<Text, _>(self.strategy.name())
             .bind::<Text, _>(self.instance)
-            .bind::<BigInt, _>(value)
-            .bind::<Nullable<BigInt>, _>(self.fence.map(|fence| fence.ours))
-            .bind::<Nullable<BigInt>, _>(self.hold_us)
-            .bind::<Text, _>(scope)
-            .bind::<Text, _>(key_text)
-            .bind::<Integer, _>(status)
-            .bind::<Text, _>(body)
-            .bind::<BigInt, _>(self.fence.map_or(0, |fence| fence.read))
+            .bind::<Nullable<BigInt>, _>(value)
+            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.ours))
+            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.read))
+            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.hold_us))
             .get_result(conn)
             .await
-            .optional()
-            .map_err(idempotency::conflict_or_database)?;
+            .optional()?;
         Ok(remaining.map(|row| row.stock))
     }
 }

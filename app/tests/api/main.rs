@@ -2,5 +2,6 @@
 //! PostgreSQL database and one real Redis, requests are spread across them.
 
 mod bad_input;
+mod faults;
 mod helpers;
 mod scenarios;
