@@ -7,6 +7,7 @@
 pub mod configuration;
 pub mod db;
 pub mod error;
+pub mod fencing;
 pub mod idempotency;
 pub mod input;
 pub mod job;

@@ -89,3 +89,10 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(products, stock_ledger);
+
+diesel::table! {
+    lock_fences (resource) {
+        resource -> Text,
+        fence -> Int8,
+    }
+}

@@ -1,6 +1,7 @@
 //! Queue tokens: positions 1, 2, 3, … per concert, no gaps, no repeats.
 
 use crate::error::AppError;
+use crate::fencing;
 use crate::input::{Id, JsonBody};
 use crate::routes::seats::UserBody;
 use crate::schema::queue_tokens;
@@ -8,7 +9,7 @@ use crate::state::{db_fence, AppState};
 use actix_web::{post, web, HttpResponse};
 use diesel::dsl::max;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use dlock::distributed_lock;
 use serde_json::json;
 
@@ -23,29 +24,51 @@ pub async fn take(
     let concert_id = concert_id.0;
     let user_id = body.0.user_id.0;
     let fence = db_fence(lock);
-    let token = uuid::Uuid::new_v4().to_string();
     let mut conn = state.pool.get().await?;
-    let position = conn
-        .transaction::<_, AppError, _>(async |conn| {
-            let last: Option<i32> = queue_tokens::table
-                .filter(queue_tokens::concert_id.eq(concert_id))
-                .select(max(queue_tokens::position))
-                .first(conn)
-                .await?;
-            let position = last.unwrap_or(0) + 1;
-            diesel::insert_into(queue_tokens::table)
-                .values((
-                    queue_tokens::concert_id.eq(concert_id),
-                    queue_tokens::position.eq(position),
-                    queue_tokens::user_id.eq(user_id),
-                    queue_tokens::token.eq(&token),
-                    queue_tokens::instance.eq(&state.instance),
-                    queue_tokens::fence.eq(fence),
-                ))
-                .execute(conn)
-                .await?;
-            Ok(position)
-        })
-        .await?;
+    let (position, token) = take_token(
+        &mut conn,
+        &state.instance,
+        lock.resource(),
+        concert_id,
+        user_id,
+        fence,
+    )
+    .await?;
     Ok(HttpResponse::Created().json(json!({"token": token, "position": position})))
+}
+
+/// The next position of a concert's queue for `user_id`, written with the holder's `fence`
+/// after claiming `resource` (the lock's) for it: a holder whose lock was taken over gets
+/// [`AppError::FencedOut`]. Public so tests can play a stale holder.
+pub async fn take_token(
+    conn: &mut AsyncPgConnection,
+    instance: &str,
+    resource: &str,
+    concert_id: i64,
+    user_id: i64,
+    fence: i64,
+) -> Result<(i32, String), AppError> {
+    let token = uuid::Uuid::new_v4().to_string();
+    conn.transaction::<_, AppError, _>(async |conn| {
+        fencing::claim(conn, resource, fence).await?;
+        let last: Option<i32> = queue_tokens::table
+            .filter(queue_tokens::concert_id.eq(concert_id))
+            .select(max(queue_tokens::position))
+            .first(conn)
+            .await?;
+        let position = last.unwrap_or(0) + 1;
+        diesel::insert_into(queue_tokens::table)
+            .values((
+                queue_tokens::concert_id.eq(concert_id),
+                queue_tokens::position.eq(position),
+                queue_tokens::user_id.eq(user_id),
+                queue_tokens::token.eq(&token),
+                queue_tokens::instance.eq(instance),
+                queue_tokens::fence.eq(fence),
+            ))
+            .execute(conn)
+            .await?;
+        Ok((position, token))
+    })
+    .await
 }

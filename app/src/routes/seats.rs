@@ -1,13 +1,13 @@
 //! Seat reservation: one seat, one winner.
 
 use crate::error::AppError;
+use crate::fencing;
 use crate::input::{Id, JsonBody, SeatNo};
 use crate::schema::seat_reservations;
 use crate::state::{db_fence, AppState};
 use actix_web::{post, web, HttpResponse};
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use dlock::distributed_lock;
 use serde::Deserialize;
 use serde_json::json;
@@ -37,32 +37,69 @@ pub async fn reserve(
 ) -> Result<HttpResponse, AppError> {
     let (Id(concert_id), SeatNo(seat_no)) = *path;
     let user_id = body.0.user_id.0;
+    let seat = Seat {
+        concert_id,
+        seat_no,
+    };
     let mut conn = state.pool.get().await?;
-    let taken: bool = diesel::select(diesel::dsl::exists(
-        seat_reservations::table.find((concert_id, seat_no)),
-    ))
-    .get_result(&mut conn)
+    reserve_seat(
+        &mut conn,
+        &state.instance,
+        lock.resource(),
+        seat,
+        user_id,
+        db_fence(lock),
+    )
     .await?;
-    if taken {
-        return Err(seat_taken(concert_id, seat_no));
-    }
-    // The primary key backs the lock up: even a holder that lost its lock cannot double-book.
-    diesel::insert_into(seat_reservations::table)
-        .values((
-            seat_reservations::concert_id.eq(concert_id),
-            seat_reservations::seat_no.eq(seat_no),
-            seat_reservations::user_id.eq(user_id),
-            seat_reservations::instance.eq(&state.instance),
-            seat_reservations::fence.eq(db_fence(lock)),
-        ))
-        .execute(&mut conn)
-        .await
-        .map_err(|err| match err {
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-                seat_taken(concert_id, seat_no)
-            }
-            other => other.into(),
-        })?;
     Ok(HttpResponse::Created()
         .json(json!({"concert_id": concert_id, "seat_no": seat_no, "user_id": user_id})))
+}
+
+/// A seat of a concert.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat {
+    /// The concert.
+    pub concert_id: i64,
+    /// The seat number.
+    pub seat_no: i32,
+}
+
+/// Reserves `seat` for `user_id` under the lock `resource` held with `fence`: 409 `seat_taken`
+/// if it is reserved, [`AppError::FencedOut`] if the holder's lock was taken over. Public so
+/// tests can play a stale holder.
+pub async fn reserve_seat(
+    conn: &mut AsyncPgConnection,
+    instance: &str,
+    resource: &str,
+    seat: Seat,
+    user_id: i64,
+    fence: i64,
+) -> Result<(), AppError> {
+    let Seat {
+        concert_id,
+        seat_no,
+    } = seat;
+    conn.transaction::<_, AppError, _>(async |conn| {
+        fencing::claim(conn, resource, fence).await?;
+        let taken: bool = diesel::select(diesel::dsl::exists(
+            seat_reservations::table.find((concert_id, seat_no)),
+        ))
+        .get_result(conn)
+        .await?;
+        if taken {
+            return Err(seat_taken(concert_id, seat_no));
+        }
+        diesel::insert_into(seat_reservations::table)
+            .values((
+                seat_reservations::concert_id.eq(concert_id),
+                seat_reservations::seat_no.eq(seat_no),
+                seat_reservations::user_id.eq(user_id),
+                seat_reservations::instance.eq(instance),
+                seat_reservations::fence.eq(fence),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
 }

@@ -2,9 +2,12 @@
 //! Each test pins one defect of the fault drills (see the commit that added it).
 
 use crate::helpers::{postgres, spawn_cluster, Cluster};
+use actix_web::ResponseError;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use dlock_app::error::AppError;
 use dlock_app::routes::product::fenced_deduct;
+use dlock_app::routes::queue::take_token;
+use dlock_app::routes::seats::{reserve_seat, Seat};
 use std::time::Duration;
 
 /// How many sessions of this test's database wait on a row lock.
@@ -77,4 +80,96 @@ async fn a_stale_write_landing_between_read_and_write_fences_out_the_newer_holde
     ));
     assert_eq!(stock, 10 - sold, "stock = initial - Σ ledger");
     assert_eq!(sold, 1);
+}
+
+/// Defect: queue tokens were an unfenced read-then-insert. A stale holder and the new holder
+/// both read the last position; the second insert hit the primary key and the client got
+/// `503 database_unavailable`. Now the stale holder gets 409 `lock_lost` (or both succeed, in
+/// fence order, with positions 1 and 2): never a 5xx, never a gap or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_queue_token_holder_gets_409_never_a_5xx() {
+    let cluster = spawn_cluster().await;
+    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 3);
+    let (mut blocker, mut stale_conn, mut new_conn) = (
+        pool.get_owned().await.unwrap(),
+        pool.get_owned().await.unwrap(),
+        pool.get_owned().await.unwrap(),
+    );
+    // Reads pass this table lock, inserts queue on it: both holders read "no tokens yet".
+    execute(&mut blocker, "BEGIN").await;
+    execute(
+        &mut blocker,
+        "LOCK TABLE queue_tokens IN SHARE ROW EXCLUSIVE MODE",
+    )
+    .await;
+    let stale =
+        tokio::spawn(
+            async move { take_token(&mut stale_conn, "stale", "queue:7", 7, 1, 100).await },
+        );
+    until_waiting(&cluster, 1).await;
+    let newer =
+        tokio::spawn(async move { take_token(&mut new_conn, "new", "queue:7", 7, 2, 200).await });
+    until_waiting(&cluster, 2).await;
+    execute(&mut blocker, "COMMIT").await;
+    let outcomes = [stale.await.unwrap(), newer.await.unwrap()];
+    for outcome in &outcomes {
+        if let Err(err) = outcome {
+            assert_eq!(
+                (err.status_code().as_u16(), err.code()),
+                (409, "lock_lost"),
+                "{err:?}"
+            );
+        }
+    }
+    // Once the newer holder has written, the stale one is refused.
+    let mut conn = pool.get_owned().await.unwrap();
+    let late = take_token(&mut conn, "stale", "queue:7", 7, 3, 150).await;
+    assert!(matches!(late, Err(AppError::FencedOut { .. })), "{late:?}");
+    let positions =
+        cluster.sql("SELECT string_agg(position::text, ',' ORDER BY position) FROM queue_tokens");
+    let granted = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let expected: Vec<String> = (1..=granted).map(|n| n.to_string()).collect();
+    assert_eq!(positions, expected.join(","));
+}
+
+/// Seats: a stale holder racing the new one, or arriving after it, gets a 409 (`seat_taken`
+/// or `lock_lost`), never a 5xx, and the seat has one reservation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_seat_holder_gets_409_never_a_5xx() {
+    let cluster = spawn_cluster().await;
+    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 3);
+    let (mut blocker, mut stale_conn, mut new_conn) = (
+        pool.get_owned().await.unwrap(),
+        pool.get_owned().await.unwrap(),
+        pool.get_owned().await.unwrap(),
+    );
+    let seat = Seat {
+        concert_id: 3,
+        seat_no: 12,
+    };
+    execute(&mut blocker, "BEGIN").await;
+    execute(
+        &mut blocker,
+        "LOCK TABLE seat_reservations IN SHARE ROW EXCLUSIVE MODE",
+    )
+    .await;
+    let stale = tokio::spawn(async move {
+        reserve_seat(&mut stale_conn, "stale", "seat:3:12", seat, 1, 100).await
+    });
+    until_waiting(&cluster, 1).await;
+    let newer =
+        tokio::spawn(
+            async move { reserve_seat(&mut new_conn, "new", "seat:3:12", seat, 2, 200).await },
+        );
+    until_waiting(&cluster, 2).await;
+    execute(&mut blocker, "COMMIT").await;
+    let mut conn = pool.get_owned().await.unwrap();
+    let late = reserve_seat(&mut conn, "stale", "seat:3:12", seat, 3, 150).await;
+    let outcomes = [stale.await.unwrap(), newer.await.unwrap(), late];
+    assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1);
+    for err in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert_eq!(err.status_code().as_u16(), 409, "{err:?}");
+        assert!(["seat_taken", "lock_lost"].contains(&err.code()), "{err:?}");
+    }
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM seat_reservations"), 1);
 }
