@@ -1,9 +1,14 @@
 //! The service's error type: every failure has a status and a stable JSON `error` code.
 
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use dlock::LockError;
 use serde_json::json;
+
+/// `Retry-After` of a `503 database_unavailable`: about how long a database restart or failover
+/// takes to be noticed (see `db::Outage`).
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 1;
 
 /// What can go wrong in a request. Bad input is a 4xx that wrote nothing; lock trouble keeps
 /// its own codes (`lock_busy` 423, `lock_unavailable` 503); the database being down is a 503.
@@ -58,6 +63,21 @@ pub enum AppError {
     /// Handled inside the service, never sent as such.
     #[error("a request with this Idempotency-Key completed first")]
     AlreadyApplied,
+    /// The `Idempotency-Key` was first sent with a different request (method, path or body).
+    #[error("this Idempotency-Key was used for a different request (method, path or body); use a new key")]
+    KeyReused,
+    /// A request with the same `Idempotency-Key` is still being handled.
+    #[error("a request with this Idempotency-Key is still being handled; retry later")]
+    KeyInFlight,
+    /// A request body that is not `application/json`.
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    /// The request's headers are larger than the limit.
+    #[error("request headers larger than {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// PostgreSQL failed or is unreachable.
     #[error("database error: {0}")]
     Database(String),
@@ -107,6 +127,10 @@ impl AppError {
             AppError::FencedOut { .. } => "lock_lost",
             AppError::Database(_) => "database_unavailable",
             AppError::AlreadyApplied => "idempotency_conflict",
+            AppError::KeyReused => "idempotency_key_reused",
+            AppError::KeyInFlight => "idempotency_key_in_flight",
+            AppError::UnsupportedMediaType => "unsupported_media_type",
+            AppError::HeadersTooLarge { .. } => "headers_too_large",
         }
     }
 }
@@ -117,9 +141,13 @@ impl ResponseError for AppError {
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::NotFound { .. } => StatusCode::NOT_FOUND,
-            AppError::Conflict { .. } | AppError::FencedOut { .. } | AppError::AlreadyApplied => {
-                StatusCode::CONFLICT
-            }
+            AppError::Conflict { .. }
+            | AppError::FencedOut { .. }
+            | AppError::AlreadyApplied
+            | AppError::KeyInFlight => StatusCode::CONFLICT,
+            AppError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::ResetDisabled => StatusCode::FORBIDDEN,
             AppError::Lock(lock) => lock.status_code(),
             AppError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +161,7 @@ impl ResponseError for AppError {
             AppError::Database(detail) => {
                 tracing::error!(%detail, "database error");
                 HttpResponse::ServiceUnavailable()
+                    .insert_header((RETRY_AFTER, DATABASE_RETRY_AFTER_SECS.to_string()))
                     .json(json!({"error": self.code(), "message": "the database is unavailable; retry later"}))
             }
             _ => HttpResponse::build(self.status_code()).json(self.body()),

@@ -1,25 +1,40 @@
-//! `Idempotency-Key`: the first response to a key is stored in the same transaction as the
-//! write it describes; repeats get that response back and change nothing.
+//! `Idempotency-Key`, as the IETF httpapi draft describes it: the first response to a key is
+//! stored in the same transaction as the write it describes and replayed for repeats of the
+//! same request, which change nothing; the key sent with a different request (method, path or
+//! body) is refused with 422; a repeat while the first is still being handled gets 409.
 //!
-//! The primary key on `(scope, key)` is what makes this safe without any lock: two requests
-//! with one key both try to insert it, the second blocks until the first commits, then fails
-//! with a unique violation and rolls its whole transaction back.
+//! "In flight" is a distributed lock on the key, taken without waiting for the whole request.
+//! The primary key on `key` still backs it up: two requests with one key that both got past the
+//! lock (its TTL ran out) both try to insert it; the second blocks until the first commits, then
+//! fails with a unique violation and rolls its whole transaction back.
 
-use crate::db::Pool;
 use crate::error::AppError;
 use crate::schema::idempotency_keys;
+use crate::state::AppState;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use dlock::{LockError, LockOptions};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
 
-/// A validated key, scoped to the operation and target it was sent to.
+/// How long a key stays "in flight" if its holder dies without releasing it (extended while the
+/// request runs).
+const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
+
+/// A validated key with the fingerprint of the request that carried it.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
-    scope: String,
     key: String,
+    operation: &'static str,
+    fingerprint: String,
 }
+
+/// The raw request body, kept by [`crate::input::JsonBody`] for the request's fingerprint.
+#[derive(Debug, Clone)]
+pub struct RawBody(pub actix_web::web::Bytes);
 
 /// A response as stored for a key.
 #[derive(Debug, Clone)]
@@ -31,20 +46,17 @@ pub struct Stored {
 }
 
 impl IdempotencyKey {
-    /// What the key applies to (operation and target).
-    pub fn scope(&self) -> &str {
-        &self.scope
-    }
-
     /// The client's key.
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    /// Reads the `Idempotency-Key` header: 1 to 200 visible ASCII characters.
+    /// Reads the `Idempotency-Key` header (1 to 200 visible ASCII characters) and fingerprints
+    /// the request: method, path with query and body. `operation` names the handler in the
+    /// stored record.
     pub fn from_request(
         req: &HttpRequest,
-        scope: String,
+        operation: &'static str,
     ) -> Result<Option<IdempotencyKey>, AppError> {
         let Some(value) = req.headers().get("idempotency-key") else {
             return Ok(None);
@@ -61,11 +73,30 @@ impl IdempotencyKey {
                     "Idempotency-Key must be 1 to 200 visible ASCII characters",
                 )
             })?;
+        let mut request = Sha256::new();
+        request.update(req.method().as_str());
+        request.update(b" ");
+        request.update(req.uri().to_string());
+        request.update(b"\n");
+        if let Some(RawBody(body)) = req.extensions().get::<RawBody>() {
+            request.update(body);
+        }
         Ok(Some(IdempotencyKey {
-            scope,
             key: key.to_string(),
+            operation,
+            fingerprint: hex(&request.finalize()),
         }))
     }
+
+    /// The lock resource that marks the key in flight (hashed: keys may hold any visible
+    /// character, the lock's key space wants no braces).
+    fn in_flight_resource(&self) -> String {
+        format!("idempotency:{}", hex(&Sha256::digest(&self.key)))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 impl Stored {
@@ -90,31 +121,65 @@ impl Stored {
     }
 }
 
-/// The stored response for `key`, if any.
-pub async fn lookup(
+/// Runs `operation` at most once per key: a repeat is answered from the stored response
+/// without running it (and without waiting for any lock it takes), the key reused for a
+/// different request is 422, a repeat while the first is in flight is 409. `operation` gets the
+/// key to store its response with ([`save`]) in the transaction of its write.
+pub async fn run(
+    state: &AppState,
+    key: Option<IdempotencyKey>,
+    operation: impl AsyncFnOnce(Option<&IdempotencyKey>) -> Result<Stored, AppError>,
+) -> Result<HttpResponse, AppError> {
+    let Some(key) = key else {
+        return operation(None).await.map(|stored| stored.response(false));
+    };
+    let options = LockOptions::new().ttl(IN_FLIGHT_TTL).auto_extend(true);
+    let in_flight = state
+        .locker
+        .try_acquire(&key.in_flight_resource(), &options)
+        .await
+        .map_err(|err| match err {
+            LockError::Busy { .. } => AppError::KeyInFlight,
+            other => AppError::Lock(other),
+        })?;
+    let response = async {
+        if let Some(first) = lookup(&mut *state.pool.get().await?, &key).await? {
+            return Ok(first.response(true));
+        }
+        let outcome = operation(Some(&key)).await;
+        respond(state, &key, outcome).await
+    }
+    .await;
+    // A failed release leaves the key marked until its TTL; the stored response is what counts.
+    let _ = in_flight.release().await;
+    response
+}
+
+/// The stored response for `key`, if any; [`AppError::KeyReused`] if it was stored for a
+/// different request.
+async fn lookup(
     conn: &mut AsyncPgConnection,
     key: &IdempotencyKey,
 ) -> Result<Option<Stored>, AppError> {
-    let row: Option<(i32, String)> = idempotency_keys::table
-        .filter(idempotency_keys::scope.eq(&key.scope))
-        .filter(idempotency_keys::key.eq(&key.key))
-        .select((idempotency_keys::status, idempotency_keys::body))
+    let row: Option<(i32, String, String)> = idempotency_keys::table
+        .find(&key.key)
+        .select((
+            idempotency_keys::status,
+            idempotency_keys::body,
+            idempotency_keys::fingerprint,
+        ))
         .first(conn)
         .await
         .optional()?;
-    Ok(row.map(|(status, body)| Stored {
-        status: status as u16,
-        body,
-    }))
-}
-
-/// The first response to `key` as a replay, if there was one (no key: nothing to replay).
-pub async fn replay(
-    conn: &mut AsyncPgConnection,
-    key: Option<&IdempotencyKey>,
-) -> Result<Option<HttpResponse>, AppError> {
-    match key {
-        Some(key) => Ok(lookup(conn, key).await?.map(|stored| stored.response(true))),
+    match row {
+        // Records from before fingerprints were kept ('') are replayed as they are.
+        Some((_, _, fingerprint)) if !fingerprint.is_empty() && fingerprint != key.fingerprint => {
+            Err(AppError::KeyReused)
+        }
+        Some((status, body, _)) => Ok(Some(Stored {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+        })),
         None => Ok(None),
     }
 }
@@ -128,48 +193,40 @@ pub async fn save(
 ) -> Result<(), AppError> {
     diesel::insert_into(idempotency_keys::table)
         .values((
-            idempotency_keys::scope.eq(&key.scope),
+            idempotency_keys::scope.eq(key.operation),
             idempotency_keys::key.eq(&key.key),
+            idempotency_keys::fingerprint.eq(&key.fingerprint),
             idempotency_keys::status.eq(i32::from(stored.status)),
             idempotency_keys::body.eq(&stored.body),
         ))
         .execute(conn)
         .await
         .map(drop)
-        .map_err(conflict_or_database)
+        .map_err(|err| match err {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                AppError::AlreadyApplied
+            }
+            other => other.into(),
+        })
 }
 
-/// A unique violation on the key means another request committed it first.
-pub fn conflict_or_database(err: DieselError) -> AppError {
-    match err {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
-            AppError::AlreadyApplied
-        }
-        other => other.into(),
-    }
-}
-
-/// Turns the outcome of an idempotent write into the response: replays the winner's response
-/// when another request with the key got there first, and stores final refusals (404, 409) so
-/// that repeats get them too.
-///
-/// A connection is taken from `pool` only when one of those is needed.
-pub async fn respond(
-    pool: &Pool,
-    key: Option<&IdempotencyKey>,
+/// Turns the outcome of the operation into the response: replays the winner's response when
+/// another request with the key committed first, and stores final refusals (404, 409) so that
+/// repeats get them too. A connection is taken only when one of those is needed.
+async fn respond(
+    state: &AppState,
+    key: &IdempotencyKey,
     outcome: Result<Stored, AppError>,
 ) -> Result<HttpResponse, AppError> {
-    match (outcome, key) {
-        (Ok(stored), _) => Ok(stored.response(false)),
-        (Err(AppError::AlreadyApplied), Some(key)) => {
-            match lookup(&mut *pool.get().await?, key).await? {
-                Some(stored) => Ok(stored.response(true)),
-                None => Err(AppError::AlreadyApplied),
-            }
-        }
-        (Err(err), Some(key)) if err.is_final() => {
+    match outcome {
+        Ok(stored) => Ok(stored.response(false)),
+        Err(AppError::AlreadyApplied) => match lookup(&mut *state.pool.get().await?, key).await? {
+            Some(first) => Ok(first.response(true)),
+            None => Err(AppError::AlreadyApplied),
+        },
+        Err(err) if err.is_final() => {
             let stored = Stored::new(actix_web::ResponseError::status_code(&err), &err.body());
-            let mut conn = pool.get().await?;
+            let mut conn = state.pool.get().await?;
             match save(&mut conn, key, &stored).await {
                 Ok(()) => Err(err),
                 Err(AppError::AlreadyApplied) => match lookup(&mut conn, key).await? {
@@ -179,6 +236,6 @@ pub async fn respond(
                 Err(other) => Err(other),
             }
         }
-        (Err(err), _) => Err(err),
+        Err(err) => Err(err),
     }
 }

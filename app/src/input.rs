@@ -2,19 +2,27 @@
 //! checks. Everything here rejects before anything is written.
 
 use crate::error::AppError;
+use crate::idempotency::RawBody;
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 16 * 1024;
+/// Largest accepted request head (the sum of header names and values). actix-web itself takes
+/// up to 128 KiB; HAProxy in front refuses heads over its 16 KiB buffer first.
+pub const HEADERS_LIMIT: usize = 16 * 1024;
 /// Largest accepted quantity or amount: anything above is a typo or an attack.
 pub const MAX_AMOUNT: i64 = 1_000_000_000;
 
 /// A JSON body of type `T`; an empty body parses as `{}` (so optional fields take defaults).
-/// Bodies over 16 KiB are refused with 413 before being read in full.
+///
+/// Refused before anything runs: bodies over 16 KiB (413, before being read in full), a body
+/// that is not `Content-Type: application/json` (415), anything but one JSON object, unknown
+/// or duplicate keys (400 `invalid_json`). The raw bytes stay in the request's extensions
+/// ([`RawBody`]) for the `Idempotency-Key` fingerprint.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -29,6 +37,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<usize>().ok())
             .is_some_and(|length| length > BODY_LIMIT);
+        let declared_json = is_json(req);
+        let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
             if declared_too_large {
@@ -43,24 +53,68 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-                b"{}"
-            } else {
-                &body
+            let body = body.freeze();
+            req.extensions_mut().insert(RawBody(body.clone()));
+            let text: &[u8] = match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
+                None => b"{}",
+                Some(_) if !declared_json => return Err(AppError::UnsupportedMediaType),
+                // serde would happily read a struct from an array (`[5]`); bodies are objects.
+                Some(b'{') => &body,
+                Some(_) => {
+                    return Err(AppError::bad_request(
+                        "invalid_json",
+                        "the JSON body must be an object",
+                    ))
+                }
             };
-            let invalid = |err: serde_json::Error| {
+            // Straight into `T`, never through `serde_json::Value`: a map would keep the last of
+            // two equal keys, the derived visitor refuses the duplicate.
+            serde_json::from_slice(text).map(JsonBody).map_err(|err| {
                 AppError::bad_request("invalid_json", format!("invalid JSON body: {err}"))
-            };
-            // serde would happily read a struct from an array (`[5]`); bodies are objects.
-            let value: serde_json::Value = serde_json::from_slice(text).map_err(invalid)?;
-            if !value.is_object() {
-                return Err(AppError::bad_request(
-                    "invalid_json",
-                    "the JSON body must be an object",
-                ));
-            }
-            serde_json::from_value(value).map(JsonBody).map_err(invalid)
+            })
         })
+    }
+}
+
+/// `Content-Type: application/json` (parameters allowed) or an `application/*+json` type.
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A text field: `1..=max_chars` characters, not blank, no control characters (NUL, newlines,
+/// escapes): anything else is a 400 with `code`.
+pub fn check_text(
+    code: &'static str,
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) -> Result<(), AppError> {
+    if value.trim().is_empty() || value.chars().count() > max_chars {
+        Err(AppError::bad_request(
+            code,
+            format!("{field} must be 1 to {max_chars} characters"),
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err(AppError::bad_request(
+            code,
+            format!("{field} must not contain control characters"),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -136,4 +190,20 @@ pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_we
 /// See [`path_error`].
 pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     AppError::bad_request("invalid_query", err.to_string()).into()
+}
+
+/// 431 `headers_too_large` for a request whose headers add up to more than [`HEADERS_LIMIT`].
+pub fn check_headers(req: &actix_web::dev::ServiceRequest) -> Result<(), AppError> {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > HEADERS_LIMIT {
+        Err(AppError::HeadersTooLarge {
+            limit: HEADERS_LIMIT,
+        })
+    } else {
+        Ok(())
+    }
 }

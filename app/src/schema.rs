@@ -79,12 +79,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    idempotency_keys (scope, key) {
+    idempotency_keys (key) {
         scope -> Text,
         key -> Text,
         status -> Int4,
         body -> Text,
         created_at -> Timestamptz,
+        fingerprint -> Text,
     }
 }
 

@@ -2,7 +2,7 @@
 //! scheduled job.
 
 use crate::configuration::Settings;
-use crate::input::{path_error, query_error};
+use crate::input::{check_headers, path_error, query_error};
 use crate::routes::{balance, health, product, queue, seats};
 use crate::state::AppState;
 use crate::{db, job, telemetry};
@@ -170,6 +170,10 @@ async fn observe_request(
         path = %req.path(),
     );
     let started = Instant::now();
+    if let Err(refused) = check_headers(&req) {
+        span.in_scope(|| tracing::warn!(code = refused.code(), "request refused"));
+        return Err(refused.into());
+    }
     let mut response = next.call(req).instrument(span.clone()).await?;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

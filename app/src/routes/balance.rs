@@ -68,7 +68,7 @@ enum Change {
 }
 
 impl Change {
-    /// The idempotency scope and the ledger's `kind`.
+    /// The idempotency record's operation and the ledger's `kind`.
     fn name(self) -> &'static str {
         match self {
             Change::Charge => "charge",
@@ -84,18 +84,13 @@ async fn change_balance(
     amount: i64,
     req: &HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    let key = IdempotencyKey::from_request(req, format!("{}:{}", change.name(), user_id.0))?;
-    // A repeat is answered from the stored response without taking the lock. Two copies racing
-    // past this check are still applied once: the key is unique (see `idempotency::respond`).
-    if key.is_some() {
-        let mut conn = state.pool.get().await?;
-        if let Some(replayed) = idempotency::replay(&mut conn, key.as_ref()).await? {
-            return Ok(replayed);
-        }
-    }
-    // No pooled connection is held while waiting for the lock (see `product::deduct`).
-    let outcome = change_under_lock(state, user_id, change, amount, key.as_ref()).await;
-    idempotency::respond(&state.pool, key.as_ref(), outcome).await
+    let key = IdempotencyKey::from_request(req, change.name())?;
+    // A repeat is answered from the stored response without taking the user's lock; no pooled
+    // connection is held while waiting for it (see `product::deduct`).
+    idempotency::run(state, key, async |key| {
+        change_under_lock(state, user_id, change, amount, key).await
+    })
+    .await
 }
 
 #[distributed_lock(resource = "balance:{user_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 10000, guard = lock)]

@@ -2,7 +2,7 @@
 
 use crate::error::AppError;
 use crate::idempotency::{self, IdempotencyKey, Stored};
-use crate::input::{Amount, Id, JsonBody, MAX_AMOUNT};
+use crate::input::{check_text, Amount, Id, JsonBody, MAX_AMOUNT};
 use crate::schema::{products, stock_ledger};
 use crate::state::{db_fence, AppState};
 use actix_web::http::StatusCode;
@@ -101,14 +101,7 @@ fn check_stock(stock: i64) -> Result<i64, AppError> {
 }
 
 fn check_name(name: &str) -> Result<(), AppError> {
-    if name.trim().is_empty() || name.chars().count() > 200 {
-        Err(AppError::bad_request(
-            "invalid_name",
-            "name must be 1 to 200 characters",
-        ))
-    } else {
-        Ok(())
-    }
+    check_text("invalid_name", "name", name, 200)
 }
 
 fn product_json(id: i64, name: &str, stock: i64) -> serde_json::Value {
@@ -195,17 +188,11 @@ pub async fn deduct(
 ) -> Result<HttpResponse, AppError> {
     let product_id = *id;
     let quantity = body.0.quantity.0;
-    let key = IdempotencyKey::from_request(&req, format!("deduct:{product_id}"))?;
-    if key.is_some() {
-        let mut conn = state.pool.get().await?;
-        if let Some(replayed) = idempotency::replay(&mut conn, key.as_ref()).await? {
-            return Ok(replayed);
-        }
-    }
-    let outcome = match query.strategy {
+    let key = IdempotencyKey::from_request(&req, "deduct")?;
+    idempotency::run(&state, key, async |key| match query.strategy {
         // No pooled connection is held while waiting for the lock: the holder must find the
         // pool free, or every hold would queue behind the waiters.
-        Strategy::Lock => deduct_under_lock(&state, product_id, quantity, key.as_ref()).await,
+        Strategy::Lock => deduct_under_lock(&state, product_id, quantity, key).await,
         strategy => {
             let mut conn = state.pool.get().await?;
             deduct_without_lock(
@@ -214,12 +201,12 @@ pub async fn deduct(
                 strategy,
                 product_id.0,
                 quantity,
-                key.as_ref(),
+                key,
             )
             .await
         }
-    };
-    idempotency::respond(&state.pool, key.as_ref(), outcome).await
+    })
+    .await
 }
 
 /// `strategy=lock`: read, check, then a write fenced with the lock's token, so a holder whose

@@ -226,3 +226,106 @@ async fn reset_is_forbidden_unless_allowed() {
     assert_eq!((reply.status, reply.code()), (403, "reset_disabled"));
     assert_eq!(cluster.sql_i64("SELECT count(*) FROM products"), 0);
 }
+
+/// Defects of the fault drills: duplicate keys (last one won), a text/plain body (accepted and
+/// written), a NUL in a name (503 logged at ERROR), a 64 KB header (accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_input_refuses_duplicate_keys_wrong_media_types_control_characters_and_huge_heads() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(10).await;
+    cluster
+        .post("/balance/1/charge", Some(json!({"amount": 5})))
+        .await;
+    let deduct = format!("/product/{product}/deduct");
+    let json_type = [("content-type", "application/json")];
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: Vec<(&str, String, &str, Headers, u16, &str)> = vec![
+        (
+            "duplicate quantity",
+            deduct.clone(),
+            r#"{"quantity":1,"quantity":2}"#,
+            &json_type,
+            400,
+            "invalid_json",
+        ),
+        (
+            "duplicate amount",
+            "/balance/1/use".into(),
+            r#"{"amount":1,"amount":1000}"#,
+            &json_type,
+            400,
+            "invalid_json",
+        ),
+        (
+            "text/plain body",
+            deduct.clone(),
+            r#"{"quantity":1}"#,
+            &[("content-type", "text/plain")],
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "body without a content type",
+            deduct.clone(),
+            r#"{"quantity":1}"#,
+            &[],
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "NUL in a product name",
+            "/product".into(),
+            r#"{"name":"a\u0000b","stock":5}"#,
+            &json_type,
+            400,
+            "invalid_name",
+        ),
+        (
+            "escape sequence in a product name",
+            "/product".into(),
+            r#"{"name":"\u001b[31mred","stock":5}"#,
+            &json_type,
+            400,
+            "invalid_name",
+        ),
+    ];
+    for (what, path, body, headers, status, code) in cases {
+        let reply = cluster.post_raw(&path, body, headers).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (status, code),
+            "{what}: {}",
+            reply.text
+        );
+    }
+    // A JSON type with parameters is still JSON; an empty body needs no type.
+    let with_charset = cluster
+        .post_raw(
+            &deduct,
+            r#"{"quantity":1}"#,
+            &[("content-type", "application/json; charset=utf-8")],
+        )
+        .await;
+    assert_eq!(with_charset.status, 200, "{}", with_charset.text);
+    let empty = cluster.post_raw(&deduct, "", &[]).await;
+    assert_eq!(empty.status, 200, "{}", empty.text);
+
+    let huge = "x".repeat(64 * 1024);
+    let reply = cluster
+        .post_raw(&deduct, "", &[("x-padding", huge.as_str())])
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (431, "headers_too_large"),
+        "{}",
+        reply.text
+    );
+
+    assert_eq!(
+        cluster.sql_i64(&format!("SELECT stock FROM products WHERE id = {product}")),
+        8,
+        "only the two good deductions were written"
+    );
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM products"), 1);
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM balance_ledger"), 1);
+}

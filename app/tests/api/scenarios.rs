@@ -219,22 +219,27 @@ async fn one_idempotency_key_sent_20_times_at_once_applies_once() {
         let replies =
             join_all((0..20).map(|_| cluster.post_raw(&path, r#"{"quantity": 3}"#, &headers)))
                 .await;
-        assert!(
-            replies.iter().all(|r| r.status == 200),
+        // Each copy is applied (once), replayed, or refused as still in flight.
+        let applied: Vec<_> = replies
+            .iter()
+            .filter(|r| r.status == 200 && !r.headers.contains_key("idempotent-replayed"))
+            .collect();
+        assert_eq!(
+            applied.len(),
+            1,
             "{:?}",
             replies.iter().map(|r| &r.text).collect::<Vec<_>>()
         );
-        let bodies: HashSet<&str> = replies.iter().map(|r| r.text.as_str()).collect();
-        assert_eq!(
-            bodies.len(),
-            1,
-            "repeats must get the first response: {bodies:?}"
-        );
-        let replayed = replies
-            .iter()
-            .filter(|r| r.headers.contains_key("idempotent-replayed"))
-            .count();
-        assert_eq!(replayed, 19);
+        for reply in &replies {
+            match reply.status {
+                200 => assert_eq!(
+                    reply.text, applied[0].text,
+                    "repeats get the first response"
+                ),
+                409 => assert_eq!(reply.code(), "idempotency_key_in_flight"),
+                _ => panic!("{}: {}", reply.status, reply.text),
+            }
+        }
     }
     assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 2);
     assert_eq!(
@@ -246,11 +251,16 @@ async fn one_idempotency_key_sent_20_times_at_once_applies_once() {
         cluster.post_raw(
             "/balance/5/charge",
             r#"{"amount": 10}"#,
-            &[("idempotency-key", "charge-1")],
+            &[
+                ("idempotency-key", "charge-1"),
+                ("content-type", "application/json"),
+            ],
         )
     }))
     .await;
-    assert!(replies.iter().all(|r| r.status == 200));
+    assert!(replies
+        .iter()
+        .all(|r| r.status == 200 || r.code() == "idempotency_key_in_flight"));
     assert_eq!(cluster.get("/balance/5").await.body["balance"], 10);
 }
 
@@ -354,4 +364,105 @@ async fn strategies_all_sell_within_stock_when_serial() {
     let strategies = cluster
         .sql("SELECT string_agg(DISTINCT strategy, ',' ORDER BY strategy) FROM stock_ledger");
     assert_eq!(strategies, "atomic,db-row,lock,none");
+}
+
+/// Defect: an Idempotency-Key reused with a different request replayed the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_reused_for_a_different_request_is_422() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(100).await;
+    let other = cluster
+        .post("/product", Some(json!({"name": "other", "stock": 100})))
+        .await
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let headers = [
+        ("idempotency-key", "reused-1"),
+        ("content-type", "application/json"),
+    ];
+    let deduct = format!("/product/{product}/deduct");
+    let first = cluster
+        .post_raw(&deduct, r#"{"quantity": 2}"#, &headers)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let repeat = cluster
+        .post_raw(&deduct, r#"{"quantity": 2}"#, &headers)
+        .await;
+    assert_eq!(repeat.text, first.text);
+    for (what, path, body) in [
+        ("another body", deduct.clone(), r#"{"quantity": 5}"#),
+        (
+            "another path",
+            format!("/product/{other}/deduct"),
+            r#"{"quantity": 2}"#,
+        ),
+        (
+            "another query",
+            format!("{deduct}?strategy=atomic"),
+            r#"{"quantity": 2}"#,
+        ),
+        (
+            "another operation",
+            "/balance/4/charge".into(),
+            r#"{"amount": 2}"#,
+        ),
+    ] {
+        let reply = cluster.post_raw(&path, body, &headers).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (422, "idempotency_key_reused"),
+            "{what}: {}",
+            reply.text
+        );
+    }
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 1);
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM balance_ledger"), 0);
+}
+
+/// The IETF draft's other half: a repeat while the first request is still being handled is a
+/// 409 `idempotency_key_in_flight`, not a second execution and not a wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeat_while_the_first_is_in_flight_is_409() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(100).await;
+    // The product's lock is held elsewhere: the first request waits in its handler.
+    let locker =
+        Locker::new(LockerConfig::new([shared_redis().url()]).prefix(cluster.lock_prefix.clone()))
+            .unwrap();
+    let held = locker
+        .acquire(
+            &format!("product:{product}"),
+            &LockOptions::new().ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    let headers = [
+        ("idempotency-key", "in-flight-1"),
+        ("content-type", "application/json"),
+    ];
+    let path = format!("/product/{product}/deduct");
+    let first = cluster.post_raw(&path, r#"{"quantity": 1}"#, &headers);
+    let repeat = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let repeat = cluster
+            .post_raw(&path, r#"{"quantity": 1}"#, &headers)
+            .await;
+        held.release().await.unwrap();
+        repeat
+    };
+    let (first, repeat) = tokio::join!(first, repeat);
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(
+        (repeat.status, repeat.code()),
+        (409, "idempotency_key_in_flight"),
+        "{}",
+        repeat.text
+    );
+    let after = cluster
+        .post_raw(&path, r#"{"quantity": 1}"#, &headers)
+        .await;
+    assert_eq!(after.text, first.text);
+    assert!(after.headers.contains_key("idempotent-replayed"));
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 1);
 }
