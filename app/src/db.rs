@@ -1,10 +1,15 @@
 //! PostgreSQL: the connection pool and the embedded migrations.
 
+use crate::error::AppError;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// The connection pool every handler draws from.
 pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
@@ -15,17 +20,212 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 /// Arbitrary, fixed key of the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK_KEY: i64 = 0x646c_6f63_6b5f_6d67; // "dlock_mg"
 
-/// A lazily connecting pool (a database that is down at start-up shows in `/health`).
+/// How long taking a connection may wait (for a free one, or for a new one to be made).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a request may wait for the database in all (a lock holder: no longer than its lock
+/// is valid either). Past it the request gets `503 database_unavailable`.
+pub const QUERY_BUDGET: Duration = Duration::from_secs(2);
+/// During an outage, how often the background probe asks the database whether it is back.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The pool, and what this instance knows about the database being down.
+///
+/// The first connection attempt that fails (a refused connection: at once) or request that gets
+/// no answer in [`QUERY_BUDGET`] notes an outage. While one is noted every request gets
+/// `503 database_unavailable` at once, without touching the pool, and a background task probes
+/// every [`PROBE_INTERVAL`] until the database answers. Requests never probe: lock holders touch
+/// the database inside their hold, and a holder waiting out a connect timeout would keep every
+/// waiter queued behind it.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    max_size: u32,
+    outage: Arc<Outage>,
+}
+
+/// Shared with the pool's error sink, which hears of every failed connection attempt.
+#[derive(Debug, Default)]
+struct Outage {
+    down: AtomicBool,
+    probing: AtomicBool,
+    /// Wakes requests waiting for a connection when an attempt to make one failed (bb8 would
+    /// keep them waiting until their timeout).
+    noticed: Notify,
+}
+
+impl bb8::ErrorSink<diesel_async::pooled_connection::PoolError> for OutageSink {
+    fn sink(&self, error: diesel_async::pooled_connection::PoolError) {
+        if !self.0.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(%error, "database connection failed: answering 503 until it is back");
+        }
+        self.0.noticed.notify_waiters();
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<diesel_async::pooled_connection::PoolError>> {
+        Box::new(OutageSink(self.0.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct OutageSink(Arc<Outage>);
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("down", &self.inner.outage.down.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// A lazily connecting pool of `size` (a database that is down at start-up shows in
+    /// `/health/ready`).
+    pub fn new(database_url: &str, size: u32) -> Database {
+        let outage = Arc::new(Outage::default());
+        let pool = pool_builder(size)
+            .error_sink(Box::new(OutageSink(outage.clone())))
+            .build_unchecked(AsyncDieselConnectionManager::new(database_url));
+        Database {
+            inner: Arc::new(Inner {
+                pool,
+                max_size: size,
+                outage,
+            }),
+        }
+    }
+
+    /// A pooled connection; [`AppError::DatabaseUnreachable`] at once during a noted outage or
+    /// when a new connection is refused.
+    pub async fn connection(&self) -> Result<Connection<'_>, AppError> {
+        let outage = &self.inner.outage;
+        let noticed = outage.noticed.notified();
+        if outage.down.load(Ordering::Relaxed) {
+            return Err(AppError::DatabaseUnreachable(
+                "the database is known to be down".into(),
+            ));
+        }
+        tokio::select! {
+            got = self.inner.pool.get() => got.map_err(|err| match err {
+                // Every connection is busy: the database answers, this instance is just loaded.
+                bb8::RunError::TimedOut
+                    if self.inner.pool.state().connections >= self.inner.max_size =>
+                {
+                    AppError::Database("no free database connection in time".into())
+                }
+                other => AppError::from(other),
+            }),
+            () = noticed => Err(AppError::DatabaseUnreachable(
+                "a connection to the database failed".into(),
+            )),
+        }
+    }
+
+    /// Runs `work` (which reaches the database) until `deadline` at the latest: past it, or when
+    /// the database cannot be reached, an outage is noted and the answer is
+    /// [`AppError::DatabaseUnreachable`].
+    pub async fn within<T>(
+        &self,
+        deadline: Instant,
+        work: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        let outcome = tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AppError::DatabaseUnreachable(
+                    "no answer from the database in time".into(),
+                ))
+            });
+        if let Err(AppError::DatabaseUnreachable(_)) = &outcome {
+            self.note_outage();
+        }
+        outcome
+    }
+
+    /// [`Database::within`] the request budget from now.
+    pub async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        self.within(Instant::now() + QUERY_BUDGET, work).await
+    }
+
+    /// [`Database::within`] what a lock holder may spend: the request budget, and no longer
+    /// than its lock is valid.
+    pub async fn holding<T>(
+        &self,
+        lock: &dlock::Guard,
+        work: impl Future<Output = Result<T, AppError>>,
+    ) -> Result<T, AppError> {
+        let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until().into_std());
+        self.within(deadline, work).await
+    }
+
+    /// Whether the database answers `SELECT 1` within `timeout`, asked even during an outage
+    /// (an answer ends it).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let answered = tokio::time::timeout(timeout, async {
+            let mut conn = self.inner.pool.get().await.ok()?;
+            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn)
+                .await
+                .ok()
+        })
+        .await
+        .is_ok_and(|answer| answer.is_some());
+        if answered && self.inner.outage.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("database reachable again");
+        }
+        answered
+    }
+
+    /// Notes an outage and starts the probe that ends it (one at a time).
+    fn note_outage(&self) {
+        let outage = &self.inner.outage;
+        if !outage.down.swap(true, Ordering::Relaxed) {
+            tracing::error!("database unreachable: answering 503 until it is back");
+        }
+        if outage.probing.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                // The instance was dropped (tests): nothing left to probe for.
+                let Some(inner) = weak.upgrade() else { return };
+                let database = Database { inner };
+                let outage = &database.inner.outage;
+                if !outage.down.load(Ordering::Relaxed) || database.ping(CONNECT_TIMEOUT).await {
+                    outage.probing.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A connection borrowed from the pool.
+pub type Connection<'a> =
+    bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// A lazily connecting pool (a database that is down at start-up shows in `/health/ready`).
 pub fn pool(database_url: &str, size: u32) -> Pool {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    pool_builder(size).build_unchecked(AsyncDieselConnectionManager::new(database_url))
+}
+
+fn pool_builder(size: u32) -> bb8::Builder<AsyncDieselConnectionManager<AsyncPgConnection>> {
     bb8::Pool::builder()
         .max_size(size)
         // No `SELECT 1` per checkout: it would add a round trip to every request (and to
         // every lock hold). A closed connection is still caught: diesel-async reports it as
         // broken when it is returned, and bb8 drops it.
         .test_on_check_out(false)
-        .connection_timeout(Duration::from_secs(5))
-        .build_unchecked(manager)
+        .connection_timeout(CONNECT_TIMEOUT)
+        // A refused connection is an answer: no retries until the timeout (see `Database`).
+        .retry_connection(false)
 }
 
 /// Runs pending migrations. Safe when several instances start at once: they take turns under

@@ -78,20 +78,28 @@ pub enum AppError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// PostgreSQL failed or is unreachable.
+    /// PostgreSQL refused a query (the database answered).
     #[error("database error: {0}")]
     Database(String),
+    /// PostgreSQL could not be reached in time (no connection, no answer, or a known outage).
+    #[error("database unreachable: {0}")]
+    DatabaseUnreachable(String),
 }
 
 impl From<diesel::result::Error> for AppError {
     fn from(error: diesel::result::Error) -> Self {
-        AppError::Database(error.to_string())
+        use diesel::result::{DatabaseErrorKind, Error};
+        match error {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | Error::BrokenTransactionManager => AppError::DatabaseUnreachable(error.to_string()),
+            other => AppError::Database(other.to_string()),
+        }
     }
 }
 
 impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for AppError {
     fn from(error: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
-        AppError::Database(format!("no database connection: {error}"))
+        AppError::DatabaseUnreachable(format!("no database connection: {error}"))
     }
 }
 
@@ -125,7 +133,7 @@ impl AppError {
             AppError::ResetDisabled => "reset_disabled",
             AppError::Lock(lock) => lock.code(),
             AppError::FencedOut { .. } => "lock_lost",
-            AppError::Database(_) => "database_unavailable",
+            AppError::Database(_) | AppError::DatabaseUnreachable(_) => "database_unavailable",
             AppError::AlreadyApplied => "idempotency_conflict",
             AppError::KeyReused => "idempotency_key_reused",
             AppError::KeyInFlight => "idempotency_key_in_flight",
@@ -150,7 +158,9 @@ impl ResponseError for AppError {
             AppError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::ResetDisabled => StatusCode::FORBIDDEN,
             AppError::Lock(lock) => lock.status_code(),
-            AppError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Database(_) | AppError::DatabaseUnreachable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -158,8 +168,11 @@ impl ResponseError for AppError {
         match self {
             // The lock's own mapping carries Retry-After and the resource.
             AppError::Lock(lock) => lock.error_response(),
-            AppError::Database(detail) => {
-                tracing::error!(%detail, "database error");
+            AppError::Database(_) | AppError::DatabaseUnreachable(_) => {
+                match self {
+                    AppError::Database(detail) => tracing::error!(%detail, "database error"),
+                    _ => tracing::warn!(detail = %self, "database unreachable"),
+                }
                 HttpResponse::ServiceUnavailable()
                     .insert_header((RETRY_AFTER, DATABASE_RETRY_AFTER_SECS.to_string()))
                     .json(json!({"error": self.code(), "message": "the database is unavailable; retry later"}))

@@ -143,7 +143,11 @@ pub async fn run(
             other => AppError::Lock(other),
         })?;
     let response = async {
-        if let Some(first) = lookup(&mut *state.pool.get().await?, &key).await? {
+        let stored = state
+            .db
+            .bounded(async { lookup(&mut *state.db.connection().await?, &key).await })
+            .await?;
+        if let Some(first) = stored {
             return Ok(first.response(true));
         }
         let outcome = operation(Some(&key)).await;
@@ -220,20 +224,32 @@ async fn respond(
 ) -> Result<HttpResponse, AppError> {
     match outcome {
         Ok(stored) => Ok(stored.response(false)),
-        Err(AppError::AlreadyApplied) => match lookup(&mut *state.pool.get().await?, key).await? {
-            Some(first) => Ok(first.response(true)),
-            None => Err(AppError::AlreadyApplied),
-        },
+        Err(AppError::AlreadyApplied) => {
+            let first = state
+                .db
+                .bounded(async { lookup(&mut *state.db.connection().await?, key).await })
+                .await?;
+            match first {
+                Some(first) => Ok(first.response(true)),
+                None => Err(AppError::AlreadyApplied),
+            }
+        }
         Err(err) if err.is_final() => {
             let stored = Stored::new(actix_web::ResponseError::status_code(&err), &err.body());
-            let mut conn = state.pool.get().await?;
-            match save(&mut conn, key, &stored).await {
-                Ok(()) => Err(err),
-                Err(AppError::AlreadyApplied) => match lookup(&mut conn, key).await? {
-                    Some(first) => Ok(first.response(true)),
-                    None => Err(err),
-                },
-                Err(other) => Err(other),
+            let first = state
+                .db
+                .bounded(async {
+                    let mut conn = state.db.connection().await?;
+                    match save(&mut conn, key, &stored).await {
+                        Ok(()) => Ok(None),
+                        Err(AppError::AlreadyApplied) => lookup(&mut conn, key).await,
+                        Err(other) => Err(other),
+                    }
+                })
+                .await?;
+            match first {
+                Some(first) => Ok(first.response(true)),
+                None => Err(err),
             }
         }
         Err(err) => Err(err),

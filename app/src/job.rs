@@ -6,7 +6,7 @@ use crate::state::{db_fence, AppState};
 use diesel::dsl::{count_star, sql};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use dlock::{distributed_lock, LockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,32 +46,48 @@ pub async fn run_scheduler(state: AppState, interval: Duration) {
     guard = lock
 )]
 pub async fn stock_report(state: &AppState, tick: i64) -> Result<(), AppError> {
-    let mut conn = state.pool.get().await?;
+    let (count, total_stock) = state
+        .db
+        .holding(lock, async {
+            let mut conn = state.db.connection().await?;
+            record_report(&mut conn, state, tick, db_fence(lock)).await
+        })
+        .await?;
+    tracing::info!(tick, products = count, total_stock, "stock report");
+    Ok(())
+}
+
+/// Counts the products and their stock, and records the run with the holder's fence.
+async fn record_report(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    tick: i64,
+    fence: i64,
+) -> Result<(i64, i64), AppError> {
     // SUM(bigint) is numeric in PostgreSQL; the report wants a plain number.
     let (count, total_stock): (i64, i64) = products::table
         .select((
             count_star(),
             sql::<BigInt>("COALESCE(SUM(stock), 0)::BIGINT"),
         ))
-        .first(&mut conn)
+        .first(conn)
         .await?;
     diesel::insert_into(job_runs::table)
         .values((
             job_runs::job.eq(STOCK_REPORT),
             job_runs::tick.eq(tick),
             job_runs::instance.eq(&state.instance),
-            job_runs::fence.eq(db_fence(lock)),
+            job_runs::fence.eq(fence),
             job_runs::products.eq(count),
             job_runs::total_stock.eq(total_stock),
         ))
-        .execute(&mut conn)
+        .execute(conn)
         .await?;
     // Idempotency keys are kept 24 h at least; the report tick is a good time to prune older.
     diesel::sql_query(
         "DELETE FROM idempotency_keys WHERE created_at < now() - interval '48 hours'",
     )
-    .execute(&mut conn)
+    .execute(conn)
     .await?;
-    tracing::info!(tick, products = count, total_stock, "stock report");
-    Ok(())
+    Ok((count, total_stock))
 }

@@ -1,13 +1,13 @@
 //! What every handler shares.
 
-use crate::db::Pool;
+use crate::db::Database;
 use dlock::Locker;
 
 /// Shared by all workers (cheap to clone: everything inside is reference-counted).
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// PostgreSQL connections.
-    pub pool: Pool,
+    /// PostgreSQL connections, and whether the database is known to be down.
+    pub db: Database,
     /// The distributed locks (handlers reach it through `#[distributed_lock]`).
     pub locker: Locker,
     /// This instance's id, written into ledgers and `X-Instance`.

@@ -39,10 +39,15 @@ impl ResponseError for LockError {
                     "message": "the resource is locked by another request; retry later",
                 })
             }
-            LockError::Unavailable { .. } => serde_json::json!({
+            LockError::Unavailable { .. } => {
+                // Nodes that do not answer are retried on the next attempt; a second is about
+                // what a restart or failover takes to be noticed.
+                response.insert_header(("Retry-After", "1"));
+                serde_json::json!({
                 "error": self.code(),
                 "message": "the lock service is unavailable; retry later",
-            }),
+                })
+            }
             LockError::InvalidResource { resource, .. } | LockError::Lost { resource } => {
                 serde_json::json!({ "error": self.code(), "resource": resource, "message": self.to_string() })
             }

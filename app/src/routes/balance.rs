@@ -102,11 +102,16 @@ async fn change_under_lock(
     key: Option<&IdempotencyKey>,
 ) -> Result<Stored, AppError> {
     let (user_id, fence) = (user_id.0, db_fence(lock));
-    let mut conn = state.pool.get().await?;
-    match change {
-        Change::Charge => add(&mut conn, state, user_id, amount, fence, key).await,
-        Change::Use => subtract(&mut conn, state, user_id, amount, fence, key).await,
-    }
+    state
+        .db
+        .holding(lock, async {
+            let mut conn = state.db.connection().await?;
+            match change {
+                Change::Charge => add(&mut conn, state, user_id, amount, fence, key).await,
+                Change::Use => subtract(&mut conn, state, user_id, amount, fence, key).await,
+            }
+        })
+        .await
 }
 
 /// A fenced upsert: a holder whose lock was taken over cannot write. (The addition happens in
@@ -203,13 +208,18 @@ pub async fn show(
     state: web::Data<AppState>,
     user_id: web::Path<Id>,
 ) -> Result<HttpResponse, AppError> {
-    let mut conn = state.pool.get().await?;
-    let balance: i64 = balances::table
-        .find(user_id.0)
-        .select(balances::balance)
-        .first(&mut conn)
-        .await
-        .optional()?
+    let balance: i64 = state
+        .db
+        .bounded(async {
+            let mut conn = state.db.connection().await?;
+            Ok(balances::table
+                .find(user_id.0)
+                .select(balances::balance)
+                .first(&mut conn)
+                .await
+                .optional()?)
+        })
+        .await?
         .ok_or_else(|| unknown_user(user_id.0))?;
     Ok(HttpResponse::Ok().json(balance_json(user_id.0, balance)))
 }

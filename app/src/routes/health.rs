@@ -1,23 +1,34 @@
-//! `/health` (what the load balancer checks) and `/metrics` (Prometheus).
+//! `/health/live` (what the load balancer checks), `/health/ready` and `/health` (dependencies)
+//! and `/metrics` (Prometheus).
 
 use crate::state::AppState;
 use actix_web::{get, web, HttpResponse};
-use diesel_async::RunQueryDsl;
 use serde_json::json;
 use std::time::Duration;
 
-/// 200 when PostgreSQL answers and enough Redis nodes are up to lock; 503 (same shape) otherwise.
+/// Liveness: 200 while the process serves requests, whatever its dependencies do. This is what
+/// the load balancer routes on, so an outage of the shared database or Redis (answered by every
+/// instance with a JSON 503) does not take every instance out.
+#[get("/health/live")]
+pub async fn live(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok", "instance": state.instance}))
+}
+
+/// Readiness: 200 when PostgreSQL answers and enough Redis nodes are up to lock; 503 (same
+/// shape) otherwise.
+#[get("/health/ready")]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    readiness(&state).await
+}
+
+/// The readiness report, at its historical path.
 #[get("/health")]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
-    let db_check = async {
-        let mut conn = state.pool.get().await.ok()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
-    };
-    let (db, redis) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(2), db_check),
-        state.locker.health()
-    );
-    let db_ok = matches!(db, Ok(Some(_)));
+    readiness(&state).await
+}
+
+async fn readiness(state: &AppState) -> HttpResponse {
+    let (db_ok, redis) = tokio::join!(state.db.ping(Duration::from_secs(1)), state.locker.health());
     let body = json!({
         "status": if db_ok && redis.quorum { "ok" } else { "degraded" },
         "instance": state.instance,

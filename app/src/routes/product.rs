@@ -128,16 +128,20 @@ pub async fn reset(
     let ResetBody { stock, name } = body.0;
     check_stock(stock)?;
     check_name(&name)?;
-    let mut conn = state.pool.get().await?;
-    let id: i64 = conn
-        .transaction::<_, AppError, _>(async |conn| {
-            diesel::delete(stock_ledger::table).execute(conn).await?;
-            diesel::delete(products::table).execute(conn).await?;
-            Ok(diesel::insert_into(products::table)
-                .values((products::name.eq(&name), products::stock.eq(stock)))
-                .returning(products::id)
-                .get_result(conn)
-                .await?)
+    let id: i64 = state
+        .db
+        .bounded(async {
+            let mut conn = state.db.connection().await?;
+            conn.transaction::<_, AppError, _>(async |conn| {
+                diesel::delete(stock_ledger::table).execute(conn).await?;
+                diesel::delete(products::table).execute(conn).await?;
+                Ok(diesel::insert_into(products::table)
+                    .values((products::name.eq(&name), products::stock.eq(stock)))
+                    .returning(products::id)
+                    .get_result(conn)
+                    .await?)
+            })
+            .await
         })
         .await?;
     tracing::info!(product = id, stock, "products reset");
@@ -153,11 +157,16 @@ pub async fn create(
     let CreateBody { name, stock } = body.0;
     check_stock(stock)?;
     check_name(&name)?;
-    let mut conn = state.pool.get().await?;
-    let id: i64 = diesel::insert_into(products::table)
-        .values((products::name.eq(&name), products::stock.eq(stock)))
-        .returning(products::id)
-        .get_result(&mut conn)
+    let id: i64 = state
+        .db
+        .bounded(async {
+            let mut conn = state.db.connection().await?;
+            Ok(diesel::insert_into(products::table)
+                .values((products::name.eq(&name), products::stock.eq(stock)))
+                .returning(products::id)
+                .get_result(&mut conn)
+                .await?)
+        })
         .await?;
     Ok(HttpResponse::Created().json(product_json(id, &name, stock)))
 }
@@ -165,13 +174,18 @@ pub async fn create(
 /// Reads a product.
 #[get("/product/{id}")]
 pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpResponse, AppError> {
-    let mut conn = state.pool.get().await?;
-    let (name, stock): (String, i64) = products::table
-        .find(id.0)
-        .select((products::name, products::stock))
-        .first(&mut conn)
-        .await
-        .optional()?
+    let (name, stock): (String, i64) = state
+        .db
+        .bounded(async {
+            let mut conn = state.db.connection().await?;
+            Ok(products::table
+                .find(id.0)
+                .select((products::name, products::stock))
+                .first(&mut conn)
+                .await
+                .optional()?)
+        })
+        .await?
         .ok_or_else(|| not_found(id.0))?;
     Ok(HttpResponse::Ok().json(product_json(id.0, &name, stock)))
 }
@@ -194,16 +208,21 @@ pub async fn deduct(
         // pool free, or every hold would queue behind the waiters.
         Strategy::Lock => deduct_under_lock(&state, product_id, quantity, key).await,
         strategy => {
-            let mut conn = state.pool.get().await?;
-            deduct_without_lock(
-                &mut conn,
-                &state.instance,
-                strategy,
-                product_id.0,
-                quantity,
-                key,
-            )
-            .await
+            state
+                .db
+                .bounded(async {
+                    let mut conn = state.db.connection().await?;
+                    deduct_without_lock(
+                        &mut conn,
+                        &state.instance,
+                        strategy,
+                        product_id.0,
+                        quantity,
+                        key,
+                    )
+                    .await
+                })
+                .await
         }
     })
     .await
@@ -221,17 +240,22 @@ async fn deduct_under_lock(
     key: Option<&IdempotencyKey>,
 ) -> Result<Stored, AppError> {
     let fence = db_fence(lock);
-    let mut conn = state.pool.get().await?;
-    fenced_deduct(
-        &mut conn,
-        &state.instance,
-        product_id.0,
-        quantity,
-        fence,
-        lock.acquired_at(),
-        key,
-    )
-    .await
+    state
+        .db
+        .holding(lock, async {
+            let mut conn = state.db.connection().await?;
+            fenced_deduct(
+                &mut conn,
+                &state.instance,
+                product_id.0,
+                quantity,
+                fence,
+                lock.acquired_at(),
+                key,
+            )
+            .await
+        })
+        .await
 }
 
 /// The write a lock holder makes: read `(stock, fence)`, check the stock, then a

@@ -24,16 +24,21 @@ pub async fn take(
     let concert_id = concert_id.0;
     let user_id = body.0.user_id.0;
     let fence = db_fence(lock);
-    let mut conn = state.pool.get().await?;
-    let (position, token) = take_token(
-        &mut conn,
-        &state.instance,
-        lock.resource(),
-        concert_id,
-        user_id,
-        fence,
-    )
-    .await?;
+    let (position, token) = state
+        .db
+        .holding(lock, async {
+            let mut conn = state.db.connection().await?;
+            take_token(
+                &mut conn,
+                &state.instance,
+                lock.resource(),
+                concert_id,
+                user_id,
+                fence,
+            )
+            .await
+        })
+        .await?;
     Ok(HttpResponse::Created().json(json!({"token": token, "position": position})))
 }
 

@@ -41,16 +41,21 @@ pub async fn reserve(
         concert_id,
         seat_no,
     };
-    let mut conn = state.pool.get().await?;
-    reserve_seat(
-        &mut conn,
-        &state.instance,
-        lock.resource(),
-        seat,
-        user_id,
-        db_fence(lock),
-    )
-    .await?;
+    state
+        .db
+        .holding(lock, async {
+            let mut conn = state.db.connection().await?;
+            reserve_seat(
+                &mut conn,
+                &state.instance,
+                lock.resource(),
+                seat,
+                user_id,
+                db_fence(lock),
+            )
+            .await
+        })
+        .await?;
     Ok(HttpResponse::Created()
         .json(json!({"concert_id": concert_id, "seat_no": seat_no, "user_id": user_id})))
 }

@@ -1,14 +1,19 @@
 //! The service under faults: writes of holders that lost their lock, outages, hang-ups.
 //! Each test pins one defect of the fault drills (see the commit that added it).
 
-use crate::helpers::{postgres, spawn_cluster, Cluster};
+use crate::helpers::{postgres, spawn_cluster, spawn_cluster_with, Cluster, Options, Reply};
 use actix_web::ResponseError;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use dlock_app::error::AppError;
 use dlock_app::routes::product::fenced_deduct;
 use dlock_app::routes::queue::take_token;
 use dlock_app::routes::seats::{reserve_seat, Seat};
+use dlock_testkit::{PostgresServer, RedisServer};
+use futures_util::future::join_all;
 use std::time::Duration;
+
+/// The lock wait budget of `POST /product/{id}/deduct`: a 423 arrives only after it.
+const WAIT_BUDGET: Duration = Duration::from_secs(20);
 
 /// How many sessions of this test's database wait on a row lock.
 fn waiting_on_locks(cluster: &Cluster) -> i64 {
@@ -172,4 +177,129 @@ async fn a_stale_seat_holder_gets_409_never_a_5xx() {
         assert!(["seat_taken", "lock_lost"].contains(&err.code()), "{err:?}");
     }
     assert_eq!(cluster.sql_i64("SELECT count(*) FROM seat_reservations"), 1);
+}
+
+/// Sends `count` deductions at once (strategy=lock) and returns the replies with how long the
+/// slowest took.
+async fn deduct_burst(cluster: &Cluster, product: i64, count: usize) -> (Vec<Reply>, Duration) {
+    let started = std::time::Instant::now();
+    let path = format!("/product/{product}/deduct");
+    let replies = join_all((0..count).map(|_| cluster.post(&path, None))).await;
+    (replies, started.elapsed())
+}
+
+/// Every reply is a JSON 503 with `code` and a `Retry-After`.
+fn assert_outage_answers(replies: &[Reply], code: &str) {
+    for reply in replies {
+        assert_eq!((reply.status, reply.code()), (503, code), "{}", reply.text);
+        assert!(
+            reply.headers.contains_key("retry-after"),
+            "no Retry-After: {:?}",
+            reply.headers
+        );
+    }
+}
+
+/// Defect: with PostgreSQL down each lock holder waited the pool's 5 s connection timeout while
+/// holding a 5 s lock, so the clients queued behind got `423 lock_busy` after their whole 20 s
+/// wait; `/health` (the load balancer's check) failed on every instance at once. Now the first
+/// holder notes the outage and everyone gets `503 database_unavailable` with `Retry-After`
+/// (the wait budget is never reached), liveness stays 200, readiness says 503, and the service
+/// recovers when the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_postgres_down_every_client_gets_a_prompt_json_503() {
+    let mut server = PostgresServer::start();
+    server.create_database("outage");
+    let cluster = spawn_cluster_with(Options {
+        database_url: Some(server.url("outage")),
+        ..Options::default()
+    })
+    .await;
+    let product = cluster.reset(1000).await;
+    let (warm, _) = deduct_burst(&cluster, product, 5).await;
+    assert!(warm.iter().all(|reply| reply.status == 200));
+
+    // The test server runs with synchronous_commit off: make the set-up survive the kill.
+    server.psql("outage", "CHECKPOINT");
+    server.kill();
+    let (replies, slowest) = deduct_burst(&cluster, product, 40).await;
+    assert_outage_answers(&replies, "database_unavailable");
+    assert!(
+        slowest < WAIT_BUDGET,
+        "answers must not wait out the lock wait budget: {slowest:?}"
+    );
+    println!("PostgreSQL down: 40 clients answered 503 within {slowest:?}");
+    for port in &cluster.ports {
+        let get = |path: &str| {
+            cluster
+                .client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+        };
+        assert_eq!(get("/health/live").await.unwrap().status(), 200);
+        assert_eq!(get("/health/ready").await.unwrap().status(), 503);
+        assert_eq!(get("/health").await.unwrap().status(), 503);
+    }
+
+    server.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        let (replies, _) = deduct_burst(&cluster, product, 3).await;
+        if replies.iter().all(|reply| reply.status == 200) {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the service did not recover after PostgreSQL came back"
+    );
+    let stock = server.psql(
+        "outage",
+        &format!("SELECT stock FROM products WHERE id = {product}"),
+    );
+    let sold = server.psql(
+        "outage",
+        &format!("SELECT sum(quantity) FROM stock_ledger WHERE product_id = {product}"),
+    );
+    assert_eq!(
+        stock.parse::<i64>().unwrap(),
+        1000 - sold.parse::<i64>().unwrap()
+    );
+}
+
+/// With the only Redis down: every client gets `503 lock_unavailable` with `Retry-After`,
+/// never a 423 after the wait budget; liveness stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_down_every_client_gets_a_prompt_json_503() {
+    let mut redis = RedisServer::start();
+    let cluster = spawn_cluster_with(Options {
+        redis_url: Some(redis.url()),
+        ..Options::default()
+    })
+    .await;
+    let product = cluster.reset(1000).await;
+    redis.kill();
+    let (replies, slowest) = deduct_burst(&cluster, product, 40).await;
+    assert_outage_answers(&replies, "lock_unavailable");
+    assert!(slowest < WAIT_BUDGET, "{slowest:?}");
+    println!("Redis down: 40 clients answered 503 within {slowest:?}");
+    let live = cluster.get("/health/live").await;
+    assert_eq!(live.status, 200, "{}", live.text);
+    assert_eq!(cluster.get("/health/ready").await.status, 503);
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..100 {
+        let (replies, _) = deduct_burst(&cluster, product, 3).await;
+        if replies.iter().all(|reply| reply.status == 200) {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        recovered,
+        "the service did not recover after Redis came back"
+    );
 }

@@ -31,6 +31,11 @@ pub struct Options {
     pub instances: usize,
     pub allow_reset: bool,
     pub job_interval_ms: u64,
+    /// A database on a PostgreSQL of the test's own (tests that stop it; `Cluster::sql` does
+    /// not reach it); `None`: a fresh database on the binary's shared server.
+    pub database_url: Option<String>,
+    /// A Redis of the test's own; `None`: the shared one.
+    pub redis_url: Option<String>,
 }
 
 impl Default for Options {
@@ -39,6 +44,8 @@ impl Default for Options {
             instances: 3,
             allow_reset: true,
             job_interval_ms: 0,
+            database_url: None,
+            redis_url: None,
         }
     }
 }
@@ -50,13 +57,16 @@ pub async fn spawn_cluster() -> Cluster {
 pub async fn spawn_cluster_with(options: Options) -> Cluster {
     let database = format!("test_{}", uuid::Uuid::new_v4().simple());
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    postgres().create_database(&database);
-    let database_url = postgres().url(&database);
+    let database_url = options.database_url.clone().unwrap_or_else(|| {
+        postgres().create_database(&database);
+        postgres().url(&database)
+    });
+    let redis_url = options.redis_url.unwrap_or_else(|| shared_redis().url());
     // All instances start (and migrate) at once, as a real rollout of three would.
     let builds = (0..options.instances).map(|i| {
         let vars: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", database_url.clone()),
-            ("REDIS_URLS", shared_redis().url()),
+            ("REDIS_URLS", redis_url.clone()),
             ("BIND", "127.0.0.1:0".into()),
             ("INSTANCE_ID", format!("app{}", i + 1)),
             ("LOCK_PREFIX", prefix.clone()),
