@@ -1,4 +1,5 @@
-//! Real servers for tests: `redis-server` and PostgreSQL on free loopback ports in temp dirs.
+//! Real servers for tests: `redis-server`, PostgreSQL and HAProxy on free loopback ports in
+//! temp dirs.
 //!
 //! Nothing here is a mock. Each server runs as a child of a tiny `sh` *guardian* whose stdin
 //! is a pipe from the test process. When the test process exits — normally, after a panic, or
@@ -12,11 +13,13 @@
 //! ```
 
 mod guardian;
+pub mod haproxy;
 mod postgres;
 pub mod programs;
 mod proxy;
 mod redis;
 
+pub use haproxy::HaProxy;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};
 pub use redis::{ephemeral_args as redis_args, shared_redis, RedisServer};

@@ -32,13 +32,20 @@ pub fn check(workspace: &Path, full: bool) -> Result<(), String> {
             profile.unwrap_or("default")
         );
     }
+    // Checked with the error pages at their place in the checkout (compose mounts them at
+    // /usr/local/etc/haproxy/errors in the container).
+    let config = std::fs::read_to_string(docker.join("haproxy.cfg"))
+        .map_err(|err| err.to_string())?
+        .replace(
+            "/usr/local/etc/haproxy/errors",
+            &dlock_testkit::haproxy::errors_dir().display().to_string(),
+        );
+    let checked = workspace.join(".local/haproxy-docker-check.cfg");
+    std::fs::create_dir_all(workspace.join(".local")).map_err(|err| err.to_string())?;
+    std::fs::write(&checked, config).map_err(|err| err.to_string())?;
     let haproxy = find("haproxy").ok_or("haproxy not found")?;
-    install::run(
-        Command::new(haproxy)
-            .args(["-c", "-q", "-f"])
-            .arg(docker.join("haproxy.cfg")),
-    )?;
-    println!("ok  haproxy.cfg accepted by `haproxy -c`");
+    install::run(Command::new(haproxy).args(["-c", "-q", "-f"]).arg(&checked))?;
+    println!("ok  haproxy.cfg (and its error pages) accepted by `haproxy -c`");
 
     let dockerfile =
         std::fs::read_to_string(docker.join("Dockerfile")).map_err(|err| err.to_string())?;

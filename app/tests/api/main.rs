@@ -2,6 +2,7 @@
 //! PostgreSQL database and one real Redis, requests are spread across them.
 
 mod bad_input;
+mod balancer;
 mod faults;
 mod helpers;
 mod scenarios;
