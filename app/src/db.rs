@@ -132,17 +132,7 @@ impl Database {
         deadline: Instant,
         work: impl Future<Output = Result<T, AppError>>,
     ) -> Result<T, AppError> {
-        let outcome = tokio::time::timeout_at(deadline.into(), work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(AppError::DatabaseUnreachable(
-                    "no answer from the database in time".into(),
-                ))
-            });
-        if let Err(AppError::DatabaseUnreachable(_)) = &outcome {
-            self.note_outage();
-        }
-        outcome
+        self.run(deadline, work, || None).await
     }
 
     /// [`Database::within`] the request budget from now.
@@ -154,14 +144,46 @@ impl Database {
     }
 
     /// [`Database::within`] what a lock holder may spend: the request budget, and no longer
-    /// than its lock is valid.
+    /// than its lock is valid. Running out of time with the lock gone is the lock's loss
+    /// (`409 lock_lost`), not a database outage: most likely this process stood still (paused,
+    /// starved) rather than the database.
     pub async fn holding<T>(
         &self,
         lock: &dlock::Guard,
         work: impl Future<Output = Result<T, AppError>>,
     ) -> Result<T, AppError> {
         let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until().into_std());
-        self.within(deadline, work).await
+        self.run(deadline, work, || {
+            lock.is_lost().then(|| {
+                AppError::Lock(dlock::LockError::Lost {
+                    resource: lock.resource().to_string(),
+                })
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` until `deadline`; on timeout `explain` may name the cause, else it is an
+    /// outage.
+    async fn run<T>(
+        &self,
+        deadline: Instant,
+        work: impl Future<Output = Result<T, AppError>>,
+        explain: impl FnOnce() -> Option<AppError>,
+    ) -> Result<T, AppError> {
+        let outcome = match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(outcome) => outcome,
+            Err(_) => match explain() {
+                Some(cause) => return Err(cause),
+                None => Err(AppError::DatabaseUnreachable(
+                    "no answer from the database in time".into(),
+                )),
+            },
+        };
+        if let Err(AppError::DatabaseUnreachable(_)) = &outcome {
+            self.note_outage();
+        }
+        outcome
     }
 
     /// Whether the database answers `SELECT 1` within `timeout`, asked even during an outage

@@ -2,8 +2,10 @@
 //! each ending in a verdict table, plus a report directory with a markdown summary and charts.
 //!
 //! Run through `cargo xtask load <scenario|all> [--report DIR]`, which passes the cluster's
-//! addresses in the environment.
+//! addresses in the environment. `cargo xtask chaos` runs the fault drills (`load-tests chaos`,
+//! the [`chaos`] module) the same way.
 
+mod chaos;
 mod scenarios;
 mod svg;
 mod tools;
@@ -17,7 +19,12 @@ const ALL: [&str; 5] = ["classic", "oversell", "strategies", "balance", "spread"
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.split_first() {
+        Some((first, rest)) if first == "chaos" => chaos::run(rest).await,
+        _ => run(args).await,
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
@@ -27,8 +34,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<bool, String> {
-    let mut args = std::env::args().skip(1);
+async fn run(args: Vec<String>) -> Result<bool, String> {
+    let mut args = args.into_iter();
     let mut names: Vec<String> = Vec::new();
     let mut report_dir: Option<PathBuf> = None;
     let mut all = false;
@@ -55,11 +62,7 @@ async fn run() -> Result<bool, String> {
             ALL.join(", ")
         ));
     }
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let dir = report_dir.unwrap_or_else(|| workspace.join(".local/reports/latest"));
+    let dir = report_dir.unwrap_or_else(|| workspace().join(".local/reports/latest"));
     std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
 
     let mut checks = Vec::new();
@@ -110,6 +113,14 @@ async fn run() -> Result<bool, String> {
     std::fs::write(dir.join("README.md"), report).map_err(|err| err.to_string())?;
     println!("report: {}", dir.join("README.md").display());
     Ok(passed)
+}
+
+/// The workspace root (`load-tests/..`), where `.local/` lives.
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 fn checks_table(checks: &[verify::Check]) -> String {

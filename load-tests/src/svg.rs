@@ -1,4 +1,5 @@
-//! Small, dependency-free SVG charts for the report: bars and a lock timeline.
+//! Small, dependency-free SVG charts for the report: bars, a lock timeline, and rates over time
+//! with a fault window shaded (the chaos drills).
 
 use std::fmt::Write;
 
@@ -160,6 +161,115 @@ pub fn timeline(title: &str, lanes: &[(String, Vec<(i64, i64)>)]) -> String {
     );
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Colours for good and bad answers in [`over_time`].
+pub const GREEN: &str = "#59a14f";
+pub const RED: &str = "#e15759";
+
+/// Per-second rates over time: one line per series (label, colour, one value per second from
+/// the run's start), with `shade` (from, to in seconds) drawn as a grey band labelled `fault`.
+pub fn over_time(
+    title: &str,
+    unit: &str,
+    series: &[(&str, &str, &[f64])],
+    shade: Option<(f64, f64)>,
+) -> String {
+    let height = 320.0;
+    let (left, right, top, bottom) = (64.0, WIDTH - 20.0, 62.0, height - 40.0);
+    let seconds = series
+        .iter()
+        .map(|(_, _, values)| values.len())
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let peak = series
+        .iter()
+        .flat_map(|(_, _, values)| values.iter().copied())
+        .fold(0.0_f64, f64::max);
+    let max = nice_ceiling(peak);
+    let x = |second: f64| left + (right - left) * second / seconds;
+    let y = |value: f64| bottom - (bottom - top) * value / max;
+    let mut svg = header(height, title);
+    if let Some((from, to)) = shade {
+        let (from, to) = (from.clamp(0.0, seconds), to.clamp(0.0, seconds));
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{}\" fill=\"#888\" fill-opacity=\"0.18\"/><text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">fault</text>",
+            x(from),
+            (x(to) - x(from)).max(1.0),
+            bottom - top,
+            (x(from) + x(to)) / 2.0,
+            top + 14.0
+        );
+    }
+    for tick in 0..=4 {
+        let value = max * f64::from(tick) / 4.0;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{0:.1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{1}\" y=\"{2:.1}\" text-anchor=\"end\">{3}</text>",
+            y(value),
+            left - 6.0,
+            y(value) + 4.0,
+            if value.fract() == 0.0 {
+                format!("{value:.0}")
+            } else {
+                format_value(value)
+            }
+        );
+    }
+    let step = if seconds > 60.0 { 10 } else { 5 };
+    for second in (0..=seconds as usize).step_by(step) {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{second} s</text>",
+            x(second as f64),
+            bottom + 16.0
+        );
+    }
+    let middle = (top + bottom) / 2.0;
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" x2=\"{right}\" y1=\"{bottom}\" y2=\"{bottom}\" stroke=\"#333\"/><text x=\"16\" y=\"{middle}\" transform=\"rotate(-90 16 {middle})\" text-anchor=\"middle\">{}</text>",
+        escape(unit)
+    );
+    for (i, (label, color, values)) in series.iter().enumerate() {
+        let legend_x = left + 140.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{legend_x}\" y=\"34\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"45\">{}</text>",
+            legend_x + 18.0,
+            escape(label)
+        );
+        // One point per second, at the middle of its second.
+        let points: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(second, value)| format!("{:.1},{:.1}", x(second as f64 + 0.5), y(*value)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+            points.join(" ")
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The smallest of 1, 2, 5 × 10^k at or above `value` (at least 1): a round top for an axis.
+fn nice_ceiling(value: f64) -> f64 {
+    let mut magnitude = 1.0;
+    // Bounded: f64 tops out near 10^308.
+    for _ in 0..320 {
+        for factor in [1.0, 2.0, 5.0] {
+            if factor * magnitude >= value {
+                return factor * magnitude;
+            }
+        }
+        magnitude *= 10.0;
+    }
+    value
 }
 
 fn format_value(value: f64) -> String {

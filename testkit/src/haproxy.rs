@@ -89,10 +89,11 @@ backend apps
     option httpchk GET /health/live
     http-check expect status 200
     # A dead or hung instance is out within about 1 s (2 failed checks, 500 ms apart, 500 ms
-    # each), and the requests stuck on a hung one get lb_bad_gateway instead of waiting out
-    # the server timeout.
+    # each). Requests already on it are not cut (`on-marked-down shutdown-sessions` would close
+    # their clients' connections without any answer): a dead one's get lb_bad_gateway at once,
+    # a hung one's lb_timeout after the server timeout.
     timeout check 500ms
-    default-server inter 500ms fastinter 250ms downinter 1s fall 2 rise 2 on-marked-down shutdown-sessions{resolvers}
+    default-server inter 500ms fastinter 250ms downinter 1s fall 2 rise 2{resolvers}
 {servers}"
     )
 }

@@ -43,6 +43,11 @@ impl Layout {
         }
     }
 
+    /// `.local/cluster`: pid files under `run/`, logs under `logs/` (read by the chaos drills).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn pid_file(&self, name: &str) -> PathBuf {
         self.root.join("run").join(format!("{name}.pid"))
     }

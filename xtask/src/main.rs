@@ -25,6 +25,11 @@ const USAGE: &str = "usage: cargo xtask <chore>
   load <scenario|all> [--report DIR]
                         run load scenarios against the running cluster: classic, oversell,
                         strategies, balance, spread, quorum (needs `up --quorum`)
+  chaos [drill…] [--report DIR] [--seed N]
+                        fault drills against the running cluster (default: all that fit its
+                        mode, under 10 minutes): holder-pause, redis-kill, postgres-kill,
+                        app-kill, hangup-storm, node-hang and majority-hang (need `up --quorum`);
+                        report in .local/reports/chaos/
   docker-check [--full] validate docker/ without an engine: compose config, HAProxy config,
                         COPY sources, the release build; --full replays the cargo-chef stages";
 
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
         Some("kill") => one_arg(rest).and_then(|name| cluster::kill(&workspace, name)),
         Some("restart") => one_arg(rest).and_then(|name| cluster::restart(&workspace, name)),
         Some("load") => load(&workspace, rest),
+        Some("chaos") => chaos(&workspace, rest),
         Some("demo") => demo(&workspace),
         Some("docker-check") => docker::check(&workspace, rest.iter().any(|arg| arg == "--full")),
         _ => Err(USAGE.to_string()),
@@ -125,33 +131,62 @@ fn demo(workspace: &Path) -> Result<(), String> {
 
 /// Runs the load-tests binary (release) against the running cluster.
 fn load(workspace: &Path, rest: &[String]) -> Result<(), String> {
-    let info = cluster::Layout::new(workspace)
-        .info()
-        .ok_or("no cluster is running here: start one with `cargo xtask up` (or `up --quorum`)")?;
-    let oha = install::ensure_oha()?;
-    let mut args = vec!["run", "--release", "-q", "-p", "load-tests", "--"];
-    args.extend(rest.iter().map(String::as_str));
-    let status = Command::new(cargo_program())
-        .current_dir(workspace)
-        .args(&args)
-        .env("LB_URL", &info.lb_url)
-        .env("DATABASE_URL", &info.database_url)
-        .env("REDIS_URLS", info.redis_urls.join(","))
-        .env(
-            "CLUSTER_MODE",
-            if info.quorum { "quorum" } else { "single" },
-        )
-        .env("OHA", &oha)
-        .env(
-            "XTASK",
-            std::env::current_exe().map_err(|err| err.to_string())?,
-        )
+    let mut command = load_tests(workspace, rest)?;
+    command.env("OHA", install::ensure_oha()?);
+    let status = command
         .status()
         .map_err(|err| format!("cannot run the load tests: {err}"))?;
     status
         .success()
         .then_some(())
         .ok_or_else(|| "load scenario verdict: FAIL (see the table above)".to_string())
+}
+
+/// `cargo xtask chaos [drill…]`: the fault drills of the load-tests binary (no oha: they drive
+/// their own clients). They pause and kill components by the pids under `.local/cluster/run/`
+/// and restart them through this binary (`XTASK`).
+fn chaos(workspace: &Path, rest: &[String]) -> Result<(), String> {
+    let mut args = vec!["chaos".to_string()];
+    args.extend(rest.iter().cloned());
+    let status = load_tests(workspace, &args)?
+        .status()
+        .map_err(|err| format!("cannot run the chaos drills: {err}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| "chaos verdict: FAIL (see the table above)".to_string())
+}
+
+/// `cargo run --release -p load-tests -- ARGS` with the running cluster's addresses in the
+/// environment.
+fn load_tests(workspace: &Path, args: &[String]) -> Result<Command, String> {
+    let layout = cluster::Layout::new(workspace);
+    let info = layout
+        .info()
+        .ok_or("no cluster is running here: start one with `cargo xtask up` (or `up --quorum`)")?;
+    let app_urls: Vec<String> = cluster::APP_PORTS
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .collect();
+    let mut command = Command::new(cargo_program());
+    command
+        .current_dir(workspace)
+        .args(["run", "--release", "-q", "-p", "load-tests", "--"])
+        .args(args)
+        .env("LB_URL", &info.lb_url)
+        .env("DATABASE_URL", &info.database_url)
+        .env("REDIS_URLS", info.redis_urls.join(","))
+        .env("APP_URLS", app_urls.join(","))
+        .env("CLUSTER_DIR", layout.root())
+        .env(
+            "CLUSTER_MODE",
+            if info.quorum { "quorum" } else { "single" },
+        )
+        .env(
+            "XTASK",
+            std::env::current_exe().map_err(|err| err.to_string())?,
+        );
+    Ok(command)
 }
 
 fn cargo(workspace: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
