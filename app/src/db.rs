@@ -2,8 +2,9 @@
 
 use crate::error::AppError;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,11 +28,20 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const QUERY_BUDGET: Duration = Duration::from_secs(2);
 /// During an outage, how often the background probe asks the database whether it is back.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// PostgreSQL's `lock_timeout` for pooled sessions: below [`QUERY_BUDGET`], so a statement
+/// stuck behind a row lock fails with the database's own error first.
+pub const LOCK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// PostgreSQL's `idle_in_transaction_session_timeout` for pooled sessions.
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 
 /// The pool, and what this instance knows about the database being down.
 ///
-/// The first connection attempt that fails (a refused connection: at once) or request that gets
-/// no answer in [`QUERY_BUDGET`] notes an outage. While one is noted every request gets
+/// A failed connection attempt (a refused connection: at once) notes an outage. A request that
+/// gets no answer in [`QUERY_BUDGET`] only makes the database suspect: the probe runs at once and
+/// notes the outage if `SELECT 1` gets no answer either (a slow query, or one waiting on a row
+/// lock, is not an outage). Sessions wait at most [`LOCK_TIMEOUT`] for a row lock and may sit
+/// idle in a transaction at most [`IDLE_IN_TRANSACTION`] (a paused instance's transaction does
+/// not block the rows it touched for longer). While one is noted every request gets
 /// `503 database_unavailable` at once, without touching the pool, and a background task probes
 /// every [`PROBE_INTERVAL`] until the database answers. Requests never probe: lock holders touch
 /// the database inside their hold, and a holder waiting out a connect timeout would keep every
@@ -43,6 +53,7 @@ pub struct Database {
 
 struct Inner {
     pool: Pool,
+    database_url: String,
     max_size: u32,
     outage: Arc<Outage>,
 }
@@ -88,10 +99,11 @@ impl Database {
         let outage = Arc::new(Outage::default());
         let pool = pool_builder(size)
             .error_sink(Box::new(OutageSink(outage.clone())))
-            .build_unchecked(AsyncDieselConnectionManager::new(database_url));
+            .build_unchecked(manager(database_url));
         Database {
             inner: Arc::new(Inner {
                 pool,
+                database_url: database_url.to_string(),
                 max_size: size,
                 outage,
             }),
@@ -173,15 +185,18 @@ impl Database {
     ) -> Result<T, AppError> {
         let outcome = match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(outcome) => outcome,
-            Err(_) => match explain() {
-                Some(cause) => return Err(cause),
-                None => Err(AppError::DatabaseUnreachable(
+            Err(_) => {
+                if let Some(cause) = explain() {
+                    return Err(cause);
+                }
+                self.probe(false);
+                return Err(AppError::DatabaseUnreachable(
                     "no answer from the database in time".into(),
-                )),
-            },
+                ));
+            }
         };
         if let Err(AppError::DatabaseUnreachable(_)) = &outcome {
-            self.note_outage();
+            self.probe(true);
         }
         outcome
     }
@@ -203,10 +218,30 @@ impl Database {
         answered
     }
 
-    /// Notes an outage and starts the probe that ends it (one at a time).
-    fn note_outage(&self) {
+    /// Whether a new session (not one from the pool, which may have a dropped request's
+    /// statement still queued on it) connects and answers `SELECT 1` in [`CONNECT_TIMEOUT`].
+    /// An answer ends a noted outage.
+    async fn answers_on_a_new_connection(&self) -> bool {
+        let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut conn = AsyncPgConnection::establish(&self.inner.database_url)
+                .await
+                .ok()?;
+            conn.batch_execute("SELECT 1").await.ok()
+        })
+        .await
+        .is_ok_and(|answer| answer.is_some());
+        if answered && self.inner.outage.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("database reachable again");
+        }
+        answered
+    }
+
+    /// Starts the probe (one at a time): with `down` the outage is noted now and the probe
+    /// ends it; without, the database is only suspect: the probe asks at once and notes the
+    /// outage if it gets no answer.
+    fn probe(&self, down: bool) {
         let outage = &self.inner.outage;
-        if !outage.down.swap(true, Ordering::Relaxed) {
+        if down && !outage.down.swap(true, Ordering::Relaxed) {
             tracing::error!("database unreachable: answering 503 until it is back");
         }
         if outage.probing.swap(true, Ordering::Relaxed) {
@@ -214,16 +249,34 @@ impl Database {
         }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
+            // Cleared however the task ends (its runtime may stop under it), so the next
+            // request that finds the database down starts another.
+            struct Probing(Arc<Outage>);
+            impl Drop for Probing {
+                fn drop(&mut self) {
+                    self.0.probing.store(false, Ordering::Relaxed);
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let _probing = Probing(inner.outage.clone());
+            drop(inner);
+            let mut suspect = !down;
             loop {
-                tokio::time::sleep(PROBE_INTERVAL).await;
+                if !suspect {
+                    tokio::time::sleep(PROBE_INTERVAL).await;
+                }
                 // The instance was dropped (tests): nothing left to probe for.
                 let Some(inner) = weak.upgrade() else { return };
                 let database = Database { inner };
                 let outage = &database.inner.outage;
-                if !outage.down.load(Ordering::Relaxed) || database.ping(CONNECT_TIMEOUT).await {
-                    outage.probing.store(false, Ordering::Relaxed);
+                let answered = database.answers_on_a_new_connection().await;
+                if answered || (!suspect && !outage.down.load(Ordering::Relaxed)) {
                     return;
                 }
+                if suspect && !outage.down.swap(true, Ordering::Relaxed) {
+                    tracing::error!("database does not answer: answering 503 until it is back");
+                }
+                suspect = false;
             }
         });
     }
@@ -235,7 +288,28 @@ pub type Connection<'a> =
 
 /// A lazily connecting pool (a database that is down at start-up shows in `/health/ready`).
 pub fn pool(database_url: &str, size: u32) -> Pool {
-    pool_builder(size).build_unchecked(AsyncDieselConnectionManager::new(database_url))
+    pool_builder(size).build_unchecked(manager(database_url))
+}
+
+/// Connections with the session timeouts (see [`Database`]).
+fn manager(database_url: &str) -> AsyncDieselConnectionManager<AsyncPgConnection> {
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_string();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            let timeouts = format!(
+                "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                LOCK_TIMEOUT.as_millis(),
+                IDLE_IN_TRANSACTION.as_millis()
+            );
+            conn.batch_execute(&timeouts)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    AsyncDieselConnectionManager::new_with_config(database_url, config)
 }
 
 fn pool_builder(size: u32) -> bb8::Builder<AsyncDieselConnectionManager<AsyncPgConnection>> {

@@ -96,7 +96,8 @@ fn is_json(req: &HttpRequest) -> bool {
 }
 
 /// A text field: `1..=max_chars` characters, not blank, no control characters (NUL, newlines,
-/// escapes): anything else is a 400 with `code`.
+/// escapes) and no invisible format characters (zero-width, bidi overrides, line and paragraph
+/// separators): anything else is a 400 with `code`.
 pub fn check_text(
     code: &'static str,
     field: &str,
@@ -108,7 +109,7 @@ pub fn check_text(
             code,
             format!("{field} must be 1 to {max_chars} characters"),
         ))
-    } else if value.chars().any(char::is_control) {
+    } else if value.chars().any(is_control_or_invisible) {
         Err(AppError::bad_request(
             code,
             format!("{field} must not contain control characters"),
@@ -116,6 +117,28 @@ pub fn check_text(
     } else {
         Ok(())
     }
+}
+
+/// Unicode's control (Cc), format (Cf) and line/paragraph separator (Zl, Zp) characters: what
+/// can hide text, reorder it on screen or break a log line.
+fn is_control_or_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
 }
 
 /// An id from a path or body: a positive 64-bit integer. Anything else fails extraction (400)
@@ -205,5 +228,29 @@ pub fn check_headers(req: &actix_web::dev::ServiceRequest) -> Result<(), AppErro
         })
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_refuses_control_and_invisible_characters() {
+        for bad in [
+            "a\0b",
+            "\u{1b}[31m",
+            "a\u{202E}b",
+            "\u{200B}",
+            "a\u{2028}b",
+            "\u{FEFF}x",
+        ] {
+            assert!(check_text("c", "name", bad, 200).is_err(), "{bad:?}");
+        }
+        for good in ["plain", "Crème brûlée", "日本語", "emoji 🎉", "a-b c"] {
+            assert!(check_text("c", "name", good, 200).is_ok(), "{good:?}");
+        }
+        assert!(check_text("c", "name", "   ", 200).is_err());
+        assert!(check_text("c", "name", &"x".repeat(201), 200).is_err());
     }
 }

@@ -73,8 +73,9 @@ defaults
     option redispatch 1
     timeout connect 1s
     timeout client 30s
-    # Longer than the longest answer an instance gives (a 20 s lock wait and the hold).
-    timeout server 25s
+    # Longer than the longest answer an instance gives (an idempotency lookup, a 20 s lock
+    # wait, the hold and storing the answer: at most 2 + 20 + 2 + 2 s).
+    timeout server 30s
     timeout http-request 10s
     # The load balancer's own errors in the service's JSON shape, with stable codes.
 {errorfiles}

@@ -259,13 +259,15 @@ async fn deduct_under_lock(
 }
 
 /// The write a lock holder makes: read `(stock, fence)`, check the stock, then a
-/// compare-and-set `WHERE fence = $read AND fence < $ours` that sets `fence = $ours`.
+/// compare-and-set `WHERE fence = $read AND fence < $ours AND stock = $read_stock` that sets
+/// `fence = $ours`.
 ///
 /// `fence < ours` rejects a holder whose lock expired and was taken over once the newer holder
 /// has written. `fence = read` closes the other half: a holder that read *before* a stale
 /// holder's late write landed (that request was cancelled with its UPDATE queued on the row)
 /// would otherwise write back a stale value. Either way nothing changes and the result is
-/// [`AppError::FencedOut`]. Public so tests can play a stale holder.
+/// [`AppError::FencedOut`]. The stock is compared too: the strategies without a lock may be used
+/// on the same product and do not touch the fence. Public so tests can play a stale holder.
 pub async fn fenced_deduct(
     conn: &mut AsyncPgConnection,
     instance: &str,
@@ -287,6 +289,7 @@ pub async fn fenced_deduct(
         fencing: Some(Fencing {
             ours: fence,
             read: read_fence,
+            read_stock: stock,
             hold_us: i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX),
         }),
     };
@@ -401,14 +404,17 @@ struct Fencing {
     ours: i64,
     /// The fence read with the stock: the compare half of the compare-and-set.
     read: i64,
+    /// The stock read (compared too: writes without a lock leave the fence as it is).
+    read_stock: i64,
     /// How long the lock had been held (recorded in the ledger).
     hold_us: i64,
 }
 
 /// The stock update and its ledger row in one statement, so they commit together, in one
 /// round trip. A `NULL` parameter switches its condition off:
-/// `$5` new stock (`NULL`: decrement only if enough), `$6`/`$7` our and the read fence (`NULL`:
-/// no lock, no compare-and-set). No row comes back when a condition refused the update.
+/// `$5` new stock (`NULL`: decrement only if enough), `$6`/`$7`/`$9` our fence, the fence and the
+/// stock read (`NULL`: no lock, no compare-and-set). No row comes back when a condition refused
+/// the update.
 const UPDATE_STOCK_AND_LEDGER: &str = "\
     WITH updated AS (
         UPDATE products
@@ -416,7 +422,7 @@ const UPDATE_STOCK_AND_LEDGER: &str = "\
             fence = COALESCE($6, fence)
         WHERE id = $1
           AND ($5 IS NOT NULL OR stock >= $2)
-          AND ($6 IS NULL OR (fence = $7 AND fence < $6))
+          AND ($6 IS NULL OR (fence = $7 AND fence < $6 AND stock = $9))
         RETURNING id, stock
     ), ledger AS (
         INSERT INTO stock_ledger (product_id, quantity, strategy, instance, fence, hold_us)
@@ -502,6 +508,7 @@ impl Deduction<'_> {
             .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.ours))
             .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.read))
             .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.hold_us))
+            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.read_stock))
             .get_result(conn)
             .await
             .optional()?;

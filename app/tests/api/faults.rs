@@ -303,3 +303,93 @@ async fn with_redis_down_every_client_gets_a_prompt_json_503() {
         "the service did not recover after Redis came back"
     );
 }
+
+/// Found in review: the lock strategy's compare-and-set compared only the fence, which the
+/// strategies without a lock leave as it is. An `atomic` deduction landing between a lock
+/// holder's read and its write was overwritten (two sales, stock down by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_without_the_lock_between_read_and_write_fences_out_the_holder() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(10).await;
+    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 2);
+    let (mut blocker, mut holder_conn) = (
+        pool.get_owned().await.unwrap(),
+        pool.get_owned().await.unwrap(),
+    );
+    execute(&mut blocker, "BEGIN").await;
+    execute(
+        &mut blocker,
+        &format!("SELECT id FROM products WHERE id = {product} FOR UPDATE"),
+    )
+    .await;
+    // The atomic deduction queues on the row first…
+    let atomic = {
+        let url = cluster.url(&format!("/product/{product}/deduct?strategy=atomic"));
+        let client = cluster.client.clone();
+        tokio::spawn(async move { client.post(url).send().await.unwrap().status() })
+    };
+    until_waiting(&cluster, 1).await;
+    // …the lock holder reads the old stock, and its write queues behind.
+    let held_since = tokio::time::Instant::now();
+    let holder = tokio::spawn(async move {
+        fenced_deduct(
+            &mut holder_conn,
+            "holder",
+            product,
+            1,
+            100,
+            held_since,
+            None,
+        )
+        .await
+    });
+    until_waiting(&cluster, 2).await;
+    execute(&mut blocker, "COMMIT").await;
+    assert_eq!(atomic.await.unwrap(), 200);
+    let holder = holder.await.unwrap();
+    assert!(
+        matches!(holder, Err(AppError::FencedOut { .. })),
+        "the holder read before the atomic write: {holder:?}"
+    );
+    let stock = cluster.sql_i64(&format!("SELECT stock FROM products WHERE id = {product}"));
+    let sold = cluster.sql_i64(&format!(
+        "SELECT coalesce(sum(quantity), 0) FROM stock_ledger WHERE product_id = {product}"
+    ));
+    assert_eq!(stock, 10 - sold, "stock = initial - Σ ledger");
+}
+
+/// Found in review: a request whose statement waited on a row lock past the 2 s budget (say,
+/// behind a paused instance's open transaction) noted a database outage, and its instance
+/// answered every request 503 for a while. Now the wait ends with PostgreSQL's lock timeout,
+/// that request alone gets a 503, and the instance goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_stuck_behind_a_row_lock_is_not_an_outage() {
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(10).await;
+    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 1);
+    let mut blocker = pool.get_owned().await.unwrap();
+    execute(&mut blocker, "BEGIN").await;
+    execute(
+        &mut blocker,
+        &format!("SELECT id FROM products WHERE id = {product} FOR UPDATE"),
+    )
+    .await;
+    let path = format!("/product/{product}/deduct");
+    let stuck = join_all((0..cluster.ports.len()).map(|_| cluster.post(&path, None))).await;
+    for reply in &stuck {
+        assert_eq!(
+            (reply.status, reply.code()),
+            (503, "database_unavailable"),
+            "{}",
+            reply.text
+        );
+    }
+    // Every instance still serves what the row lock does not block.
+    for _ in 0..cluster.ports.len() {
+        let read = cluster.get(&format!("/product/{product}")).await;
+        assert_eq!(read.status, 200, "{}", read.text);
+    }
+    execute(&mut blocker, "ROLLBACK").await;
+    let after = cluster.post(&path, None).await;
+    assert_eq!(after.status, 200, "{}", after.text);
+}
