@@ -6,6 +6,7 @@
 //! the [`chaos`] module) the same way.
 
 mod chaos;
+mod contract;
 mod scenarios;
 mod svg;
 mod tools;
@@ -15,7 +16,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tools::Env;
 
-const ALL: [&str; 5] = ["classic", "oversell", "strategies", "balance", "spread"];
+const ALL: [&str; 6] = [
+    "classic",
+    "oversell",
+    "strategies",
+    "balance",
+    "spread",
+    "contract",
+];
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -77,6 +85,7 @@ async fn run(args: Vec<String>) -> Result<bool, String> {
             "balance" => scenarios::balance(&env, &dir).await,
             "spread" => scenarios::spread(&env, &dir).await,
             "quorum" => scenarios::quorum(&env, &dir).await,
+            "contract" => contract::contract(&env).await,
             other => Err(format!(
                 "unknown scenario {other:?}: {}, quorum, all",
                 ALL.join(", ")

@@ -50,6 +50,19 @@ impl Env {
         Ok((status, body))
     }
 
+    /// `GET` through the load balancer; returns (status, body).
+    pub async fn get(&self, path: &str) -> Result<(Value, u16), String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.lb_url))
+            .send()
+            .await
+            .map_err(|err| format!("GET {path}: {err}"))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((body, status))
+    }
+
     /// Resets to one product with `stock`; returns its id.
     pub async fn reset(&self, stock: i64) -> Result<i64, String> {
         let (status, body) = self.post("/product/reset", json!({"stock": stock})).await?;

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod docker;
+mod engine;
 mod install;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,9 @@ const USAGE: &str = "usage: cargo xtask <chore>
                         mode, under 10 minutes): holder-pause, redis-kill, postgres-kill,
                         app-kill, hangup-storm, node-hang and majority-hang (need `up --quorum`);
                         report in .local/reports/chaos/
+  docker-check --engine run docker/ on a Docker engine (a private dockerd, local stand-ins for
+                        the base images): build the image, compose up single and quorum, the
+                        classic and contract scenarios, teardown (as root; native cluster down)
   docker-check [--full] validate docker/ without an engine: compose config, HAProxy config,
                         COPY sources, the release build; --full replays the cargo-chef stages";
 
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
         Some("load") => load(&workspace, rest),
         Some("chaos") => chaos(&workspace, rest),
         Some("demo") => demo(&workspace),
+        Some("docker-check") if rest.iter().any(|arg| arg == "--engine") => {
+            engine::check(&workspace)
+        }
         Some("docker-check") => docker::check(&workspace, rest.iter().any(|arg| arg == "--full")),
         _ => Err(USAGE.to_string()),
     };
