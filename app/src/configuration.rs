@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Everything the service needs to start.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/dlock`).
+    /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/fencelock`).
     pub database_url: String,
     /// `DB_POOL_SIZE` (default 16): pooled PostgreSQL connections per instance.
     pub db_pool_size: u32,
@@ -18,7 +18,7 @@ pub struct Settings {
     pub bind: SocketAddr,
     /// `INSTANCE_ID` (default `<hostname>:<port>`), sent as `X-Instance` on every response.
     pub instance_id: Option<String>,
-    /// `LOCK_PREFIX` (default `dlock`): the prefix of every Redis key.
+    /// `LOCK_PREFIX` (default `fencelock`): the prefix of every Redis key.
     pub lock_prefix: String,
     /// `ALLOW_RESET` (default `false`): whether `POST /product/reset` may wipe products.
     pub allow_reset: bool,
@@ -54,12 +54,12 @@ pub struct ConfigError {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            database_url: "postgres://postgres@127.0.0.1:5432/dlock".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/fencelock".into(),
             db_pool_size: 16,
             redis_urls: vec!["redis://127.0.0.1:6379/".into()],
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             instance_id: None,
-            lock_prefix: "dlock".into(),
+            lock_prefix: "fencelock".into(),
             allow_reset: false,
             job_interval: Duration::from_secs(10),
             log_format: LogFormat::Pretty,

@@ -19,7 +19,7 @@ pub type Pool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// Arbitrary, fixed key of the advisory lock that serialises migrations across instances.
-const MIGRATION_LOCK_KEY: i64 = 0x646c_6f63_6b5f_6d67; // "dlock_mg"
+const MIGRATION_LOCK_KEY: i64 = 0x646c_6f63_6b5f_6d67; // ASCII "dlock_mg" (the crate's first name)
 
 /// How long taking a connection may wait (for a free one, or for a new one to be made).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -27,7 +27,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// is valid either). Past it the request gets `503 database_unavailable`.
 pub const QUERY_BUDGET: Duration = Duration::from_secs(2);
 /// During an outage, how often the background probe asks the database whether it is back.
-const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// PostgreSQL's `lock_timeout` for pooled sessions: below [`QUERY_BUDGET`], so a statement
 /// stuck behind a row lock fails with the database's own error first.
 pub const LOCK_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -161,13 +161,13 @@ impl Database {
     /// starved) rather than the database.
     pub async fn holding<T>(
         &self,
-        lock: &dlock::Guard,
+        lock: &fencelock::Guard,
         work: impl Future<Output = Result<T, AppError>>,
     ) -> Result<T, AppError> {
         let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until().into_std());
         self.run(deadline, work, || {
             lock.is_lost().then(|| {
-                AppError::Lock(dlock::LockError::Lost {
+                AppError::Lock(fencelock::LockError::Lost {
                     resource: lock.resource().to_string(),
                 })
             })

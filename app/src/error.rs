@@ -3,7 +3,7 @@
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use dlock::LockError;
+use fencelock::LockError;
 use serde_json::json;
 
 /// `Retry-After` of a `503 database_unavailable`: about how long a database restart or failover

@@ -16,7 +16,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use dlock::{LockError, LockOptions};
+use fencelock::{LockError, LockOptions};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use diesel::dsl::{count_star, sql};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use dlock::{distributed_lock, LockError};
+use fencelock::{distributed_lock, LockError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The job's name in `job_runs`.

@@ -2,7 +2,7 @@
 //! `#[distributed_lock]`, on PostgreSQL through Diesel + diesel-async, with a scheduled job
 //! that runs exactly once per tick across instances.
 //!
-//! Start it with `cargo run -p dlock-app` (settings: [`configuration::Settings`]).
+//! Start it with `cargo run -p fencelock-app` (settings: [`configuration::Settings`]).
 
 pub mod configuration;
 pub mod db;

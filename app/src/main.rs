@@ -1,9 +1,9 @@
-//! `dlock-app`: one instance of the reference service. Configure with environment variables
+//! `fencelock-app`: one instance of the reference service. Configure with environment variables
 //! (see `configuration.rs`); run three behind a load balancer with `cargo xtask up`.
 
-use dlock_app::configuration::Settings;
-use dlock_app::startup::Application;
-use dlock_app::telemetry;
+use fencelock_app::configuration::Settings;
+use fencelock_app::startup::Application;
+use fencelock_app::telemetry;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -11,7 +11,7 @@ async fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("dlock-app: {err}");
+            eprintln!("fencelock-app: {err}");
             return ExitCode::from(2);
         }
     };
@@ -20,14 +20,14 @@ async fn main() -> ExitCode {
         Ok(application) => application,
         Err(err) => {
             tracing::error!(%err, "cannot start");
-            eprintln!("dlock-app: cannot start: {err}");
+            eprintln!("fencelock-app: cannot start: {err}");
             return ExitCode::FAILURE;
         }
     };
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("dlock-app: {err}");
+            eprintln!("fencelock-app: {err}");
             ExitCode::FAILURE
         }
     }

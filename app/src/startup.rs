@@ -10,7 +10,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{DefaultHeaders, Next};
 use actix_web::{web, App, HttpResponse, HttpServer};
-use dlock::{Locker, LockerConfig};
+use fencelock::{Locker, LockerConfig};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -20,7 +20,7 @@ use tracing::Instrument;
 pub enum StartupError {
     /// The lock configuration was refused.
     #[error("REDIS_URLS / LOCK_PREFIX: {0}")]
-    Locker(#[from] dlock::LockError),
+    Locker(#[from] fencelock::LockError),
     /// Migrations could not run (is PostgreSQL up? is DATABASE_URL right?).
     #[error("DATABASE_URL: {0}")]
     Database(String),

@@ -1,7 +1,7 @@
 //! What every handler shares.
 
 use crate::db::Database;
-use dlock::Locker;
+use fencelock::Locker;
 
 /// Shared by all workers (cheap to clone: everything inside is reference-counted).
 #[derive(Debug, Clone)]
@@ -18,6 +18,6 @@ pub struct AppState {
 
 /// A guard's fence as a PostgreSQL `BIGINT`. Fences track the issuing Redis server's clock in
 /// microseconds, far below 2^63, so the conversion cannot fail in practice.
-pub fn db_fence(guard: &dlock::Guard) -> i64 {
+pub fn db_fence(guard: &fencelock::Guard) -> i64 {
     i64::try_from(guard.fence()).expect("fences stay below 2^53")
 }

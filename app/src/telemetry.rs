@@ -119,7 +119,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_ok() {
-                dlock::observe::describe_metrics();
+                fencelock::observe::describe_metrics();
                 metrics::describe_counter!(
                     "http_requests_total",
                     "HTTP requests by route and status"

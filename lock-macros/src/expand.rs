@@ -51,7 +51,10 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         })
         .collect();
     let template = template::parse(resource, &parameters)?;
-    let krate: syn::Path = args.krate.clone().unwrap_or_else(|| parse_quote!(::dlock));
+    let krate: syn::Path = args
+        .krate
+        .clone()
+        .unwrap_or_else(|| parse_quote!(::fencelock));
     let private = quote!(#krate::__private);
 
     let locker = match &args.locker {

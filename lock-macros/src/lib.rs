@@ -1,8 +1,8 @@
-//! The `#[distributed_lock]` attribute. Use it through the `dlock` crate, which re-exports it
-//! (`use dlock::distributed_lock;`) and documents it in full.
+//! The `#[distributed_lock]` attribute. Use it through the `fencelock` crate, which re-exports it
+//! (`use fencelock::distributed_lock;`) and documents it in full.
 //!
 //! This crate only rewrites syntax: it knows nothing about Redis. The generated code calls
-//! `::dlock::__private`, so the runtime decides what acquiring and releasing mean.
+//! `::fencelock::__private`, so the runtime decides what acquiring and releasing mean.
 
 mod args;
 mod expand;
@@ -17,7 +17,7 @@ use proc_macro::TokenStream;
 ///                    fair, min_hold_ms = 1000, guard = lock, locker = self.locker)]
 /// ```
 ///
-/// The `dlock` crate documents the arguments, what a lock failure returns for each return type,
+/// The `fencelock` crate documents the arguments, what a lock failure returns for each return type,
 /// and the exact code this generates ("the same handler written without the macro").
 #[proc_macro_attribute]
 pub fn distributed_lock(args: TokenStream, item: TokenStream) -> TokenStream {

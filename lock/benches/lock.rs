@@ -1,4 +1,4 @@
-//! The lock runtime's benchmark: `cargo bench -p dlock` (or `cargo xtask bench`).
+//! The lock runtime's benchmark: `cargo bench -p fencelock` (or `cargo xtask bench`).
 //!
 //! Starts its own redis-server processes on loopback and prints one JSON object per line:
 //! - `hot`: one resource, 32 tasks over 3 lockers; the hold reads a Redis counter and writes it
@@ -21,8 +21,8 @@
 mod common;
 
 use common::connection;
-use dlock::{LockOptions, Locker, LockerConfig};
-use dlock_testkit::RedisServer;
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::RedisServer;
 use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde_json::json;

@@ -95,14 +95,14 @@ impl FromRequest for AppLocker {
         ready(locker.map(AppLocker).ok_or_else(|| {
             tracing::error!(
                 path = req.path(),
-                "#[distributed_lock] handler called, but no dlock::Locker is registered: add \
+                "#[distributed_lock] handler called, but no fencelock::Locker is registered: add \
                  `.app_data(web::Data::new(locker))` to the App"
             );
             actix_web::error::InternalError::from_response(
                 "no Locker registered",
                 HttpResponse::InternalServerError().json(serde_json::json!({
                     "error": "lock_not_configured",
-                    "message": "no dlock::Locker registered as app data",
+                    "message": "no fencelock::Locker registered as app data",
                 })),
             )
             .into()

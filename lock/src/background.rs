@@ -18,12 +18,12 @@ pub(crate) fn runtime() -> &'static Handle {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a current-thread runtime for dlock's background I/O");
+            .expect("a current-thread runtime for fencelock's background I/O");
         let handle = runtime.handle().clone();
         std::thread::Builder::new()
-            .name("dlock-background".into())
+            .name("fencelock-background".into())
             .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .expect("spawn the dlock-background thread");
+            .expect("spawn the fencelock-background thread");
         handle
     });
     &BACKGROUND

@@ -11,7 +11,7 @@ use crate::LockError;
 /// your own return types to choose another mapping.
 #[diagnostic::on_unimplemented(
     message = "`#[distributed_lock]` cannot return a lock failure as `{Self}`",
-    note = "return `Result<_, E>` with `E: From<dlock::LockError>`, `HttpResponse`, `impl Responder` or `()`, or implement `dlock::FromLockError` for `{Self}`"
+    note = "return `Result<_, E>` with `E: From<fencelock::LockError>`, `HttpResponse`, `impl Responder` or `()`, or implement `fencelock::FromLockError` for `{Self}`"
 )]
 pub trait FromLockError {
     /// The value to return when the lock could not be acquired.

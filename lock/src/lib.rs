@@ -15,10 +15,10 @@
 //! # Locking by hand
 //!
 //! ```no_run
-//! use dlock::{Locker, LockerConfig, LockOptions};
+//! use fencelock::{Locker, LockerConfig, LockOptions};
 //! use std::time::Duration;
 //!
-//! # async fn run() -> Result<(), dlock::LockError> {
+//! # async fn run() -> Result<(), fencelock::LockError> {
 //! let locker = Locker::new(LockerConfig::new(["redis://127.0.0.1:6379/"]))?;
 //! let options = LockOptions::new().ttl(Duration::from_secs(5)).auto_extend(true);
 //! let guard = locker.acquire("product:42", &options).await?;
@@ -54,7 +54,7 @@
 //!
 //! ```no_run
 //! use actix_web::{post, web, App, HttpResponse, HttpServer};
-//! use dlock::{distributed_lock, LockError, Locker, LockerConfig};
+//! use fencelock::{distributed_lock, LockError, Locker, LockerConfig};
 //!
 //! #[post("/product/{id}/deduct")]
 //! #[distributed_lock(resource = "product:{id}", ttl_ms = 5000, auto_extend)]
@@ -89,7 +89,7 @@
 //! | `cancel_on_lost` | off | stop the body (drop it at its current await point) as soon as the lock is lost — an extension refused, or its validity run out — and return [`LockError::Lost`] (`409 lock_lost` for handlers) |
 //! | `guard = ident` | none | bind the [`Guard`] as `ident` in the body (`ident.fence()`, `ident.lost()`) |
 //! | `locker = expr` | app data | where the [`Locker`] comes from (`self.locker`, `state.locker`); without it the function must be an actix handler and the `Locker` is taken from app data (`web::Data<Locker>` or `Locker`), answering `500 lock_not_configured` if it is missing |
-//! | `crate = "path"` | `::dlock` | path to this crate, if renamed |
+//! | `crate = "path"` | `::fencelock` | path to this crate, if renamed |
 //!
 //! ## What a lock failure returns
 //!
@@ -113,13 +113,13 @@
 //!
 //! ```no_run
 //! # use actix_web::{web, HttpResponse};
-//! # use dlock::LockError;
+//! # use fencelock::LockError;
 //! async fn deduct(
 //!     id: web::Path<i64>,
-//!     __dl_app_locker: dlock::AppLocker, // an extra extractor: the Locker from app data
+//!     __dl_app_locker: fencelock::AppLocker, // an extra extractor: the Locker from app data
 //! ) -> Result<HttpResponse, LockError> {
 //!     let __dl_resource = format!("product:{}", &id);
-//!     let options = dlock::LockOptions::new()
+//!     let options = fencelock::LockOptions::new()
 //!         .ttl(std::time::Duration::from_millis(5000))
 //!         .wait(std::time::Duration::from_millis(5000))
 //!         .auto_extend(true);
@@ -128,7 +128,7 @@
 //!         Err(error) => return Err(LockError::from(error)),
 //!     };
 //!     let span = tracing::info_span!(
-//!         "dlock.hold",
+//!         "fencelock.hold",
 //!         resource = __dl_guard.resource(),
 //!         fence = __dl_guard.fence()
 //!     );
@@ -161,9 +161,9 @@ mod scripts;
 
 #[cfg(feature = "actix")]
 pub use actix::AppLocker;
-pub use dlock_macros::distributed_lock;
 pub use error::{LockError, NodeError, NodeErrors};
 pub use failure::FromLockError;
+pub use fencelock_macros::distributed_lock;
 pub use guard::Guard;
 pub use locker::{Health, Locker, Mode};
 pub use options::{LockOptions, LockerConfig};

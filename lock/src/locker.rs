@@ -25,8 +25,8 @@ use tracing::Instrument;
 /// to each other.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), dlock::LockError> {
-/// use dlock::{Locker, LockerConfig, LockOptions};
+/// # async fn run() -> Result<(), fencelock::LockError> {
+/// use fencelock::{Locker, LockerConfig, LockOptions};
 /// let locker = Locker::new(LockerConfig::new(["redis://127.0.0.1:6379/"]))?;
 /// let guard = locker.acquire("product:42", &LockOptions::new()).await?;
 /// println!("holding with fence {}", guard.fence());
@@ -167,7 +167,8 @@ impl Locker {
                 "fair locks need single-node mode: per-node queues cannot agree on one order",
             ));
         }
-        let span = tracing::debug_span!("dlock.acquire", resource, fence = tracing::field::Empty);
+        let span =
+            tracing::debug_span!("fencelock.acquire", resource, fence = tracing::field::Empty);
         let outcome = Arc::clone(&self.inner)
             .wait_for_lock(resource, options)
             .instrument(span.clone())

@@ -3,25 +3,25 @@
 use std::time::Duration;
 
 /// Acquisition attempts (one per round of scripts sent to the nodes).
-pub const ATTEMPTS: &str = "dlock_acquire_attempts_total";
+pub const ATTEMPTS: &str = "fencelock_acquire_attempts_total";
 /// Successful acquisitions, labelled `via` = `redis` | `handoff`.
-pub const ACQUIRED: &str = "dlock_acquired_total";
+pub const ACQUIRED: &str = "fencelock_acquired_total";
 /// Acquisitions that gave up because the wait budget was spent.
-pub const BUSY: &str = "dlock_busy_total";
+pub const BUSY: &str = "fencelock_busy_total";
 /// Operations that failed because Redis (or a quorum of it) was unreachable.
-pub const UNAVAILABLE: &str = "dlock_unavailable_total";
+pub const UNAVAILABLE: &str = "fencelock_unavailable_total";
 /// Auto-extensions, labelled `outcome` = `ok` | `refused` | `failed`.
-pub const EXTENSIONS: &str = "dlock_extensions_total";
+pub const EXTENSIONS: &str = "fencelock_extensions_total";
 /// Guards that learned their lock was lost while held.
-pub const LOST: &str = "dlock_lost_total";
+pub const LOST: &str = "fencelock_lost_total";
 /// Releases, labelled `outcome` = `released` | `handoff` | `not_held` | `failed`.
-pub const RELEASES: &str = "dlock_releases_total";
+pub const RELEASES: &str = "fencelock_releases_total";
 /// Turns this process gave to waiting processes instead of racing them (see `local.rs`).
-pub const YIELDS: &str = "dlock_yields_total";
+pub const YIELDS: &str = "fencelock_yields_total";
 /// Time from the call to `acquire` to holding the lock, in seconds.
-pub const WAIT_SECONDS: &str = "dlock_wait_seconds";
+pub const WAIT_SECONDS: &str = "fencelock_wait_seconds";
 /// Time from acquisition to release, in seconds.
-pub const HOLD_SECONDS: &str = "dlock_hold_seconds";
+pub const HOLD_SECONDS: &str = "fencelock_hold_seconds";
 
 /// Registers descriptions with the installed recorder (call once, after installing it).
 pub fn describe_metrics() {

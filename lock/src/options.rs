@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// let options = dlock::LockOptions::new()
+/// let options = fencelock::LockOptions::new()
 ///     .ttl(Duration::from_secs(5))
 ///     .wait(Duration::from_millis(500))
 ///     .auto_extend(true);
@@ -100,7 +100,7 @@ impl LockOptions {
 pub struct LockerConfig {
     /// One URL: single-node mode. Three or more: quorum (Redlock) mode over independent nodes.
     pub urls: Vec<String>,
-    /// Prefix of every key (`<prefix>:{<resource>}:lock`, …). Default `dlock`. No braces.
+    /// Prefix of every key (`<prefix>:{<resource>}:lock`, …). Default `fencelock`. No braces.
     pub prefix: String,
     /// Pooled connections per node. Default 16.
     pub pool_size: u32,
@@ -134,7 +134,7 @@ impl LockerConfig {
     {
         LockerConfig {
             urls: urls.into_iter().map(Into::into).collect(),
-            prefix: "dlock".into(),
+            prefix: "fencelock".into(),
             pool_size: 16,
             node_timeout: Duration::from_millis(500),
             retry_min_delay: Duration::from_millis(10),

@@ -69,7 +69,7 @@ pub async fn run_until_lost<F: std::future::Future>(
 /// The span the body runs in: every log line inside carries the resource and fence.
 pub fn hold_span(guard: &Guard) -> tracing::Span {
     tracing::info_span!(
-        "dlock.hold",
+        "fencelock.hold",
         resource = guard.resource(),
         fence = guard.fence()
     )

@@ -93,15 +93,15 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag() {
-        let keys = ResourceKeys::new("dlock", "product:1");
-        assert_eq!(keys.lock, "dlock:{product:1}:lock");
-        assert_eq!(keys.fence, "dlock:{product:1}:fence");
+        let keys = ResourceKeys::new("fencelock", "product:1");
+        assert_eq!(keys.lock, "fencelock:{product:1}:lock");
+        assert_eq!(keys.fence, "fencelock:{product:1}:fence");
         let tag = |key: &str| {
             let open = key.find('{').unwrap();
             let close = open + key[open..].find('}').unwrap();
             key[open + 1..close].to_string()
         };
-        let odd = ResourceKeys::new("dlock", "a}b{c");
+        let odd = ResourceKeys::new("fencelock", "a}b{c");
         assert_eq!(tag(&odd.lock), tag(&odd.fence));
         assert_eq!(tag(&odd.lock), tag(&odd.fair().queue));
     }

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{connection, locker, racy_increment, unique};
-use dlock::{LockOptions, Locker};
-use dlock_testkit::shared_redis;
+use fencelock::{LockOptions, Locker};
+use fencelock_testkit::shared_redis;
 use redis::AsyncCommands;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

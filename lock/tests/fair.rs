@@ -3,8 +3,8 @@
 mod common;
 
 use common::{locker, unique};
-use dlock::{LockOptions, Locker, LockerConfig};
-use dlock_testkit::shared_redis;
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::shared_redis;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,7 @@ async fn fair_mode_is_refused_in_quorum_mode() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, dlock::LockError::InvalidOptions(_)),
+        matches!(err, fencelock::LockError::InvalidOptions(_)),
         "{err:?}"
     );
 }

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{connection, lock_key, unique};
-use dlock::{distributed_lock, LockError, LockOptions, Locker, LockerConfig};
-use dlock_testkit::{Fault, FaultProxy, RedisServer};
+use fencelock::{distributed_lock, LockError, LockOptions, Locker, LockerConfig};
+use fencelock_testkit::{Fault, FaultProxy, RedisServer};
 use redis::AsyncCommands;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::{Arc, Mutex};
@@ -64,7 +64,7 @@ async fn pause_clients(url: &str, ms: u64) {
 /// stall in its handshake, before any lock command is sent).
 /// (Fair locks run another script, which Redis must have loaded before the pause too.)
 async fn warm_up(locker: &Locker) {
-    let single = locker.mode() == dlock::Mode::Single;
+    let single = locker.mode() == fencelock::Mode::Single;
     for fair in [false, single] {
         let guard = locker
             .acquire(&unique("warm-up"), &LockOptions::new().fair(fair))

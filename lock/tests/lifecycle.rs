@@ -4,8 +4,8 @@
 mod common;
 
 use common::{connection, exists, lock_key, locker, script_calls, unique};
-use dlock::{LockError, LockOptions};
-use dlock_testkit::{shared_redis, RedisServer};
+use fencelock::{LockError, LockOptions};
+use fencelock_testkit::{shared_redis, RedisServer};
 use redis::AsyncCommands;
 use std::time::{Duration, Instant};
 
@@ -271,7 +271,9 @@ async fn bad_resources_and_options_are_rejected_before_redis() {
             .await,
         Err(LockError::InvalidOptions(_))
     ));
-    assert!(dlock::Locker::new(dlock::LockerConfig::new(["redis://a/", "redis://b/"])).is_err());
+    assert!(
+        fencelock::Locker::new(fencelock::LockerConfig::new(["redis://a/", "redis://b/"])).is_err()
+    );
 }
 
 #[tokio::test]
@@ -336,10 +338,10 @@ async fn fences_keep_increasing_across_a_redis_restart() {
 fn a_locker_keeps_working_after_the_runtime_that_first_used_it_stopped() {
     // Made outside any runtime: the locker's connections and drivers live on its own.
     // No timer retries within the test: only a release message can wake the waiter early.
-    let mut config = dlock::LockerConfig::new([url()]);
+    let mut config = fencelock::LockerConfig::new([url()]);
     config.retry_min_delay = Duration::from_secs(30);
     config.retry_max_delay = Duration::from_secs(30);
-    let waiter_locker = dlock::Locker::new(config).unwrap();
+    let waiter_locker = fencelock::Locker::new(config).unwrap();
     let holder_locker = locker(&[url()]);
     let resource = unique("driver");
     let options = LockOptions::new()

@@ -4,8 +4,8 @@ mod common;
 
 use actix_web::{post, web, App, HttpResponse, HttpServer, ResponseError};
 use common::{locker, unique};
-use dlock::{distributed_lock, LockError, LockOptions, Locker};
-use dlock_testkit::{shared_redis, RedisServer};
+use fencelock::{distributed_lock, LockError, LockOptions, Locker};
+use fencelock_testkit::{shared_redis, RedisServer};
 use serde::Deserialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

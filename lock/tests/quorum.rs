@@ -3,8 +3,8 @@
 mod common;
 
 use common::{connection, lock_key, locker, racy_increment, unique};
-use dlock::{LockError, LockOptions, Locker};
-use dlock_testkit::{shared_redis, RedisServer};
+use fencelock::{LockError, LockOptions, Locker};
+use fencelock_testkit::{shared_redis, RedisServer};
 use redis::AsyncCommands;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

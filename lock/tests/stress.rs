@@ -61,11 +61,11 @@ async fn stress_child() {
 }
 
 /// `cargo xtask soak`: rounds of 30 s through the three modes, a new seed each (derived from
-/// `DLOCK_STRESS_SEED` when given), until `DLOCK_SOAK_SECONDS` are used up.
+/// `FENCELOCK_STRESS_SEED` when given), until `FENCELOCK_SOAK_SECONDS` are used up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: run by `cargo xtask soak`"]
 async fn soak() {
-    let total: f64 = std::env::var("DLOCK_SOAK_SECONDS")
+    let total: f64 = std::env::var("FENCELOCK_SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(600.0);

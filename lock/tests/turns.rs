@@ -4,8 +4,8 @@
 mod common;
 
 use common::{exists, lock_key, script_calls, unique};
-use dlock::{LockOptions, Locker, LockerConfig};
-use dlock_testkit::{shared_redis, RedisServer};
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::{shared_redis, RedisServer};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -113,7 +113,7 @@ impl HaProxy {
     pub fn start(servers: &[(String, String)]) -> HaProxy {
         let program = find_program("haproxy", "haproxy");
         let dir = tempfile::Builder::new()
-            .prefix("dlock-haproxy-")
+            .prefix("fencelock-haproxy-")
             .tempdir()
             .expect("create a temp dir for haproxy")
             .keep();

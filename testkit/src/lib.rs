@@ -8,7 +8,7 @@
 //! binary.
 //!
 //! ```no_run
-//! let redis = dlock_testkit::RedisServer::start();
+//! let redis = fencelock_testkit::RedisServer::start();
 //! println!("redis at {}", redis.url());
 //! ```
 

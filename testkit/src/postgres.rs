@@ -25,7 +25,7 @@ impl PostgresServer {
         let bin_dir = postgres_bin_dir();
         let run_as = running_as_root().then_some("postgres");
         let dir = tempfile::Builder::new()
-            .prefix("dlock-pg-")
+            .prefix("fencelock-pg-")
             .tempdir()
             .expect("create a temp dir for PostgreSQL")
             .keep();

@@ -23,7 +23,7 @@ impl RedisServer {
     pub fn start() -> RedisServer {
         let program = find_program("redis-server", "redis-server");
         let dir = tempfile::Builder::new()
-            .prefix("dlock-redis-")
+            .prefix("fencelock-redis-")
             .tempdir()
             .expect("create a temp dir for redis-server")
             .keep();

@@ -1,6 +1,6 @@
 //! The harness itself: servers start, answer, restart, and leave nothing behind.
 
-use dlock_testkit::{PostgresServer, RedisServer};
+use fencelock_testkit::{PostgresServer, RedisServer};
 use std::net::TcpStream;
 
 #[test]

@@ -3,7 +3,7 @@
 //! `.local/cluster/` so that `down` stops exactly what `up` started.
 
 use crate::install::{self, find};
-use dlock_testkit::haproxy;
+use fencelock_testkit::haproxy;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -103,7 +103,7 @@ fn redis_ports(quorum: bool) -> Vec<u16> {
 }
 
 fn database_url() -> String {
-    format!("postgres://postgres@127.0.0.1:{PG_PORT}/dlock")
+    format!("postgres://postgres@127.0.0.1:{PG_PORT}/fencelock")
 }
 
 /// Starts whatever is not running yet and waits until the load balancer reports healthy.
@@ -129,7 +129,7 @@ pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
         "--release",
         "-q",
         "-p",
-        "dlock-app",
+        "fencelock-app",
     ]))?;
 
     start_postgres(&layout)?;
@@ -358,18 +358,21 @@ fn start_postgres(layout: &Layout) -> Result<(), String> {
         command
     };
     let exists = psql()
-        .args(["-tAc", "SELECT 1 FROM pg_database WHERE datname = 'dlock'"])
+        .args([
+            "-tAc",
+            "SELECT 1 FROM pg_database WHERE datname = 'fencelock'",
+        ])
         .output()
         .map_err(|err| err.to_string())?;
     if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
-        install::run(psql().args(["-c", "CREATE DATABASE dlock"]))?;
+        install::run(psql().args(["-c", "CREATE DATABASE fencelock"]))?;
     }
     Ok(())
 }
 
 /// `.local/cluster/pg`, as long as the `postgres` user (which runs the server when we are root)
 /// can reach it. A checkout under a private home (`/root/...`) is not reachable: then the data
-/// lives in `/var/lib/dlock-cluster/<checkout path>/pg` and `.local/cluster/pg` links to it.
+/// lives in `/var/lib/fencelock-cluster/<checkout path>/pg` and `.local/cluster/pg` links to it.
 fn postgres_home(layout: &Layout, run_as: Option<&str>) -> Result<PathBuf, String> {
     let dir = layout.pg_dir();
     let Some(user) = run_as else {
@@ -387,7 +390,7 @@ fn postgres_home(layout: &Layout, run_as: Option<&str>) -> Result<PathBuf, Strin
         return Ok(dir);
     }
     let flattened = layout.root.display().to_string().replace('/', "_");
-    let outside = PathBuf::from("/var/lib/dlock-cluster")
+    let outside = PathBuf::from("/var/lib/fencelock-cluster")
         .join(flattened.trim_start_matches('_'))
         .join("pg");
     std::fs::create_dir_all(&outside).map_err(|err| format!("{}: {err}", outside.display()))?;
@@ -414,7 +417,7 @@ fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
     let redis = find("redis-server").ok_or("redis-server not found (package redis-server)")?;
     install::run(
         Command::new(redis)
-            .args(dlock_testkit::redis_args(port, &dir))
+            .args(fencelock_testkit::redis_args(port, &dir))
             .args(["--daemonize", "yes", "--maxclients", "10000"])
             .arg("--pidfile")
             .arg(&pid_file)
@@ -453,7 +456,7 @@ fn start_app(
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    let binary = target.join("release/dlock-app");
+    let binary = target.join("release/fencelock-app");
     let log = std::fs::File::create(layout.log_file(&name)).map_err(|err| err.to_string())?;
     let child = Command::new(&binary)
         .env("DATABASE_URL", &info.database_url)
@@ -464,7 +467,7 @@ fn start_app(
         .env("LOG_FORMAT", "json")
         .env(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,dlock_app=info".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,fencelock_app=info".into()),
         )
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|err| err.to_string())?)

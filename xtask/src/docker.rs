@@ -38,7 +38,9 @@ pub fn check(workspace: &Path, full: bool) -> Result<(), String> {
         .map_err(|err| err.to_string())?
         .replace(
             "/usr/local/etc/haproxy/errors",
-            &dlock_testkit::haproxy::errors_dir().display().to_string(),
+            &fencelock_testkit::haproxy::errors_dir()
+                .display()
+                .to_string(),
         );
     let checked = workspace.join(".local/haproxy-docker-check.cfg");
     std::fs::create_dir_all(workspace.join(".local")).map_err(|err| err.to_string())?;
@@ -63,9 +65,15 @@ pub fn check(workspace: &Path, full: bool) -> Result<(), String> {
     install::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(workspace)
-            .args(["build", "--release", "--locked", "--package", "dlock-app"]),
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--package",
+                "fencelock-app",
+            ]),
     )?;
-    println!("ok  `cargo build --release --locked --package dlock-app` (the Dockerfile's build step) succeeds");
+    println!("ok  `cargo build --release --locked --package fencelock-app` (the Dockerfile's build step) succeeds");
     if !full {
         println!(
             "--  the cargo-chef stages were not replayed (`cargo xtask docker-check --full` does)"
@@ -82,7 +90,8 @@ pub fn check(workspace: &Path, full: bool) -> Result<(), String> {
 /// prepare` on the sources, `cargo chef cook` from the recipe alone (the cached dependency
 /// layer), then the sources copied in and the release build.
 fn replay_build_stages(workspace: &Path, chef: &Path) -> Result<(), String> {
-    let scratch = std::env::temp_dir().join(format!("dlock-docker-build-{}", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("fencelock-docker-build-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch).map_err(|err| err.to_string())?;
     let recipe = scratch.join("recipe.json");
@@ -103,7 +112,7 @@ fn replay_build_stages(workspace: &Path, chef: &Path) -> Result<(), String> {
         "--recipe-path",
         "recipe.json",
         "--package",
-        "dlock-app",
+        "fencelock-app",
     ]))?;
     println!("ok  build stage: `cargo chef cook --release` (dependency layer)");
     // `COPY . .`: the tracked files, as a Docker build context would see them.
@@ -127,7 +136,13 @@ fn replay_build_stages(workspace: &Path, chef: &Path) -> Result<(), String> {
     install::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&build)
-            .args(["build", "--release", "--locked", "--package", "dlock-app"]),
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--package",
+                "fencelock-app",
+            ]),
     )?;
     println!("ok  build stage: `cargo build --release --locked` after `COPY . .`");
     let _ = std::fs::remove_dir_all(&scratch);

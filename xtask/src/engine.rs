@@ -33,11 +33,11 @@ const NEEDS: &[Requirement] = &[
     },
 ];
 
-/// The compose project name: containers, networks and volumes are `dlock-check_*`.
-const PROJECT: &str = "dlock-check";
+/// The compose project name: containers, networks and volumes are `fencelock-check_*`.
+const PROJECT: &str = "fencelock-check";
 /// What the compose file publishes on 127.0.0.1.
 const LB_URL: &str = "http://127.0.0.1:8080";
-const DATABASE_URL: &str = "postgres://postgres:dlock@127.0.0.1:55432/dlock";
+const DATABASE_URL: &str = "postgres://postgres:fencelock@127.0.0.1:55432/fencelock";
 const QUORUM_REDIS_URLS: &str = "redis://redis1:6379/,redis://redis2:6379/,redis://redis3:6379/,redis://redis4:6379/,redis://redis5:6379/";
 
 pub fn check(workspace: &Path) -> Result<(), String> {
@@ -71,10 +71,10 @@ fn run_checks(workspace: &Path, dir: &Path, engine: &Engine) -> Result<(), Strin
         Command::new("docker")
             .current_dir(workspace)
             .args(["build", "--network", "host", "-f", "docker/Dockerfile"])
-            .args(["-t", "dlock-app:latest", "."]),
+            .args(["-t", "fencelock-app:latest", "."]),
     )?;
     println!(
-        "ok  docker/Dockerfile built as dlock-app:latest ({:.0} s)",
+        "ok  docker/Dockerfile built as fencelock-app:latest ({:.0} s)",
         step.elapsed().as_secs_f64()
     );
     for quorum in [false, true] {

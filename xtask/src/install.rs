@@ -88,7 +88,7 @@ pub fn ensure_oha() -> Result<PathBuf, String> {
 }
 
 // Programs are found exactly as the tests' servers find them.
-pub use dlock_testkit::programs::{find, running_as_root as is_root};
+pub use fencelock_testkit::programs::{find, running_as_root as is_root};
 
 pub fn run(command: &mut Command) -> Result<(), String> {
     let status = command

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Some("bench") => install::ensure(&install::TESTS[..1]).and_then(|()| {
             cargo(
                 &workspace,
-                &["bench", "-p", "dlock", "--bench", "lock", "--"],
+                &["bench", "-p", "fencelock", "--bench", "lock", "--"],
                 rest,
             )
         }),
@@ -99,7 +99,7 @@ fn soak(workspace: &Path, rest: &[String]) -> Result<(), String> {
             "test",
             "--release",
             "-p",
-            "dlock",
+            "fencelock",
             "--test",
             "stress",
             "--",
@@ -108,9 +108,9 @@ fn soak(workspace: &Path, rest: &[String]) -> Result<(), String> {
             "soak",
             "--nocapture",
         ])
-        .env("DLOCK_SOAK_SECONDS", &seconds);
+        .env("FENCELOCK_SOAK_SECONDS", &seconds);
     if let Some(seed) = seed {
-        command.env("DLOCK_STRESS_SEED", seed);
+        command.env("FENCELOCK_STRESS_SEED", seed);
     }
     let status = command
         .status()

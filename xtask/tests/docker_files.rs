@@ -1,7 +1,7 @@
 //! The Docker files, checked by every means available without a Docker engine: the compose
 //! file must parse (default and quorum profiles) and HAProxy must accept its configuration.
 
-use dlock_testkit::haproxy;
+use fencelock_testkit::haproxy;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -83,19 +83,19 @@ fn docker_haproxy_config() -> String {
 }
 
 /// One source for the load balancer: docker/haproxy.cfg is what testkit's template gives for
-/// the compose services. To update it: `DLOCK_WRITE_HAPROXY_CFG=1 cargo test -p xtask`.
+/// the compose services. To update it: `FENCELOCK_WRITE_HAPROXY_CFG=1 cargo test -p xtask`.
 #[test]
 fn docker_haproxy_cfg_is_the_shared_template() {
     let path = docker_dir().join("haproxy.cfg");
     let expected = docker_haproxy_config();
-    if std::env::var_os("DLOCK_WRITE_HAPROXY_CFG").is_some() {
+    if std::env::var_os("FENCELOCK_WRITE_HAPROXY_CFG").is_some() {
         std::fs::write(&path, &expected).unwrap();
     }
     let actual = std::fs::read_to_string(&path).unwrap();
     assert!(
         actual == expected,
         "docker/haproxy.cfg differs from testkit::haproxy::config; regenerate it with \
-         DLOCK_WRITE_HAPROXY_CFG=1 cargo test -p xtask --test docker_files"
+         FENCELOCK_WRITE_HAPROXY_CFG=1 cargo test -p xtask --test docker_files"
     );
 }
 

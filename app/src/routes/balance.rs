@@ -10,7 +10,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 use serde::Deserialize;
 use serde_json::json;
 

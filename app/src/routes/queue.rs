@@ -10,7 +10,7 @@ use actix_web::{post, web, HttpResponse};
 use diesel::dsl::max;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 use serde_json::json;
 
 /// Hands out the next position in a concert's queue.

@@ -8,7 +8,7 @@ use crate::state::{db_fence, AppState};
 use actix_web::{post, web, HttpResponse};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -2,8 +2,8 @@
 //! `cargo xtask up` and docker/haproxy.cfg use): hang-ups, dead instances, its own errors.
 
 use crate::helpers::{spawn_cluster, Cluster};
-use dlock::{LockOptions, Locker, LockerConfig};
-use dlock_testkit::{free_port, shared_redis, HaProxy};
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::{free_port, shared_redis, HaProxy};
 use std::time::Duration;
 
 fn balancer(cluster: &Cluster, extra: &[(String, String)]) -> HaProxy {

@@ -4,11 +4,11 @@
 use crate::helpers::{postgres, spawn_cluster, spawn_cluster_with, Cluster, Options, Reply};
 use actix_web::ResponseError;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use dlock_app::error::AppError;
-use dlock_app::routes::product::fenced_deduct;
-use dlock_app::routes::queue::take_token;
-use dlock_app::routes::seats::{reserve_seat, Seat};
-use dlock_testkit::{PostgresServer, RedisServer};
+use fencelock_app::error::AppError;
+use fencelock_app::routes::product::fenced_deduct;
+use fencelock_app::routes::queue::take_token;
+use fencelock_app::routes::seats::{reserve_seat, Seat};
+use fencelock_testkit::{PostgresServer, RedisServer};
 use futures_util::future::join_all;
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ async fn execute(conn: &mut AsyncPgConnection, sql: &str) {
 async fn a_stale_write_landing_between_read_and_write_fences_out_the_newer_holder() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(10).await;
-    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 3);
+    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 3);
     let (mut blocker, mut stale_conn, mut new_conn) = (
         pool.get_owned().await.unwrap(),
         pool.get_owned().await.unwrap(),
@@ -94,7 +94,7 @@ async fn a_stale_write_landing_between_read_and_write_fences_out_the_newer_holde
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_queue_token_holder_gets_409_never_a_5xx() {
     let cluster = spawn_cluster().await;
-    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 3);
+    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 3);
     let (mut blocker, mut stale_conn, mut new_conn) = (
         pool.get_owned().await.unwrap(),
         pool.get_owned().await.unwrap(),
@@ -142,7 +142,7 @@ async fn a_stale_queue_token_holder_gets_409_never_a_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_seat_holder_gets_409_never_a_5xx() {
     let cluster = spawn_cluster().await;
-    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 3);
+    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 3);
     let (mut blocker, mut stale_conn, mut new_conn) = (
         pool.get_owned().await.unwrap(),
         pool.get_owned().await.unwrap(),
@@ -311,7 +311,7 @@ async fn with_redis_down_every_client_gets_a_prompt_json_503() {
 async fn a_write_without_the_lock_between_read_and_write_fences_out_the_holder() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(10).await;
-    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 2);
+    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 2);
     let (mut blocker, mut holder_conn) = (
         pool.get_owned().await.unwrap(),
         pool.get_owned().await.unwrap(),
@@ -366,7 +366,7 @@ async fn a_write_without_the_lock_between_read_and_write_fences_out_the_holder()
 async fn a_statement_stuck_behind_a_row_lock_is_not_an_outage() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(10).await;
-    let pool = dlock_app::db::pool(&postgres().url(&cluster.database), 1);
+    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 1);
     let mut blocker = pool.get_owned().await.unwrap();
     execute(&mut blocker, "BEGIN").await;
     execute(

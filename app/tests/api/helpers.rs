@@ -1,8 +1,8 @@
 //! `spawn_cluster()`: a fresh database and lock prefix, three instances on random ports.
 
-use dlock_app::configuration::Settings;
-use dlock_app::startup::Application;
-use dlock_testkit::{shared_redis, PostgresServer};
+use fencelock_app::configuration::Settings;
+use fencelock_app::startup::Application;
+use fencelock_testkit::{shared_redis, PostgresServer};
 use reqwest::{Client, Response};
 use serde_json::Value;
 use std::collections::HashMap;

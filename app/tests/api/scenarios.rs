@@ -1,10 +1,10 @@
 //! The original demos' scenarios over three instances, plus fencing, idempotency and the job.
 
 use crate::helpers::{by_status, spawn_cluster, spawn_cluster_with, Options};
-use dlock::{LockOptions, Locker, LockerConfig};
-use dlock_app::error::AppError;
-use dlock_app::routes::product::fenced_deduct;
-use dlock_testkit::shared_redis;
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_app::error::AppError;
+use fencelock_app::routes::product::fenced_deduct;
+use fencelock_testkit::shared_redis;
 use futures_util::future::join_all;
 use serde_json::json;
 use std::collections::HashSet;
@@ -165,9 +165,9 @@ async fn a_holder_that_lost_its_lock_cannot_write() {
         .acquire(&resource, &LockOptions::new())
         .await
         .unwrap(); // …and taken over
-    let pool = dlock_app::db::pool(&crate::helpers::postgres().url(&cluster.database), 2);
+    let pool = fencelock_app::db::pool(&crate::helpers::postgres().url(&cluster.database), 2);
     let mut conn = pool.get().await.unwrap();
-    let fence = |guard: &dlock::Guard| i64::try_from(guard.fence()).unwrap();
+    let fence = |guard: &fencelock::Guard| i64::try_from(guard.fence()).unwrap();
     fenced_deduct(
         &mut conn,
         "new",
@@ -323,7 +323,7 @@ async fn health_and_metrics_report_the_instance() {
         .await;
     let metrics = cluster.get("/metrics").await;
     assert!(
-        metrics.text.contains("dlock_acquired_total"),
+        metrics.text.contains("fencelock_acquired_total"),
         "{}",
         metrics.text
     );

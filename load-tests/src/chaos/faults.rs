@@ -193,7 +193,7 @@ impl Faults {
 /// The program a component's pid must run (`/proc/PID/comm`).
 fn program(name: &str) -> Result<&'static str, String> {
     if name.starts_with("app") {
-        Ok("dlock-app")
+        Ok("fencelock-app")
     } else if name.starts_with("redis") {
         Ok("redis-server")
     } else if name == "postgres" {
@@ -238,7 +238,7 @@ mod tests {
 
     #[test]
     fn components_map_to_their_programs() {
-        assert_eq!(program("app2"), Ok("dlock-app"));
+        assert_eq!(program("app2"), Ok("fencelock-app"));
         assert_eq!(program("redis5"), Ok("redis-server"));
         assert_eq!(program("postgres"), Ok("postgres"));
         assert!(program("sshd").is_err());

@@ -1,7 +1,7 @@
 //! Helpers shared by the lock runtime's integration tests (real redis-server, never mocks).
 #![allow(dead_code)]
 
-use dlock::{Locker, LockerConfig};
+use fencelock::{Locker, LockerConfig};
 use redis::AsyncCommands;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,7 +28,7 @@ pub async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
 
 /// The lock key the runtime uses for `resource` under the default prefix.
 pub fn lock_key(resource: &str) -> String {
-    format!("dlock:{{{resource}}}:lock")
+    format!("fencelock:{{{resource}}}:lock")
 }
 
 pub async fn exists(url: &str, key: &str) -> bool {

@@ -10,10 +10,10 @@
 //! - hygiene: no panic anywhere, and afterwards no lock key on any node, every key expiring.
 //!
 //! Every random choice comes from one seed, printed first, so a failing schedule can be run
-//! again (`DLOCK_STRESS_SEED`); the interleaving itself is up to the machine.
+//! again (`FENCELOCK_STRESS_SEED`); the interleaving itself is up to the machine.
 
-use dlock::{Guard, LockError, LockOptions, Locker, LockerConfig};
-use dlock_testkit::{Fault, FaultProxy, RedisServer};
+use fencelock::{Guard, LockError, LockOptions, Locker, LockerConfig};
+use fencelock_testkit::{Fault, FaultProxy, RedisServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
@@ -43,17 +43,17 @@ pub struct StressConfig {
 }
 
 impl StressConfig {
-    /// The seed from `DLOCK_STRESS_SEED`, else a fresh one.
+    /// The seed from `FENCELOCK_STRESS_SEED`, else a fresh one.
     pub fn seed_from_env() -> u64 {
-        std::env::var("DLOCK_STRESS_SEED")
+        std::env::var("FENCELOCK_STRESS_SEED")
             .ok()
             .and_then(|seed| seed.parse().ok())
             .unwrap_or_else(|| rand::rng().random())
     }
 
-    /// `DLOCK_STRESS_SECONDS`, else `default`.
+    /// `FENCELOCK_STRESS_SECONDS`, else `default`.
     pub fn seconds_from_env(default: f64) -> Duration {
-        let seconds = std::env::var("DLOCK_STRESS_SECONDS")
+        let seconds = std::env::var("FENCELOCK_STRESS_SECONDS")
             .ok()
             .and_then(|seconds| seconds.parse().ok())
             .unwrap_or(default);
@@ -181,7 +181,7 @@ impl Stress {
     pub async fn run(&self) {
         let config = &self.config;
         eprintln!(
-            "stress: seed {} ({} node(s), {} lockers + {} child processes × 2 lockers, × {} tasks each, {} resources, {:?}); replay with DLOCK_STRESS_SEED={}",
+            "stress: seed {} ({} node(s), {} lockers + {} child processes × 2 lockers, × {} tasks each, {} resources, {:?}); replay with FENCELOCK_STRESS_SEED={}",
             config.seed,
             config.nodes,
             config.lockers,
@@ -236,7 +236,7 @@ impl Stress {
     /// deadline, writing its holds to a file.
     fn spawn_child(&self, index: usize) -> (std::process::Child, std::path::PathBuf) {
         let history_file = std::env::temp_dir().join(format!(
-            "dlock-stress-{}-{}-{index}.holds",
+            "fencelock-stress-{}-{}-{index}.holds",
             std::process::id(),
             self.config.seed
         ));
@@ -422,12 +422,12 @@ fn spawn_workers(
     workers
 }
 
-const CHILD_URLS: &str = "DLOCK_STRESS_CHILD_URLS";
-const CHILD_SEED: &str = "DLOCK_STRESS_CHILD_SEED";
-const CHILD_MILLIS: &str = "DLOCK_STRESS_CHILD_MILLIS";
-const CHILD_RESOURCES: &str = "DLOCK_STRESS_CHILD_RESOURCES";
-const CHILD_TASKS: &str = "DLOCK_STRESS_CHILD_TASKS";
-const CHILD_OUT: &str = "DLOCK_STRESS_CHILD_OUT";
+const CHILD_URLS: &str = "FENCELOCK_STRESS_CHILD_URLS";
+const CHILD_SEED: &str = "FENCELOCK_STRESS_CHILD_SEED";
+const CHILD_MILLIS: &str = "FENCELOCK_STRESS_CHILD_MILLIS";
+const CHILD_RESOURCES: &str = "FENCELOCK_STRESS_CHILD_RESOURCES";
+const CHILD_TASKS: &str = "FENCELOCK_STRESS_CHILD_TASKS";
+const CHILD_OUT: &str = "FENCELOCK_STRESS_CHILD_OUT";
 
 /// A child process's part of a run (see `Stress::spawn_child`): two lockers of its own hammer
 /// the same nodes until the deadline; its holds go to a file for the parent's checker.

@@ -1,5 +1,5 @@
 #![allow(unused_variables)]
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 
 struct Service;
 

@@ -1,5 +1,5 @@
 #![allow(unused_variables)]
-use dlock::{distributed_lock, Locker};
+use fencelock::{distributed_lock, Locker};
 
 #[distributed_lock(resource = "product:{id", locker = locker)]
 async fn job(locker: &Locker, id: u64) {}

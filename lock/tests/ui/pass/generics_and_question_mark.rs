@@ -1,5 +1,5 @@
 // Generics, a where clause, and `?` in the body converting through the function's error type.
-use dlock::{distributed_lock, LockError, Locker};
+use fencelock::{distributed_lock, LockError, Locker};
 use std::fmt::Display;
 
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 // `guard = ident` binds the guard in the body: fence the write, or watch for loss.
 use actix_web::{post, web, App, HttpResponse};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

@@ -1,6 +1,6 @@
 // A handler returning `HttpResponse`, registered with `.route(.., web::post().to(..))`.
 use actix_web::{web, App, HttpResponse};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 
 #[distributed_lock(resource = "user:{user_id}", wait_ms = 0)]
 async fn charge(user_id: web::Path<u64>) -> HttpResponse {

@@ -1,6 +1,6 @@
 // A route-macro handler returning `Result`: lock failures become `Err(actix_web::Error)`.
 use actix_web::{post, web, App, HttpResponse};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 
 #[post("/product/{id}/deduct")]
 #[distributed_lock(resource = "product:{id}", ttl_ms = 5000, auto_extend)]

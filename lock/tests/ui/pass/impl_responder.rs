@@ -1,6 +1,6 @@
 // `impl Responder`: the failure response and the body's value share a type through `Either`.
 use actix_web::{get, web, App, Responder};
-use dlock::distributed_lock;
+use fencelock::distributed_lock;
 
 #[get("/report/{name}")]
 #[distributed_lock(resource = "report:{name}", ttl_ms = 2000, fair)]

@@ -1,6 +1,6 @@
 // `locker = state.locker`: a handler whose app state holds the Locker.
 use actix_web::{web, App, HttpResponse};
-use dlock::{distributed_lock, LockError, Locker};
+use fencelock::{distributed_lock, LockError, Locker};
 
 struct AppState {
     locker: Locker,

@@ -1,5 +1,5 @@
 // A method with `&self`: the Locker and the resource come from the receiver.
-use dlock::{distributed_lock, LockError, Locker};
+use fencelock::{distributed_lock, LockError, Locker};
 
 struct Inventory {
     locker: Locker,
