@@ -188,6 +188,18 @@ async fn deduct_burst(cluster: &Cluster, product: i64, count: usize) -> (Vec<Rep
     (replies, started.elapsed())
 }
 
+/// Whether three deductions at once all succeed within 10 s (bounded: 100 tries).
+async fn recovers(cluster: &Cluster, product: i64) -> bool {
+    for _ in 0..100 {
+        let (replies, _) = deduct_burst(cluster, product, 3).await;
+        if replies.iter().all(|reply| reply.status == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Every reply is a JSON 503 with `code` and a `Retry-After`.
 fn assert_outage_answers(replies: &[Reply], code: &str) {
     for reply in replies {
@@ -242,17 +254,8 @@ async fn with_postgres_down_every_client_gets_a_prompt_json_503() {
     }
 
     server.restart();
-    let mut recovered = false;
-    for _ in 0..100 {
-        let (replies, _) = deduct_burst(&cluster, product, 3).await;
-        if replies.iter().all(|reply| reply.status == 200) {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        recovered,
+        recovers(&cluster, product).await,
         "the service did not recover after PostgreSQL came back"
     );
     let stock = server.psql(
@@ -289,17 +292,8 @@ async fn with_redis_down_every_client_gets_a_prompt_json_503() {
     assert_eq!(live.status, 200, "{}", live.text);
     assert_eq!(cluster.get("/health/ready").await.status, 503);
     redis.restart();
-    let mut recovered = false;
-    for _ in 0..100 {
-        let (replies, _) = deduct_burst(&cluster, product, 3).await;
-        if replies.iter().all(|reply| reply.status == 200) {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        recovered,
+        recovers(&cluster, product).await,
         "the service did not recover after Redis came back"
     );
 }
