@@ -4,6 +4,8 @@
 //! This crate only rewrites syntax: it knows nothing about Redis. The generated code calls
 //! `::fencelock::__private`, so the runtime decides what acquiring and releasing mean.
 
+#![deny(missing_docs)]
+
 mod args;
 mod expand;
 mod template;

@@ -142,6 +142,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 #[cfg(feature = "actix")]
 mod actix;
 mod background;

@@ -12,7 +12,10 @@ const USAGE: &str = "usage: cargo xtask <chore>
 
   demo                  install what is missing, build, bring up the 3-instance cluster and run
                         the `classic` load scenario; prints the verdict and the report's path
-  test [args…]          install the servers the tests need, then run every test of the workspace
+  test [args…]          install the servers the tests need; gates: cargo fmt --check, clippy
+                        -D warnings (also the runtime without default features), cargo doc
+                        -D warnings; then every test of the workspace (with args: a filtered
+                        cargo test, no gates)
   bench [args…]         the lock runtime's benchmark (JSON lines)
   soak [--seconds N] [--seed S]
                         the lock runtime's fault-injection stress suite, for N seconds (default
@@ -43,6 +46,14 @@ fn main() -> ExitCode {
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("test") => install::ensure(install::TESTS)
+            // A filtered run (`cargo xtask test NAME`) is for iterating: no gates then.
+            .and_then(|()| {
+                if rest.is_empty() {
+                    gates(&workspace)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| cargo(&workspace, &["test", "--workspace"], rest)),
         Some("bench") => install::ensure(&install::TESTS[..1]).and_then(|()| {
             cargo(
@@ -194,6 +205,49 @@ fn load_tests(workspace: &Path, args: &[String]) -> Result<Command, String> {
             std::env::current_exe().map_err(|err| err.to_string())?,
         );
     Ok(command)
+}
+
+/// What must hold before the tests run: formatting, lints (warnings are errors; the runtime
+/// also without its default features) and the docs (rustdoc warnings are errors).
+fn gates(workspace: &Path) -> Result<(), String> {
+    cargo(workspace, &["fmt", "--all", "--check"], &[])?;
+    cargo(
+        workspace,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    // The runtime without its default `actix` feature.
+    cargo(
+        workspace,
+        &[
+            "clippy",
+            "--package",
+            "fencelock",
+            "--no-default-features",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    let status = Command::new(cargo_program())
+        .current_dir(workspace)
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .status()
+        .map_err(|err| format!("cannot run cargo: {err}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("`cargo doc` found warnings ({status})"))
 }
 
 fn cargo(workspace: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
