@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Everything the service needs to start.
-#[derive(Debug, Clone)]
+/// Everything the service needs to start. Its `Debug` shows URLs without their passwords.
+#[derive(Clone)]
 pub struct Settings {
     /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/fencelock`).
     pub database_url: String,
@@ -104,7 +104,7 @@ impl Settings {
                 return Err(invalid(
                     "REDIS_URLS",
                     urls.clone(),
-                    &format!("{bad:?} is not a redis:// URL"),
+                    &format!("{:?} is not a redis:// URL", fencelock::redact_url(bad)),
                 ));
             }
             settings.redis_urls = list;
@@ -183,10 +183,40 @@ fn parse_number(
 }
 
 fn invalid(variable: &'static str, value: String, reason: &str) -> ConfigError {
+    // URLs may carry passwords: the message shows them without.
+    let value = match variable {
+        "DATABASE_URL" | "REDIS_URLS" => redact_urls(&value),
+        _ => value,
+    };
     ConfigError {
         variable,
         value,
         reason: reason.to_string(),
+    }
+}
+
+/// A comma-separated list of URLs, each without its password.
+fn redact_urls(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| fencelock::redact_url(url.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &fencelock::redact_url(&self.database_url))
+            .field("db_pool_size", &self.db_pool_size)
+            .field("redis_urls", &redact_urls(&self.redis_urls.join(",")))
+            .field("bind", &self.bind)
+            .field("instance_id", &self.instance_id)
+            .field("lock_prefix", &self.lock_prefix)
+            .field("allow_reset", &self.allow_reset)
+            .field("job_interval", &self.job_interval)
+            .field("log_format", &self.log_format)
+            .field("workers", &self.workers)
+            .finish()
     }
 }
 
@@ -209,6 +239,30 @@ mod tests {
         assert_eq!(settings.redis_urls.len(), 1);
         assert!(!settings.allow_reset);
         assert_eq!(settings.job_interval, Duration::from_secs(10));
+    }
+
+    /// No password from DATABASE_URL or REDIS_URLS in any message or in `Debug`.
+    #[test]
+    fn passwords_never_show() {
+        for (variable, value) in [
+            ("REDIS_URLS", "redis://:s3cret@a/,redis://:s3cret@b/"),
+            ("REDIS_URLS", "http://user:s3cret@x/"),
+            ("DATABASE_URL", "mysql://user:s3cret@x/db"),
+        ] {
+            let err = settings(&[(variable, value)]).unwrap_err();
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("***"), "{shown}");
+            }
+        }
+        let good = settings(&[
+            ("REDIS_URLS", "redis://default:s3cret@127.0.0.1:6379/"),
+            ("DATABASE_URL", "postgres://app:s3cret@db/app"),
+        ])
+        .unwrap();
+        let shown = format!("{good:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db/app"), "{shown}");
     }
 
     #[test]

@@ -335,7 +335,9 @@ pub async fn run_migrations(database_url: &str) -> Result<(), String> {
         use diesel::RunQueryDsl;
         let mut conn =
             <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
-                .map_err(|err| format!("cannot connect to {}: {err}", redact(&url)))?;
+                .map_err(|err| {
+                    format!("cannot connect to {}: {err}", fencelock::redact_url(&url))
+                })?;
         diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
             .execute(&mut conn)
             .map_err(|err| format!("migration lock: {err}"))?;
@@ -353,18 +355,4 @@ pub async fn run_migrations(database_url: &str) -> Result<(), String> {
     })
     .await
     .map_err(|err| format!("migration task failed: {err}"))?
-}
-
-/// A URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }

@@ -168,7 +168,7 @@ pub use failure::FromLockError;
 pub use fencelock_macros::distributed_lock;
 pub use guard::Guard;
 pub use locker::{Health, Locker, Mode};
-pub use options::{LockOptions, LockerConfig};
+pub use options::{redact_url, LockOptions, LockerConfig};
 pub use resource::{validate_resource, MAX_RESOURCE_LEN};
 
 #[doc(hidden)]

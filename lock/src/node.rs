@@ -3,6 +3,7 @@
 use crate::background;
 use crate::error::NodeError;
 use crate::notify::Notifier;
+use crate::options::redact_url;
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisError, Script};
@@ -225,7 +226,9 @@ impl Node {
         locker_id: &Arc<str>,
         skip_when_suspect: bool,
     ) -> Result<Node, String> {
-        let client = redis::Client::open(url).map_err(|err| format!("Redis URL {url:?}: {err}"))?;
+        // redis-rs's parse errors do not repeat the URL; ours shows it without its password.
+        let client = redis::Client::open(url)
+            .map_err(|err| format!("Redis URL {:?}: {err}", redact_url(url)))?;
         let address = client.get_connection_info().addr().to_string();
         let manager = RedisConnectionManager::new(url).map_err(|err| err.to_string())?;
         let connect_failures = ConnectFailures::default();

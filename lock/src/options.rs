@@ -96,7 +96,8 @@ impl LockOptions {
 }
 
 /// Locker-wide settings. [`LockerConfig::new`] takes the Redis URLs; the rest has defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` shows the URLs without their passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct LockerConfig {
     /// One URL: single-node mode. Three or more: quorum (Redlock) mode over independent nodes.
     pub urls: Vec<String>,
@@ -123,6 +124,41 @@ pub struct LockerConfig {
     /// others takes the next turn (it only has to hear the release and ask once: well under a
     /// millisecond on a LAN). Zero turns it off. Default 2 ms.
     pub yield_window: Duration,
+}
+
+impl std::fmt::Debug for LockerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|url| redact_url(url)).collect();
+        f.debug_struct("LockerConfig")
+            .field("urls", &urls)
+            .field("prefix", &self.prefix)
+            .field("pool_size", &self.pool_size)
+            .field("node_timeout", &self.node_timeout)
+            .field("retry_min_delay", &self.retry_min_delay)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("fair_waiter_lease", &self.fair_waiter_lease)
+            .field("max_local_handoffs", &self.max_local_handoffs)
+            .field("yield_window", &self.yield_window)
+            .finish()
+    }
+}
+
+/// `url` with the password of its credentials (`user:password@`, `:password@`) replaced by
+/// `***`, for anything shown or logged. A URL that does not parse as one is shown as `***`
+/// after its scheme: it may be a password pasted in the wrong place.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
 }
 
 impl LockerConfig {
@@ -206,5 +242,29 @@ impl LockerConfig {
             return Err(LockError::Config("pool_size must be at least 1".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::*;
+
+    #[test]
+    fn passwords_are_replaced_and_the_rest_kept() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+            ("redis://user:s3cret@host/", "redis://user:***@host/"),
+            ("rediss://user:p@ss@host/", "rediss://user:***@host/"),
+            ("not a url s3cret", "***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let config = LockerConfig::new(["redis://:s3cret@a/", "redis://:s3cret@b/"]);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("redis://:***@a/"),
+            "{shown}"
+        );
     }
 }

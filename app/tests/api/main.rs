@@ -6,3 +6,4 @@ mod balancer;
 mod faults;
 mod helpers;
 mod scenarios;
+mod secrets;
