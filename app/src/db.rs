@@ -6,7 +6,6 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::AsyncPgConnection;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,7 +111,7 @@ impl Database {
 
     /// A pooled connection; [`AppError::DatabaseUnreachable`] at once during a noted outage or
     /// when a new connection is refused.
-    pub async fn connection(&self) -> Result<Connection<'_>, AppError> {
+    async fn connection(&self) -> Result<Connection<'_>, AppError> {
         let outage = &self.inner.outage;
         let noticed = outage.noticed.notified();
         if outage.down.load(Ordering::Relaxed) {
@@ -136,13 +135,14 @@ impl Database {
         }
     }
 
-    /// Runs `work` (which reaches the database) until `deadline` at the latest: past it, or when
-    /// the database cannot be reached, an outage is noted and the answer is
-    /// [`AppError::DatabaseUnreachable`].
+    /// Runs `work` on a pooled connection, taking the connection included, until `deadline` at
+    /// the latest: past it, or when the database cannot be reached, an outage is noted (or
+    /// suspected) and the answer is [`AppError::DatabaseUnreachable`]. The only way requests
+    /// reach the database, so none is ever unbounded.
     pub async fn within<T>(
         &self,
         deadline: Instant,
-        work: impl Future<Output = Result<T, AppError>>,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
         self.run(deadline, work, || None).await
     }
@@ -150,7 +150,7 @@ impl Database {
     /// [`Database::within`] the request budget from now.
     pub async fn bounded<T>(
         &self,
-        work: impl Future<Output = Result<T, AppError>>,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
         self.within(Instant::now() + QUERY_BUDGET, work).await
     }
@@ -162,7 +162,7 @@ impl Database {
     pub async fn holding<T>(
         &self,
         lock: &fencelock::Guard,
-        work: impl Future<Output = Result<T, AppError>>,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
         let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until().into_std());
         self.run(deadline, work, || {
@@ -180,9 +180,13 @@ impl Database {
     async fn run<T>(
         &self,
         deadline: Instant,
-        work: impl Future<Output = Result<T, AppError>>,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
         explain: impl FnOnce() -> Option<AppError>,
     ) -> Result<T, AppError> {
+        let work = async {
+            let mut conn = self.connection().await?;
+            work(&mut conn).await
+        };
         let outcome = match tokio::time::timeout_at(deadline.into(), work).await {
             Ok(outcome) => outcome,
             Err(_) => {

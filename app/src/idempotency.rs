@@ -147,7 +147,7 @@ pub async fn run(
     let response = async {
         let stored = state
             .db
-            .bounded(async { lookup(&mut *state.db.connection().await?, &key).await })
+            .bounded(async |conn| lookup(conn, &key).await)
             .await?;
         if let Some(first) = stored {
             return Ok(first.response(true));
@@ -239,7 +239,7 @@ async fn respond(
         Err(AppError::AlreadyApplied) => {
             let first = state
                 .db
-                .bounded(async { lookup(&mut *state.db.connection().await?, key).await })
+                .bounded(async |conn| lookup(conn, key).await)
                 .await?;
             match first {
                 Some(first) => Ok(first.response(true)),
@@ -250,13 +250,10 @@ async fn respond(
             let stored = Stored::new(actix_web::ResponseError::status_code(&err), &err.body());
             let first = state
                 .db
-                .bounded(async {
-                    let mut conn = state.db.connection().await?;
-                    match save(&mut conn, key, &stored).await {
-                        Ok(()) => Ok(None),
-                        Err(AppError::AlreadyApplied) => lookup(&mut conn, key).await,
-                        Err(other) => Err(other),
-                    }
+                .bounded(async |conn| match save(conn, key, &stored).await {
+                    Ok(()) => Ok(None),
+                    Err(AppError::AlreadyApplied) => lookup(conn, key).await,
+                    Err(other) => Err(other),
                 })
                 .await?;
             match first {

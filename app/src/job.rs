@@ -48,9 +48,8 @@ pub async fn run_scheduler(state: AppState, interval: Duration) {
 pub async fn stock_report(state: &AppState, tick: i64) -> Result<(), AppError> {
     let (count, total_stock) = state
         .db
-        .holding(lock, async {
-            let mut conn = state.db.connection().await?;
-            record_report(&mut conn, state, tick, db_fence(lock)).await
+        .holding(lock, async |conn| {
+            record_report(conn, state, tick, db_fence(lock)).await
         })
         .await?;
     tracing::info!(tick, products = count, total_stock, "stock report");

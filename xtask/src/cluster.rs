@@ -124,7 +124,7 @@ pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
         std::fs::create_dir_all(layout.root.join(dir)).map_err(|err| err.to_string())?;
     }
     eprintln!("xtask: building the app (release)");
-    install::run(Command::new(cargo()).current_dir(workspace).args([
+    install::run(install::cargo().current_dir(workspace).args([
         "build",
         "--release",
         "-q",
@@ -582,8 +582,4 @@ fn wait_dead(pid: u32, within: Duration) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }

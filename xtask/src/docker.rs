@@ -62,17 +62,13 @@ pub fn check(workspace: &Path, full: bool) -> Result<(), String> {
     }
     println!("ok  every COPY source in the Dockerfile exists");
     // The build stage's last step, run natively: the same command on the same sources.
-    install::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--package",
-                "fencelock-app",
-            ]),
-    )?;
+    install::run(install::cargo().current_dir(workspace).args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "fencelock-app",
+    ]))?;
     println!("ok  `cargo build --release --locked --package fencelock-app` (the Dockerfile's build step) succeeds");
     if !full {
         println!(
@@ -133,17 +129,13 @@ fn replay_build_stages(workspace: &Path, chef: &Path) -> Result<(), String> {
         }
         std::fs::copy(workspace.join(relative), &target).map_err(|err| err.to_string())?;
     }
-    install::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&build)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--package",
-                "fencelock-app",
-            ]),
-    )?;
+    install::run(install::cargo().current_dir(&build).args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "fencelock-app",
+    ]))?;
     println!("ok  build stage: `cargo build --release --locked` after `COPY . .`");
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

@@ -444,32 +444,30 @@ impl Stack<'_> {
             ".local/reports/docker-{}",
             if self.quorum { "quorum" } else { "single" }
         ));
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace)
-            .args([
-                "run",
-                "--release",
-                "-q",
-                "-p",
-                "load-tests",
-                "--",
-                "classic",
-                "contract",
-            ])
-            .arg("--report")
-            .arg(&report)
-            .env("LB_URL", LB_URL)
-            .env("DATABASE_URL", DATABASE_URL)
-            .env(
-                "CLUSTER_MODE",
-                if self.quorum { "quorum" } else { "single" },
-            )
-            .env("OHA", install::ensure_oha()?)
-            .status()
-            .map_err(|err| format!("cannot run the load tests: {err}"))?;
-        if !status.success() {
-            return Err(format!("{}: classic + contract: FAIL", self.mode()));
-        }
+        install::run_or(
+            install::cargo()
+                .current_dir(workspace)
+                .args([
+                    "run",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "load-tests",
+                    "--",
+                    "classic",
+                    "contract",
+                ])
+                .arg("--report")
+                .arg(&report)
+                .env("LB_URL", LB_URL)
+                .env("DATABASE_URL", DATABASE_URL)
+                .env(
+                    "CLUSTER_MODE",
+                    if self.quorum { "quorum" } else { "single" },
+                )
+                .env("OHA", install::ensure_oha()?),
+            &format!("{}: classic + contract: FAIL", self.mode()),
+        )?;
         println!("ok  {}: classic and contract PASS", self.mode());
         Ok(())
     }

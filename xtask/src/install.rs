@@ -78,10 +78,7 @@ pub fn ensure_oha() -> Result<PathBuf, String> {
         return Ok(oha);
     }
     eprintln!("xtask: installing oha with `cargo install oha --locked` (takes a while, once)");
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["install", "oha", "--locked"]),
-    )?;
+    run(cargo().args(["install", "oha", "--locked"]))?;
     find("oha").ok_or_else(|| {
         "oha still not found after `cargo install oha`; is ~/.cargo/bin on PATH?".into()
     })
@@ -91,11 +88,22 @@ pub fn ensure_oha() -> Result<PathBuf, String> {
 pub use fencelock_testkit::programs::{find, running_as_root as is_root};
 
 pub fn run(command: &mut Command) -> Result<(), String> {
+    let failed = format!("{command:?} failed");
+    run_or(command, &failed)
+}
+
+/// Runs `command`; a non-zero exit is `failure` (with the exit status).
+pub fn run_or(command: &mut Command, failure: &str) -> Result<(), String> {
     let status = command
         .status()
         .map_err(|err| format!("cannot run {command:?}: {err}"))?;
     status
         .success()
         .then_some(())
-        .ok_or_else(|| format!("{command:?} failed ({status})"))
+        .ok_or_else(|| format!("{failure} ({status})"))
+}
+
+/// A command for the cargo that runs this xtask (`$CARGO`), else `cargo` from `PATH`.
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }

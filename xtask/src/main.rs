@@ -103,7 +103,7 @@ fn soak(workspace: &Path, rest: &[String]) -> Result<(), String> {
             }
         }
     }
-    let mut command = Command::new(cargo_program());
+    let mut command = install::cargo();
     command
         .current_dir(workspace)
         .args([
@@ -123,13 +123,10 @@ fn soak(workspace: &Path, rest: &[String]) -> Result<(), String> {
     if let Some(seed) = seed {
         command.env("FENCELOCK_STRESS_SEED", seed);
     }
-    let status = command
-        .status()
-        .map_err(|err| format!("cannot run cargo: {err}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| "soak failed: the seed of the failing round is printed above".to_string())
+    install::run_or(
+        &mut command,
+        "soak failed: the seed of the failing round is printed above",
+    )
 }
 
 fn one_arg(rest: &[String]) -> Result<&str, String> {
@@ -151,13 +148,10 @@ fn demo(workspace: &Path) -> Result<(), String> {
 fn load(workspace: &Path, rest: &[String]) -> Result<(), String> {
     let mut command = load_tests(workspace, rest)?;
     command.env("OHA", install::ensure_oha()?);
-    let status = command
-        .status()
-        .map_err(|err| format!("cannot run the load tests: {err}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| "load scenario verdict: FAIL (see the table above)".to_string())
+    install::run_or(
+        &mut command,
+        "load scenario verdict: FAIL (see the table above)",
+    )
 }
 
 /// `cargo xtask chaos [drill…]`: the fault drills of the load-tests binary (no oha: they drive
@@ -166,13 +160,10 @@ fn load(workspace: &Path, rest: &[String]) -> Result<(), String> {
 fn chaos(workspace: &Path, rest: &[String]) -> Result<(), String> {
     let mut args = vec!["chaos".to_string()];
     args.extend(rest.iter().cloned());
-    let status = load_tests(workspace, &args)?
-        .status()
-        .map_err(|err| format!("cannot run the chaos drills: {err}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| "chaos verdict: FAIL (see the table above)".to_string())
+    install::run_or(
+        &mut load_tests(workspace, &args)?,
+        "chaos verdict: FAIL (see the table above)",
+    )
 }
 
 /// `cargo run --release -p load-tests -- ARGS` with the running cluster's addresses in the
@@ -186,7 +177,7 @@ fn load_tests(workspace: &Path, args: &[String]) -> Result<Command, String> {
         .iter()
         .map(|port| format!("http://127.0.0.1:{port}"))
         .collect();
-    let mut command = Command::new(cargo_program());
+    let mut command = install::cargo();
     command
         .current_dir(workspace)
         .args(["run", "--release", "-q", "-p", "load-tests", "--"])
@@ -238,33 +229,23 @@ fn gates(workspace: &Path) -> Result<(), String> {
         ],
         &[],
     )?;
-    let status = Command::new(cargo_program())
-        .current_dir(workspace)
-        .args(["doc", "--workspace", "--no-deps"])
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .status()
-        .map_err(|err| format!("cannot run cargo: {err}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("`cargo doc` found warnings ({status})"))
+    install::run_or(
+        install::cargo()
+            .current_dir(workspace)
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+        "`cargo doc` found warnings",
+    )
 }
 
 fn cargo(workspace: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
-    let status = Command::new(cargo_program())
-        .current_dir(workspace)
-        .args(args)
-        .args(extra)
-        .status()
-        .map_err(|err| format!("cannot run cargo: {err}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("`cargo {}` failed ({status})", args.join(" ")))
-}
-
-fn cargo_program() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+    install::run_or(
+        install::cargo()
+            .current_dir(workspace)
+            .args(args)
+            .args(extra),
+        &format!("`cargo {}` failed", args.join(" ")),
+    )
 }
 
 /// `xtask/..`: chores run from anywhere inside the workspace.

@@ -104,12 +104,9 @@ async fn change_under_lock(
     let (user_id, fence) = (user_id.0, db_fence(lock));
     state
         .db
-        .holding(lock, async {
-            let mut conn = state.db.connection().await?;
-            match change {
-                Change::Charge => add(&mut conn, state, user_id, amount, fence, key).await,
-                Change::Use => subtract(&mut conn, state, user_id, amount, fence, key).await,
-            }
+        .holding(lock, async |conn| match change {
+            Change::Charge => add(conn, state, user_id, amount, fence, key).await,
+            Change::Use => subtract(conn, state, user_id, amount, fence, key).await,
         })
         .await
 }
@@ -210,12 +207,11 @@ pub async fn show(
 ) -> Result<HttpResponse, AppError> {
     let balance: i64 = state
         .db
-        .bounded(async {
-            let mut conn = state.db.connection().await?;
+        .bounded(async |conn| {
             Ok(balances::table
                 .find(user_id.0)
                 .select(balances::balance)
-                .first(&mut conn)
+                .first(conn)
                 .await
                 .optional()?)
         })

@@ -130,8 +130,7 @@ pub async fn reset(
     check_name(&name)?;
     let id: i64 = state
         .db
-        .bounded(async {
-            let mut conn = state.db.connection().await?;
+        .bounded(async |conn| {
             conn.transaction::<_, AppError, _>(async |conn| {
                 diesel::delete(stock_ledger::table).execute(conn).await?;
                 diesel::delete(products::table).execute(conn).await?;
@@ -159,12 +158,11 @@ pub async fn create(
     check_name(&name)?;
     let id: i64 = state
         .db
-        .bounded(async {
-            let mut conn = state.db.connection().await?;
+        .bounded(async |conn| {
             Ok(diesel::insert_into(products::table)
                 .values((products::name.eq(&name), products::stock.eq(stock)))
                 .returning(products::id)
-                .get_result(&mut conn)
+                .get_result(conn)
                 .await?)
         })
         .await?;
@@ -176,12 +174,11 @@ pub async fn create(
 pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpResponse, AppError> {
     let (name, stock): (String, i64) = state
         .db
-        .bounded(async {
-            let mut conn = state.db.connection().await?;
+        .bounded(async |conn| {
             Ok(products::table
                 .find(id.0)
                 .select((products::name, products::stock))
-                .first(&mut conn)
+                .first(conn)
                 .await
                 .optional()?)
         })
@@ -210,10 +207,9 @@ pub async fn deduct(
         strategy => {
             state
                 .db
-                .bounded(async {
-                    let mut conn = state.db.connection().await?;
+                .bounded(async |conn| {
                     deduct_without_lock(
-                        &mut conn,
+                        conn,
                         &state.instance,
                         strategy,
                         product_id.0,
@@ -242,10 +238,9 @@ async fn deduct_under_lock(
     let fence = db_fence(lock);
     state
         .db
-        .holding(lock, async {
-            let mut conn = state.db.connection().await?;
+        .holding(lock, async |conn| {
             fenced_deduct(
-                &mut conn,
+                conn,
                 &state.instance,
                 product_id.0,
                 quantity,

@@ -26,10 +26,9 @@ pub async fn take(
     let fence = db_fence(lock);
     let (position, token) = state
         .db
-        .holding(lock, async {
-            let mut conn = state.db.connection().await?;
+        .holding(lock, async |conn| {
             take_token(
-                &mut conn,
+                conn,
                 &state.instance,
                 lock.resource(),
                 concert_id,

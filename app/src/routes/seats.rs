@@ -43,10 +43,9 @@ pub async fn reserve(
     };
     state
         .db
-        .holding(lock, async {
-            let mut conn = state.db.connection().await?;
+        .holding(lock, async |conn| {
             reserve_seat(
-                &mut conn,
+                conn,
                 &state.instance,
                 lock.resource(),
                 seat,

@@ -2,8 +2,7 @@
 //! `cargo xtask up` and docker/haproxy.cfg use): hang-ups, dead instances, its own errors.
 
 use crate::helpers::{spawn_cluster, Cluster};
-use fencelock::{LockOptions, Locker, LockerConfig};
-use fencelock_testkit::{free_port, shared_redis, HaProxy};
+use fencelock_testkit::{free_port, HaProxy};
 use std::time::Duration;
 
 fn balancer(cluster: &Cluster, extra: &[(String, String)]) -> HaProxy {
@@ -25,16 +24,9 @@ async fn a_client_that_hangs_up_behind_the_balancer_cancels_its_request() {
     let cluster = spawn_cluster().await;
     let lb = balancer(&cluster, &[]);
     let product = cluster.reset(10).await;
-    let locker =
-        Locker::new(LockerConfig::new([shared_redis().url()]).prefix(cluster.lock_prefix.clone()))
-            .unwrap();
-    let held = locker
-        .acquire(
-            &format!("product:{product}"),
-            &LockOptions::new().ttl(Duration::from_secs(30)),
-        )
-        .await
-        .unwrap();
+    let held = cluster
+        .hold_lock(&format!("product:{product}"), Duration::from_secs(30))
+        .await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()

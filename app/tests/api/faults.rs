@@ -4,6 +4,7 @@
 use crate::helpers::{postgres, spawn_cluster, spawn_cluster_with, Cluster, Options, Reply};
 use actix_web::ResponseError;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use fencelock_app::db::Connection;
 use fencelock_app::error::AppError;
 use fencelock_app::routes::product::fenced_deduct;
 use fencelock_app::routes::queue::take_token;
@@ -38,6 +39,23 @@ async fn execute(conn: &mut AsyncPgConnection, sql: &str) {
     diesel::sql_query(sql).execute(conn).await.unwrap();
 }
 
+/// `N` connections of the test's own to the cluster's database (not the instances' pools).
+async fn connections<const N: usize>(cluster: &Cluster) -> [Connection<'static>; N] {
+    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), N as u32);
+    let mut connections = Vec::with_capacity(N);
+    for _ in 0..N {
+        connections.push(pool.get_owned().await.unwrap());
+    }
+    connections.try_into().ok().expect("N connections")
+}
+
+/// Opens a transaction on `conn` that takes a lock with `lock_sql` (a row's `FOR UPDATE`, a
+/// table lock) and keeps it until `COMMIT` or `ROLLBACK`: what orders the writes under test.
+async fn hold(conn: &mut AsyncPgConnection, lock_sql: &str) {
+    execute(conn, "BEGIN").await;
+    execute(conn, lock_sql).await;
+}
+
 /// Defect: `strategy=lock` wrote `WHERE fence <= $ours` only. A stale holder's UPDATE, queued on
 /// the row, landed between the new holder's read and its write; the new holder then wrote
 /// back its stale read (two sales in the ledger, stock down by one).
@@ -45,15 +63,9 @@ async fn execute(conn: &mut AsyncPgConnection, sql: &str) {
 async fn a_stale_write_landing_between_read_and_write_fences_out_the_newer_holder() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(10).await;
-    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 3);
-    let (mut blocker, mut stale_conn, mut new_conn) = (
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-    );
+    let [mut blocker, mut stale_conn, mut new_conn] = connections(&cluster).await;
     // A second connection holds the row so the two writes queue on it in a known order.
-    execute(&mut blocker, "BEGIN").await;
-    execute(
+    hold(
         &mut blocker,
         &format!("SELECT id FROM products WHERE id = {product} FOR UPDATE"),
     )
@@ -94,15 +106,9 @@ async fn a_stale_write_landing_between_read_and_write_fences_out_the_newer_holde
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_queue_token_holder_gets_409_never_a_5xx() {
     let cluster = spawn_cluster().await;
-    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 3);
-    let (mut blocker, mut stale_conn, mut new_conn) = (
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-    );
+    let [mut blocker, mut stale_conn, mut new_conn] = connections(&cluster).await;
     // Reads pass this table lock, inserts queue on it: both holders read "no tokens yet".
-    execute(&mut blocker, "BEGIN").await;
-    execute(
+    hold(
         &mut blocker,
         "LOCK TABLE queue_tokens IN SHARE ROW EXCLUSIVE MODE",
     )
@@ -127,7 +133,7 @@ async fn a_stale_queue_token_holder_gets_409_never_a_5xx() {
         }
     }
     // Once the newer holder has written, the stale one is refused.
-    let mut conn = pool.get_owned().await.unwrap();
+    let [mut conn] = connections(&cluster).await;
     let late = take_token(&mut conn, "stale", "queue:7", 7, 3, 150).await;
     assert!(matches!(late, Err(AppError::FencedOut { .. })), "{late:?}");
     let positions =
@@ -142,18 +148,12 @@ async fn a_stale_queue_token_holder_gets_409_never_a_5xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_seat_holder_gets_409_never_a_5xx() {
     let cluster = spawn_cluster().await;
-    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 3);
-    let (mut blocker, mut stale_conn, mut new_conn) = (
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-    );
+    let [mut blocker, mut stale_conn, mut new_conn] = connections(&cluster).await;
     let seat = Seat {
         concert_id: 3,
         seat_no: 12,
     };
-    execute(&mut blocker, "BEGIN").await;
-    execute(
+    hold(
         &mut blocker,
         "LOCK TABLE seat_reservations IN SHARE ROW EXCLUSIVE MODE",
     )
@@ -168,7 +168,7 @@ async fn a_stale_seat_holder_gets_409_never_a_5xx() {
         );
     until_waiting(&cluster, 2).await;
     execute(&mut blocker, "COMMIT").await;
-    let mut conn = pool.get_owned().await.unwrap();
+    let [mut conn] = connections(&cluster).await;
     let late = reserve_seat(&mut conn, "stale", "seat:3:12", seat, 3, 150).await;
     let outcomes = [stale.await.unwrap(), newer.await.unwrap(), late];
     assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 1);
@@ -305,13 +305,8 @@ async fn with_redis_down_every_client_gets_a_prompt_json_503() {
 async fn a_write_without_the_lock_between_read_and_write_fences_out_the_holder() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(10).await;
-    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 2);
-    let (mut blocker, mut holder_conn) = (
-        pool.get_owned().await.unwrap(),
-        pool.get_owned().await.unwrap(),
-    );
-    execute(&mut blocker, "BEGIN").await;
-    execute(
+    let [mut blocker, mut holder_conn] = connections(&cluster).await;
+    hold(
         &mut blocker,
         &format!("SELECT id FROM products WHERE id = {product} FOR UPDATE"),
     )
@@ -360,10 +355,8 @@ async fn a_write_without_the_lock_between_read_and_write_fences_out_the_holder()
 async fn a_statement_stuck_behind_a_row_lock_is_not_an_outage() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(10).await;
-    let pool = fencelock_app::db::pool(&postgres().url(&cluster.database), 1);
-    let mut blocker = pool.get_owned().await.unwrap();
-    execute(&mut blocker, "BEGIN").await;
-    execute(
+    let [mut blocker] = connections(&cluster).await;
+    hold(
         &mut blocker,
         &format!("SELECT id FROM products WHERE id = {product} FOR UPDATE"),
     )

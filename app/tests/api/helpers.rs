@@ -1,5 +1,6 @@
 //! `spawn_cluster()`: a fresh database and lock prefix, three instances on random ports.
 
+use fencelock::{LockOptions, Locker, LockerConfig};
 use fencelock_app::configuration::Settings;
 use fencelock_app::startup::Application;
 use fencelock_testkit::{shared_redis, PostgresServer};
@@ -23,6 +24,8 @@ pub struct Cluster {
     pub database: String,
     /// The instances' lock key prefix (one per cluster, so clusters never share locks).
     pub lock_prefix: String,
+    /// The instances' Redis.
+    pub redis_url: String,
     pub client: Client,
     next: AtomicUsize,
 }
@@ -97,6 +100,7 @@ pub async fn spawn_cluster_with(options: Options) -> Cluster {
         instances,
         database,
         lock_prefix: prefix,
+        redis_url,
         client: Client::builder()
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
@@ -191,6 +195,18 @@ impl Cluster {
         self.sql(query)
             .parse()
             .unwrap_or_else(|_| panic!("not a number from {query}"))
+    }
+
+    /// Takes the instances' lock on `resource` for `ttl`, as another holder would.
+    pub async fn hold_lock(&self, resource: &str, ttl: Duration) -> fencelock::Guard {
+        let locker = Locker::new(
+            LockerConfig::new([self.redis_url.clone()]).prefix(self.lock_prefix.clone()),
+        )
+        .unwrap();
+        locker
+            .acquire(resource, &LockOptions::new().ttl(ttl))
+            .await
+            .unwrap()
     }
 
     /// Resets to one product with `stock` and returns its id.

@@ -279,16 +279,9 @@ async fn a_repeated_charge_or_use_is_answered_without_waiting_for_the_lock() {
     assert_eq!((first_charge.status, first_use.status), (200, 200));
 
     // Someone else holds the user's lock, far longer than the handlers' 10 s wait budget.
-    let locker =
-        Locker::new(LockerConfig::new([shared_redis().url()]).prefix(cluster.lock_prefix.clone()))
-            .unwrap();
-    let held = locker
-        .acquire(
-            "balance:9",
-            &LockOptions::new().ttl(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap();
+    let held = cluster
+        .hold_lock("balance:9", Duration::from_secs(60))
+        .await;
     for (path, key, first) in [
         ("/balance/9/charge", "charge-9", &first_charge),
         ("/balance/9/use", "use-9", &first_use),
@@ -427,16 +420,9 @@ async fn a_repeat_while_the_first_is_in_flight_is_409() {
     let cluster = spawn_cluster().await;
     let product = cluster.reset(100).await;
     // The product's lock is held elsewhere: the first request waits in its handler.
-    let locker =
-        Locker::new(LockerConfig::new([shared_redis().url()]).prefix(cluster.lock_prefix.clone()))
-            .unwrap();
-    let held = locker
-        .acquire(
-            &format!("product:{product}"),
-            &LockOptions::new().ttl(Duration::from_secs(30)),
-        )
-        .await
-        .unwrap();
+    let held = cluster
+        .hold_lock(&format!("product:{product}"), Duration::from_secs(30))
+        .await;
     let headers = [
         ("idempotency-key", "in-flight-1"),
         ("content-type", "application/json"),
