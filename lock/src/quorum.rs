@@ -21,6 +21,21 @@ pub(crate) fn is_decided(yes: usize, no: usize, needed: usize, asked: usize) -> 
     yes >= needed || no + needed > asked
 }
 
+/// Whether an undecided round split the vote so far and waits only on nodes (not answered yet,
+/// or failed) too few to make it unreachable: its end is "split" unless every one of those says
+/// yes. Such a round gets the same grace as a decided one: waiting out a hung node's whole
+/// timeout would only choose between a split and a win that a retry a few milliseconds later
+/// finds anyway (a lost round gives back what it took).
+pub(crate) fn is_split_but_reachable(
+    yes: usize,
+    no: usize,
+    failed_or_unanswered: usize,
+    needed: usize,
+    asked: usize,
+) -> bool {
+    yes > 0 && !is_decided(yes, no, needed, asked) && !is_unreachable(failed_or_unanswered, asked)
+}
+
 /// Whether so many nodes failed or kept silent that no majority can be formed.
 pub(crate) fn is_unreachable(failed: usize, nodes: usize) -> bool {
     failed > nodes - majority(nodes)

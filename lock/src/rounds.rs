@@ -222,7 +222,17 @@ impl Cluster {
             answers.0[node] = Answer::from_reply(reply);
             yes += usize::from(matches!(answers.0[node], Answer::Yes(_)));
             no += usize::from(matches!(answers.0[node], Answer::No(_)));
-            if grace_until.is_none() && quorum::is_decided(yes, no, yes_needed, to.len()) {
+            let failed_or_unanswered = to.len() - yes - no;
+            if grace_until.is_none()
+                && (quorum::is_decided(yes, no, yes_needed, to.len())
+                    || quorum::is_split_but_reachable(
+                        yes,
+                        no,
+                        failed_or_unanswered,
+                        yes_needed,
+                        to.len(),
+                    ))
+            {
                 let now = Instant::now();
                 grace_until = Some(now + (now - started) + Duration::from_millis(1));
             }
