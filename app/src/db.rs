@@ -156,21 +156,18 @@ impl Database {
     }
 
     /// [`Database::within`] what a lock holder may spend: the request budget, and no longer
-    /// than its lock is valid. Running out of time with the lock gone is the lock's loss
-    /// (`409 lock_lost`), not a database outage: most likely this process stood still (paused,
-    /// starved) rather than the database.
+    /// than its lock is valid (for several locks, the first to run out). Running out of time
+    /// with a lock gone is the lock's loss (`409 lock_lost`), not a database outage: most
+    /// likely this process stood still (paused, starved) rather than the database.
     pub async fn holding<T>(
         &self,
-        lock: &fencelock::Guard,
+        lock: &impl Held,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
-        let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until().into_std());
+        let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until());
         self.run(deadline, work, || {
-            lock.is_lost().then(|| {
-                AppError::Lock(fencelock::LockError::Lost {
-                    resource: lock.resource().to_string(),
-                })
-            })
+            lock.lost_resource()
+                .map(|resource| AppError::Lock(fencelock::LockError::Lost { resource }))
         })
         .await
     }
@@ -283,6 +280,39 @@ impl Database {
                 suspect = false;
             }
         });
+    }
+}
+
+/// What a lock holder holds, as [`Database::holding`] needs it: one guard or several (a
+/// transfer holds both users' locks). One trait instead of one `holding` per guard type, so
+/// the deadline and the `lock_lost` explanation stay in one place.
+pub trait Held {
+    /// Until when every lock held is certainly valid.
+    fn valid_until(&self) -> Instant;
+    /// The resource of a lock that may be lost, if any.
+    fn lost_resource(&self) -> Option<String>;
+}
+
+impl Held for fencelock::Guard {
+    fn valid_until(&self) -> Instant {
+        fencelock::Guard::valid_until(self).into_std()
+    }
+
+    fn lost_resource(&self) -> Option<String> {
+        self.is_lost().then(|| self.resource().to_string())
+    }
+}
+
+impl Held for fencelock::MultiGuard {
+    fn valid_until(&self) -> Instant {
+        fencelock::MultiGuard::valid_until(self).into_std()
+    }
+
+    fn lost_resource(&self) -> Option<String> {
+        self.guards()
+            .iter()
+            .find(|guard| guard.is_lost())
+            .map(|guard| guard.resource().to_string())
     }
 }
 

@@ -87,6 +87,7 @@ impl Application {
                 .service(balance::charge)
                 .service(balance::spend)
                 .service(balance::show)
+                .service(balance::transfer)
                 .service(seats::reserve)
                 .service(queue::take)
                 .service(health::live)

@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tools::Env;
 
-const ALL: [&str; 6] = [
+const ALL: [&str; 7] = [
     "classic",
     "oversell",
     "strategies",
     "balance",
+    "transfer",
     "spread",
     "contract",
 ];
@@ -83,6 +84,7 @@ async fn run(args: Vec<String>) -> Result<bool, String> {
             "oversell" => scenarios::oversell(&env, &dir).await,
             "strategies" => scenarios::strategies(&env, &dir).await,
             "balance" => scenarios::balance(&env, &dir).await,
+            "transfer" => scenarios::transfer(&env, &dir).await,
             "spread" => scenarios::spread(&env, &dir).await,
             "quorum" => scenarios::quorum(&env, &dir).await,
             "contract" => contract::contract(&env).await,

@@ -307,7 +307,10 @@ pub async fn balance(env: &Env, dir: &Path) -> Result<Outcome, String> {
     let final_balance = env.sql_i64(&format!(
         "SELECT balance FROM balances WHERE user_id = {user}"
     ))?;
-    let ledger = env.sql_i64(&format!("SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN amount ELSE -amount END), 0) FROM balance_ledger WHERE user_id = {user}"))?;
+    let ledger = env.sql_i64(&format!(
+        "SELECT {} FROM balance_ledger WHERE user_id = {user}",
+        verify::LEDGER_SUM
+    ))?;
     let checks = vec![
         exact_statuses("balance", &load, &[(200, 50), (409, 20)]),
         Check::new(
@@ -327,6 +330,177 @@ pub async fn balance(env: &Env, dir: &Path) -> Result<Outcome, String> {
         markdown: load_table(std::slice::from_ref(&load)),
         checks,
         loads: vec![load],
+        charts: Vec::new(),
+    })
+}
+
+/// Transfers per direction in the `transfer` scenario, and the oha connections of each.
+const TRANSFERS_PER_DIRECTION: u32 = 300;
+const TRANSFER_CONCURRENCY: u32 = 8;
+/// Far above any honest answer (a lock wait is at most 10 s): a request still unanswered after
+/// it is stuck, which is how a deadlock between opposite transfers would show.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// Three users, transfers of 1 in all six directions at once (one oha process per direction,
+/// since oha sends one body): every transfer holds two of the three users' locks, so every
+/// pair of requests contends and opposite directions meet all the time. Each user is charged
+/// what it could send in all, so no transfer can be short: every answer must be a 200 in
+/// time (no deadlock, no lock wait run out), and Σ balances and each balance = Σ its ledger
+/// must hold.
+pub async fn transfer(env: &Env, dir: &Path) -> Result<Outcome, String> {
+    let name = "transfer";
+    // Fresh users per run (the `balance` scenario uses 1 000 000 + pid).
+    let base = 10_000_000 + 3 * i64::from(std::process::id());
+    let users = [base, base + 1, base + 2];
+    let funding = 2 * i64::from(TRANSFERS_PER_DIRECTION);
+    for user in users {
+        let (status, body) = env
+            .post(
+                &format!("/balance/{user}/charge"),
+                json!({"amount": funding}),
+            )
+            .await?;
+        if status != 200 || body["balance"].as_i64() != Some(funding) {
+            return Err(format!(
+                "charging user {user} answered {status} {body}; run again"
+            ));
+        }
+    }
+    let list = users.map(|u| u.to_string()).join(", ");
+    let total_before = env.sql_i64(&format!(
+        "SELECT sum(balance) FROM balances WHERE user_id IN ({list})"
+    ))?;
+    let runs: Vec<OhaRun> = users
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &from)| {
+            users
+                .iter()
+                .enumerate()
+                .filter(move |&(j, _)| j != i)
+                .map(move |(j, &to)| (i, from, j, to))
+        })
+        .map(|(i, from, j, to)| {
+            OhaRun::count(
+                &format!("transfer-{}to{}", i + 1, j + 1),
+                format!("{}/balance/transfer", env.lb_url),
+                &json!({"from": from, "to": to, "amount": 1}).to_string(),
+                TRANSFER_CONCURRENCY,
+                TRANSFERS_PER_DIRECTION,
+            )
+            .timeout(TRANSFER_TIMEOUT)
+        })
+        .collect();
+    // All directions at once, each oha on a thread of its own (it blocks until done).
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let (env, run, dir) = (env.clone(), run.clone(), dir.to_path_buf());
+            std::thread::spawn(move || oha(&env, &run, &dir))
+        })
+        .collect();
+    let mut loads = Vec::new();
+    for thread in threads {
+        loads.push(thread.join().map_err(|_| "oha thread panicked")??);
+    }
+    let elapsed = started.elapsed();
+
+    let expected = u64::from(TRANSFERS_PER_DIRECTION) * runs.len() as u64;
+    let requests: u64 = loads.iter().map(|l| l.requests).sum();
+    let answered_ok: u64 = loads.iter().map(|l| l.count(200)).sum();
+    let errors: u64 = loads.iter().map(|l| l.errors).sum();
+    let lock_busy: u64 = loads.iter().map(|l| l.count(423)).sum();
+    let statuses = loads
+        .iter()
+        .map(|l| format!("{}: {}", l.label, l.statuses_text()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    // One statement, one snapshot: balances and ledgers read at the same instant.
+    let rows = env.sql(&format!(
+        "SELECT b.user_id, b.balance, \
+                (SELECT {} FROM balance_ledger l WHERE l.user_id = b.user_id), \
+                (SELECT count(*) FROM balance_ledger l WHERE l.user_id = b.user_id AND l.kind = 'transfer_out'), \
+                (SELECT count(*) FROM balance_ledger l WHERE l.user_id = b.user_id AND l.kind = 'transfer_in'), \
+                (SELECT count(*) FILTER (WHERE fence <= prev) FROM \
+                    (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev FROM balance_ledger l \
+                     WHERE l.user_id = b.user_id) t) \
+         FROM balances b WHERE b.user_id IN ({list}) ORDER BY b.user_id",
+        verify::LEDGER_SUM
+    ))?;
+    let number = |row: &Vec<String>, i: usize| -> Result<i64, String> {
+        row.get(i)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("bad row {row:?}"))
+    };
+    let (mut total_after, mut mismatches, mut outs, mut ins, mut out_of_order) =
+        (0, Vec::new(), 0, 0, 0);
+    for row in &rows {
+        let (user, balance, ledger) = (number(row, 0)?, number(row, 1)?, number(row, 2)?);
+        total_after += balance;
+        if balance != ledger || balance < 0 {
+            mismatches.push(format!("user {user}: balance {balance}, ledger {ledger}"));
+        }
+        outs += number(row, 3)?;
+        ins += number(row, 4)?;
+        out_of_order += number(row, 5)?;
+    }
+    let checks = vec![
+        Check::new(
+            name,
+            "no deadlock: every request answered in time",
+            requests == expected && errors == 0 && lock_busy == 0,
+            format!(
+                "{requests} of {expected} answered, {errors} errors or timeouts (> {} s), \
+                 {lock_busy} lock waits run out (423), all in {:.1} s",
+                TRANSFER_TIMEOUT.as_secs(),
+                elapsed.as_secs_f64()
+            ),
+        ),
+        Check::new(
+            name,
+            "every transfer succeeds (none can be short)",
+            answered_ok == expected,
+            statuses,
+        ),
+        Check::new(
+            name,
+            "Σ balances unchanged",
+            rows.len() == users.len() && total_after == total_before,
+            format!("before {total_before}, after {total_after}"),
+        ),
+        Check::new(
+            name,
+            "each balance = Σ its ledger",
+            rows.len() == users.len() && mismatches.is_empty(),
+            if mismatches.is_empty() {
+                format!("{} users", rows.len())
+            } else {
+                mismatches.join("; ")
+            },
+        ),
+        Check::new(
+            name,
+            "one transfer_out and one transfer_in per 200",
+            i64::try_from(answered_ok).is_ok_and(|ok| outs == ok && ins == ok),
+            format!("{answered_ok}×200, {outs} out, {ins} in"),
+        ),
+        Check::new(
+            name,
+            "fences strictly increasing per user",
+            out_of_order == 0,
+            format!("{out_of_order} ledger rows out of order"),
+        ),
+    ];
+    let total_rate: f64 = loads.iter().map(|l| l.requests_per_sec).sum();
+    Ok(Outcome {
+        markdown: format!(
+            "{}\nAll six directions together: {requests} transfers in {:.1} s (≈ {total_rate:.0} req/s).\n",
+            load_table(&loads),
+            elapsed.as_secs_f64()
+        ),
+        checks,
+        loads,
         charts: Vec::new(),
     })
 }

@@ -188,6 +188,9 @@ pub struct OhaRun {
     pub duration: Duration,
     /// `url` is a regex of URLs (`--rand-regex-url`), e.g. to spread over products.
     pub url_regex: bool,
+    /// oha's per-request timeout (`-t`); a request past it counts as an error. `None`: oha
+    /// waits forever.
+    pub timeout: Option<Duration>,
 }
 
 impl OhaRun {
@@ -201,6 +204,7 @@ impl OhaRun {
             requests: Some(requests),
             duration: Duration::ZERO,
             url_regex: false,
+            timeout: None,
         }
     }
 
@@ -211,6 +215,13 @@ impl OhaRun {
             duration,
             ..OhaRun::count(label, url, "{}", concurrency, 0)
         }
+    }
+
+    /// Gives up on a request after `timeout` (it then counts as an error): for runs whose
+    /// verdict is that every request is answered in time.
+    pub fn timeout(mut self, timeout: Duration) -> OhaRun {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// `url` is a regex of URLs (oha's `--rand-regex-url`, where `.` is literal).
@@ -235,6 +246,9 @@ pub fn oha(env: &Env, run: &OhaRun, out_dir: &Path) -> Result<Load, String> {
     };
     if run.url_regex {
         command.arg("--rand-regex-url");
+    }
+    if let Some(timeout) = run.timeout {
+        command.args(["-t", &format!("{}ms", timeout.as_millis())]);
     }
     command.arg(&run.url);
     let status = command

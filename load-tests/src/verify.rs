@@ -194,6 +194,12 @@ pub fn hold_checks(scenario: &str, holds: &[Hold]) -> Vec<Check> {
     ]
 }
 
+/// SQL that adds up `balance_ledger` rows into the balance they must equal: Σ charge +
+/// Σ transfer_in − Σ use − Σ transfer_out (the table's CHECK allows only these kinds).
+pub const LEDGER_SUM: &str = "COALESCE(SUM(CASE kind \
+     WHEN 'charge' THEN amount WHEN 'transfer_in' THEN amount \
+     WHEN 'use' THEN -amount WHEN 'transfer_out' THEN -amount END), 0)";
+
 /// Prints the verdict table; true when nothing failed.
 pub fn print_verdict(checks: &[Check]) -> bool {
     println!(

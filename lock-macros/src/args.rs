@@ -4,19 +4,26 @@ use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
 use syn::{Expr, Ident, LitBool, LitInt, LitStr, Path};
 
-const VALID_ARGUMENTS: &str =
-    "resource, ttl_ms, wait_ms, auto_extend, fair, min_hold_ms, cancel_on_lost, guard, locker, crate";
+const VALID_ARGUMENTS: &str = "resource, ttl_ms, wait_ms, auto_extend, fair, min_hold_ms, \
+     cancel_on_lost, guard, locker, axum, crate";
+
+/// What to lock: one template, or a list whose locks are held together.
+pub(crate) enum Resources {
+    One(LitStr),
+    Many(Vec<LitStr>),
+}
 
 /// The arguments, each with the span of its key for error messages.
 #[derive(Default)]
 pub(crate) struct LockArgs {
-    pub resource: Option<LitStr>,
+    pub resource: Option<Resources>,
     pub ttl_ms: Option<u64>,
     pub wait_ms: Option<u64>,
     pub min_hold_ms: Option<u64>,
     pub auto_extend: Option<bool>,
     pub fair: Option<bool>,
     pub cancel_on_lost: Option<bool>,
+    pub axum: Option<bool>,
     pub guard: Option<Ident>,
     pub locker: Option<Expr>,
     pub krate: Option<Path>,
@@ -36,13 +43,31 @@ impl LockArgs {
                 if self.resource.is_some() {
                     return Err(duplicate());
                 }
-                let value: LitStr = meta.value()?.parse().map_err(|err| {
+                let expected = |span| {
                     syn::Error::new(
-                        err.span(),
-                        "`resource` expects a string template, e.g. `resource = \"product:{id}\"`",
+                        span,
+                        "`resource` expects a string template, e.g. `resource = \"product:{id}\"`, \
+                         or a list of them, e.g. `resource = [\"balance:{from}\", \"balance:{to}\"]`",
                     )
-                })?;
-                self.resource = Some(value);
+                };
+                let value = meta.value()?;
+                if value.peek(syn::token::Bracket) {
+                    let content;
+                    let brackets = syn::bracketed!(content in value);
+                    let list = content
+                        .parse_terminated(<LitStr as syn::parse::Parse>::parse, syn::Token![,])
+                        .map_err(|err| expected(err.span()))?;
+                    if list.is_empty() {
+                        return Err(syn::Error::new(
+                            brackets.span.join(),
+                            "`resource = []` locks nothing: name at least one resource",
+                        ));
+                    }
+                    self.resource = Some(Resources::Many(list.into_iter().collect()));
+                } else {
+                    let one: LitStr = value.parse().map_err(|err| expected(err.span()))?;
+                    self.resource = Some(Resources::One(one));
+                }
             }
             "ttl_ms" | "wait_ms" | "min_hold_ms" => {
                 let slot = match key.as_str() {
@@ -68,10 +93,11 @@ impl LockArgs {
                 }
                 *slot = Some(millis);
             }
-            "auto_extend" | "fair" | "cancel_on_lost" => {
+            "auto_extend" | "fair" | "cancel_on_lost" | "axum" => {
                 let slot = match key.as_str() {
                     "fair" => &mut self.fair,
                     "cancel_on_lost" => &mut self.cancel_on_lost,
+                    "axum" => &mut self.axum,
                     _ => &mut self.auto_extend,
                 };
                 if slot.is_some() {
@@ -130,7 +156,7 @@ impl LockArgs {
     }
 
     /// The resource template, or an error at the attribute when it is missing.
-    pub(crate) fn require_resource(&self) -> syn::Result<&LitStr> {
+    pub(crate) fn require_resource(&self) -> syn::Result<&Resources> {
         self.resource.as_ref().ok_or_else(|| {
             syn::Error::new(
                 Span::call_site(),

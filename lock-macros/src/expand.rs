@@ -1,11 +1,11 @@
 //! Code generation: keep the caller's signature, attributes and visibility; rewrite the body.
 
-use crate::args::LockArgs;
+use crate::args::{LockArgs, Resources};
 use crate::template;
 use proc_macro2::TokenStream;
 use quote::{quote, ToTokens};
 use syn::visit::Visit;
-use syn::{parse_quote, FnArg, ItemFn, Pat, ReturnType, Type};
+use syn::{parse_quote, FnArg, ItemFn, ReturnType, Type};
 
 /// Entry point: on any error, emit the item untouched plus `compile_error!`, so the rest of the
 /// crate (and the IDE) keeps seeing the function.
@@ -37,20 +37,16 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
             "`#[distributed_lock]` needs an `async fn`: acquiring the lock is awaited",
         ));
     }
-    let resource = args.require_resource()?;
-    let parameters: Vec<String> = function
-        .sig
-        .inputs
-        .iter()
-        .filter_map(|input| match input {
-            FnArg::Receiver(_) => Some("self".to_string()),
-            FnArg::Typed(typed) => match &*typed.pat {
-                Pat::Ident(pat) => Some(pat.ident.to_string()),
-                _ => None,
-            },
-        })
-        .collect();
-    let template = template::parse(resource, &parameters)?;
+    let resources = args.require_resource()?;
+    let parameters = parameter_names(&function);
+    let templates = match resources {
+        Resources::One(resource) => vec![template::parse(resource, &parameters)?],
+        Resources::Many(list) => list
+            .iter()
+            .map(|resource| template::parse(resource, &parameters))
+            .collect::<syn::Result<_>>()?,
+    };
+    let axum = args.axum.unwrap_or(false);
     let krate: syn::Path = args
         .krate
         .clone()
@@ -64,14 +60,27 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
                 return Err(syn::Error::new_spanned(
                     receiver,
                     "methods need `locker = ...` (e.g. `locker = self.locker`): without it the \
-                     Locker comes from actix app data, which only handlers can reach",
+                     Locker comes from the web framework's request data, which only handlers \
+                     can reach",
                 ));
             }
-            // Actix handlers: one more extractor, which finds the Locker in app data.
+            // Handlers: one more extractor, which finds the Locker in actix app data or in an
+            // axum request extension.
+            let extractor = if axum {
+                quote!(#private::AxumLocker)
+            } else {
+                quote!(#private::AppLocker)
+            };
+            let position = if axum {
+                // axum lets only the last argument read the body: put ours first.
+                0
+            } else {
+                function.sig.inputs.len()
+            };
             function
                 .sig
                 .inputs
-                .push(parse_quote!(__dl_app_locker: #private::AppLocker));
+                .insert(position, parse_quote!(__dl_app_locker: #extractor));
             quote!(&*__dl_app_locker)
         }
     };
@@ -83,8 +92,6 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
     let fair = args.fair.unwrap_or(false);
     let options = quote!(#private::options(#ttl_ms, #wait_ms, #auto_extend, #fair, #min_hold_ms));
 
-    let format = &template.format;
-    let format_args = &template.args;
     let bind_guard = args
         .guard
         .as_ref()
@@ -92,13 +99,26 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
 
     // How a lock failure leaves the function, by return type.
     let (on_lock_error, output, fake_return) = match &function.sig.output {
-        ReturnType::Type(_, ty) if contains_impl_trait(ty) => (
-            // An opaque `impl Responder`: the failure response and the body's value must share
-            // one type, so both go into `Either`.
-            quote!(return #private::Either::Left(#private::lock_error_response(__dl_error))),
-            quote!(#private::Either::Right(__dl_output)),
-            None,
-        ),
+        ReturnType::Type(_, ty) if contains_impl_trait(ty) => {
+            // An opaque `impl Responder` / `impl IntoResponse`: the failure response and the
+            // body's value must share one type, so both go into an `Either`.
+            let (either, response) = if axum {
+                (
+                    quote!(#private::AxumEither),
+                    quote!(#private::axum_lock_error_response),
+                )
+            } else {
+                (
+                    quote!(#private::Either),
+                    quote!(#private::lock_error_response),
+                )
+            };
+            (
+                quote!(return #either::Left(#response(__dl_error))),
+                quote!(#either::Right(__dl_output)),
+                None,
+            )
+        }
         ReturnType::Type(_, ty) => (
             quote!(return <#ty as #private::FromLockError>::from_lock_error(__dl_error)),
             quote!(__dl_output),
@@ -122,6 +142,35 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         }
     });
 
+    // One resource: a `Guard`; a list: a `MultiGuard` and the `_many` helpers.
+    let (resource_value, acquire, many) = if let Resources::One(_) = resources {
+        let (format, format_args) = (&templates[0].format, &templates[0].args);
+        (
+            quote!(::std::format!(#format #(, #format_args)*)),
+            quote!(#private::acquire(#locker, &__dl_resource, &#options)),
+            "",
+        )
+    } else {
+        let each = templates.iter().map(|template| {
+            let (format, format_args) = (&template.format, &template.args);
+            quote!(::std::format!(#format #(, #format_args)*))
+        });
+        (
+            quote!([#(#each),*]),
+            quote!(#private::acquire_many(#locker, &__dl_resource, &#options)),
+            "_many",
+        )
+    };
+    let helper = |name: &str| {
+        let ident = syn::Ident::new(&format!("{name}{many}"), proc_macro2::Span::call_site());
+        quote!(#private::#ident)
+    };
+    let (hold_span, run_until_lost, release) = (
+        helper("hold_span"),
+        helper("run_until_lost"),
+        helper("release"),
+    );
+
     let block = &function.block;
     let instrumented = quote! {
         #private::Instrument::instrument(
@@ -129,17 +178,17 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
                 #fake_return
                 #block
             },
-            #private::hold_span(&__dl_guard),
+            #hold_span(&__dl_guard),
         )
     };
     // With `cancel_on_lost` the body races the guard's lost signal: a lost lock drops the body
     // (at its current await point) and leaves like a failed acquisition, with `LockError::Lost`.
     let run_body = if args.cancel_on_lost.unwrap_or(false) {
         quote! {
-            let __dl_output = match #private::run_until_lost(&__dl_guard, #instrumented).await {
+            let __dl_output = match #run_until_lost(&__dl_guard, #instrumented).await {
                 ::core::result::Result::Ok(output) => output,
                 ::core::result::Result::Err(__dl_error) => {
-                    #private::release(__dl_guard).await;
+                    #release(__dl_guard).await;
                     #on_lock_error
                 }
             };
@@ -150,8 +199,8 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         }
     };
     let body = quote! {{
-        let __dl_resource = ::std::format!(#format #(, #format_args)*);
-        let __dl_guard = match #private::acquire(#locker, &__dl_resource, &#options).await {
+        let __dl_resource = #resource_value;
+        let __dl_guard = match #acquire.await {
             ::core::result::Result::Ok(guard) => guard,
             ::core::result::Result::Err(__dl_error) => { #on_lock_error }
         };
@@ -159,11 +208,31 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         // The body runs in its own future, so `return` and `?` end the body, never skip the
         // release below; a panic or a dropped future releases through the guard's `Drop`.
         #run_body
-        #private::release(__dl_guard).await;
+        #release(__dl_guard).await;
         #output
     }};
     function.block = syn::parse2(body)?;
     Ok(function.into_token_stream())
+}
+
+/// The names a resource template may use: every variable the parameters bind, also inside
+/// patterns (`Path(id): Path<i64>`, `State(state): State<App>`), and `self`.
+fn parameter_names(function: &ItemFn) -> Vec<String> {
+    struct Bindings(Vec<String>);
+    impl<'ast> Visit<'ast> for Bindings {
+        fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
+            self.0.push(pat.ident.to_string());
+            syn::visit::visit_pat_ident(self, pat);
+        }
+    }
+    let mut bindings = Bindings(Vec::new());
+    for input in &function.sig.inputs {
+        match input {
+            FnArg::Receiver(_) => bindings.0.push("self".to_string()),
+            FnArg::Typed(typed) => bindings.visit_pat(&typed.pat),
+        }
+    }
+    bindings.0
 }
 
 /// Whether a return type mentions `impl Trait` (it cannot then be named in a `let`).

@@ -1,62 +1,33 @@
 //! actix-web integration: [`LockError`] as an HTTP response, and the extractor that finds the
 //! [`Locker`] in app data for `#[distributed_lock]` handlers.
 
+use crate::http::ErrorAnswer;
 use crate::{FromLockError, LockError, Locker};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use std::future::{ready, Ready};
 use std::ops::Deref;
 
-/// `Busy` → `423 Locked` with `Retry-After` and `{"error":"lock_busy","resource":…}`;
-/// `Unavailable` → `503` `{"error":"lock_unavailable"}`; `InvalidResource` → `400`;
-/// `Lost` → `409`; configuration mistakes → `500`. Node addresses are logged, never sent.
+/// The answers of [`ErrorAnswer::of`]: `Busy` → `423 Locked` with `Retry-After` and
+/// `{"error":"lock_busy","resource":…}`; `Unavailable` → `503` `{"error":"lock_unavailable"}`;
+/// `InvalidResource` → `400`; `Lost` → `409`; configuration mistakes → `500`.
 impl ResponseError for LockError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            LockError::Busy { .. } => StatusCode::LOCKED,
-            LockError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            LockError::InvalidResource { .. } => StatusCode::BAD_REQUEST,
-            LockError::Lost { .. } => StatusCode::CONFLICT,
-            LockError::InvalidOptions(_) | LockError::Config(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        }
+        StatusCode::from_u16(ErrorAnswer::of(self).status).expect("a valid status code")
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        let body = match self {
-            LockError::Busy {
-                resource,
-                retry_after,
-                ..
-            } => {
-                let seconds = retry_after.map_or(1, |wait| wait.as_secs_f64().ceil() as u64);
-                response.insert_header(("Retry-After", seconds.clamp(1, 60).to_string()));
-                serde_json::json!({
-                    "error": self.code(),
-                    "resource": resource,
-                    "message": "the resource is locked by another request; retry later",
-                })
-            }
-            LockError::Unavailable { .. } => {
-                // Nodes that do not answer are retried on the next attempt; a second is about
-                // what a restart or failover takes to be noticed.
-                response.insert_header(("Retry-After", "1"));
-                serde_json::json!({
-                "error": self.code(),
-                "message": "the lock service is unavailable; retry later",
-                })
-            }
-            LockError::InvalidResource { resource, .. } | LockError::Lost { resource } => {
-                serde_json::json!({ "error": self.code(), "resource": resource, "message": self.to_string() })
-            }
-            LockError::InvalidOptions(_) | LockError::Config(_) => {
-                serde_json::json!({ "error": self.code(), "message": "lock misconfigured; see the server log" })
-            }
-        };
-        response.json(body)
+        response(ErrorAnswer::of(self))
     }
+}
+
+fn response(answer: ErrorAnswer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).expect("a valid status code");
+    let mut response = HttpResponse::build(status);
+    if let Some(seconds) = answer.retry_after {
+        response.insert_header(("Retry-After", seconds.to_string()));
+    }
+    response.json(answer.body)
 }
 
 impl FromLockError for HttpResponse {
@@ -100,10 +71,7 @@ impl FromRequest for AppLocker {
             );
             actix_web::error::InternalError::from_response(
                 "no Locker registered",
-                HttpResponse::InternalServerError().json(serde_json::json!({
-                    "error": "lock_not_configured",
-                    "message": "no fencelock::Locker registered as app data",
-                })),
+                response(ErrorAnswer::not_configured("app data")),
             )
             .into()
         }))

@@ -171,6 +171,37 @@ impl Guard {
         self.hold().lease.lost.clone()
     }
 
+    /// Extends the lock by hand: it lives at least `by` from now (it is never shortened, so an
+    /// auto-extending guard keeps its longer TTL). `Ok(true)` when it was still ours and the
+    /// validity ([`Guard::valid_until`]) moved on; `Ok(false)` when it had expired or been taken
+    /// over — the guard then counts as lost.
+    ///
+    /// # Errors
+    /// [`LockError::InvalidOptions`] for `by` under 10 ms or over 30 days;
+    /// [`LockError::Unavailable`] when too few nodes answered (the lock is unchanged where they
+    /// did not; its validity stays as it was).
+    pub async fn extend(&self, by: Duration) -> Result<bool, LockError> {
+        LockOptions::new().ttl(by).check()?;
+        let hold = self.hold();
+        let timeout = self.inner.release_timeout(by);
+        match self
+            .inner
+            .extend_on_nodes(&hold.keys, &hold.token, by, timeout)
+            .await
+        {
+            Ok(Some(valid_until)) => {
+                hold.lease.extend_to(valid_until);
+                Ok(true)
+            }
+            Ok(None) => {
+                observe::lost();
+                hold.lease.lost.cancel();
+                Ok(false)
+            }
+            Err(errors) => Err(self.inner.unavailable(&hold.resource, errors)),
+        }
+    }
+
     /// Releases the lock (or hands it to a waiter of this process) and reports whether it was
     /// still ours: `Ok(false)` means it had expired or been taken over, so the work done under it
     /// may have overlapped another holder's.

@@ -146,12 +146,18 @@
 
 #[cfg(feature = "actix")]
 mod actix;
+#[cfg(feature = "axum")]
+mod axum;
 mod background;
 mod error;
 mod failure;
 mod guard;
+#[cfg(any(feature = "actix", feature = "axum"))]
+mod http;
+mod inspect;
 mod local;
 mod locker;
+mod multi;
 mod node;
 mod notify;
 pub mod observe;
@@ -163,11 +169,15 @@ mod scripts;
 
 #[cfg(feature = "actix")]
 pub use actix::AppLocker;
+#[cfg(feature = "axum")]
+pub use axum::AxumLocker;
 pub use error::{LockError, NodeError, NodeErrors};
 pub use failure::FromLockError;
 pub use fencelock_macros::distributed_lock;
 pub use guard::Guard;
+pub use inspect::LockState;
 pub use locker::{Health, Locker, Mode};
+pub use multi::MultiGuard;
 pub use options::{redact_url, LockOptions, LockerConfig};
 pub use resource::{validate_resource, MAX_RESOURCE_LEN};
 

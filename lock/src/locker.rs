@@ -35,15 +35,15 @@ use tracing::Instrument;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Locker {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
     /// Signs this locker's release messages, so waiters elsewhere can tell processes apart.
-    id: Arc<str>,
-    cluster: Cluster,
-    config: LockerConfig,
+    pub(crate) id: Arc<str>,
+    pub(crate) cluster: Cluster,
+    pub(crate) config: LockerConfig,
     pub(crate) local: LocalQueues,
 }
 
@@ -98,15 +98,16 @@ impl Locker {
     pub fn new(config: LockerConfig) -> Result<Locker, LockError> {
         config.check()?;
         let id: Arc<str> = Arc::from(new_token());
-        let quorum = config.urls.len() > 1;
+        let quorum = config.node_count() > 1;
         let nodes = config
-            .urls
-            .iter()
+            .clients()
+            .map_err(LockError::Config)?
+            .into_iter()
             .enumerate()
-            .map(|(index, url)| {
+            .map(|(index, client)| {
                 Node::new(
                     index,
-                    url,
+                    client,
                     config.pool_size,
                     config.node_timeout,
                     &id,

@@ -3,7 +3,6 @@
 use crate::background;
 use crate::error::NodeError;
 use crate::notify::Notifier;
-use crate::options::redact_url;
 use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisError, Script};
@@ -220,17 +219,16 @@ impl Node {
     /// Builds the pool lazily: a node that is down at start-up is not an error until it is used.
     pub(crate) fn new(
         index: usize,
-        url: &str,
+        client: redis::Client,
         pool_size: u32,
         timeout: Duration,
         locker_id: &Arc<str>,
         skip_when_suspect: bool,
     ) -> Result<Node, String> {
-        // redis-rs's parse errors do not repeat the URL; ours shows it without its password.
-        let client = redis::Client::open(url)
-            .map_err(|err| format!("Redis URL {:?}: {err}", redact_url(url)))?;
-        let address = client.get_connection_info().addr().to_string();
-        let manager = RedisConnectionManager::new(url).map_err(|err| err.to_string())?;
+        let info = client.get_connection_info().clone();
+        let address = info.addr().to_string();
+        let manager = RedisConnectionManager::new(info)
+            .map_err(|err| format!("Redis node {address}: {err}"))?;
         let connect_failures = ConnectFailures::default();
         let generation = Arc::new(AtomicU64::new(0));
         // bb8 spawns its reaper where the pool is built: on the background runtime, which

@@ -1,4 +1,6 @@
 //! Metrics through the `metrics` facade (the app installs an exporter), names in one place.
+//! Without the `metrics` feature the names stay (for dashboards built from them) and recording
+//! compiles to nothing.
 
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ pub const WAIT_SECONDS: &str = "fencelock_wait_seconds";
 pub const HOLD_SECONDS: &str = "fencelock_hold_seconds";
 
 /// Registers descriptions with the installed recorder (call once, after installing it).
+#[cfg(feature = "metrics")]
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(ATTEMPTS, "Lock acquisition attempts sent to Redis");
@@ -41,36 +44,70 @@ pub fn describe_metrics() {
     describe_histogram!(HOLD_SECONDS, Unit::Seconds, "Time a lock was held");
 }
 
-pub(crate) fn attempt() {
-    metrics::counter!(ATTEMPTS).increment(1);
+/// Records only with the `metrics` feature (the functions then allow their unused arguments).
+macro_rules! record {
+    ($($body:tt)*) => {
+        #[cfg(feature = "metrics")]
+        {
+            $($body)*
+        }
+    };
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn attempt() {
+    record! {
+    metrics::counter!(ATTEMPTS).increment(1);
+    }
+}
+
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn acquired(via: &'static str, waited: Duration) {
+    record! {
     metrics::counter!(ACQUIRED, "via" => via).increment(1);
     metrics::histogram!(WAIT_SECONDS).record(waited.as_secs_f64());
+    }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn busy() {
+    record! {
     metrics::counter!(BUSY).increment(1);
+    }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn unavailable() {
+    record! {
     metrics::counter!(UNAVAILABLE).increment(1);
+    }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn extension(outcome: &'static str) {
+    record! {
     metrics::counter!(EXTENSIONS, "outcome" => outcome).increment(1);
+    }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn lost() {
+    record! {
     metrics::counter!(LOST).increment(1);
+    }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn released(outcome: &'static str, held: Duration) {
+    record! {
     metrics::counter!(RELEASES, "outcome" => outcome).increment(1);
     metrics::histogram!(HOLD_SECONDS).record(held.as_secs_f64());
+    }
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn yielded() {
+    record! {
     metrics::counter!(YIELDS).increment(1);
+    }
 }

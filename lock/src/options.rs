@@ -13,7 +13,11 @@ use std::time::Duration;
 ///     .auto_extend(true);
 /// assert_eq!(options.ttl, Duration::from_secs(5));
 /// ```
+///
+/// The fields can be read; new ones may be added in minor releases, so the type is built only
+/// through [`LockOptions::new`] (or `default`) and the setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockOptions {
     /// How long the lock lives in Redis unless extended or released. Default 10 s.
     pub ttl: Duration,
@@ -95,12 +99,18 @@ impl LockOptions {
     }
 }
 
-/// Locker-wide settings. [`LockerConfig::new`] takes the Redis URLs; the rest has defaults.
-/// Its `Debug` shows the URLs without their passwords.
-#[derive(Clone, PartialEq, Eq)]
+/// Locker-wide settings: the Redis nodes ([`LockerConfig::new`] from URLs,
+/// [`LockerConfig::from_clients`] from your own `redis::Client`s,
+/// [`LockerConfig::from_connection_infos`]), the rest with defaults changed through the setters.
+/// One node: single-node mode. Three or more: quorum (Redlock) mode over independent nodes.
+///
+/// Its `Debug` shows the nodes without their passwords. The fields can be read; new ones may be
+/// added in minor releases, so the type is built only through its constructors and setters.
+#[derive(Clone)]
+#[non_exhaustive]
 pub struct LockerConfig {
-    /// One URL: single-node mode. Three or more: quorum (Redlock) mode over independent nodes.
-    pub urls: Vec<String>,
+    /// The nodes, as given.
+    nodes: Vec<NodeTarget>,
     /// Prefix of every key (`<prefix>:{<resource>}:lock`, …). Default `fencelock`. No braces.
     pub prefix: String,
     /// Pooled connections per node. Default 16.
@@ -128,9 +138,9 @@ pub struct LockerConfig {
 
 impl std::fmt::Debug for LockerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self.urls.iter().map(|url| redact_url(url)).collect();
+        let nodes: Vec<String> = self.nodes.iter().map(NodeTarget::shown).collect();
         f.debug_struct("LockerConfig")
-            .field("urls", &urls)
+            .field("nodes", &nodes)
             .field("prefix", &self.prefix)
             .field("pool_size", &self.pool_size)
             .field("node_timeout", &self.node_timeout)
@@ -161,15 +171,76 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// One configured node: a URL (parsed when the locker is built, so a bad one is an error
+/// there), or connection details the caller made.
+#[derive(Clone)]
+enum NodeTarget {
+    Url(String),
+    Info(redis::ConnectionInfo),
+    Client(redis::Client),
+}
+
+impl NodeTarget {
+    /// For `Debug` and errors: the URL without its password, or `host:port` (never the
+    /// credentials a `ConnectionInfo` carries).
+    fn shown(&self) -> String {
+        match self {
+            NodeTarget::Url(url) => redact_url(url),
+            NodeTarget::Info(info) => info.addr().to_string(),
+            NodeTarget::Client(client) => client.get_connection_info().addr().to_string(),
+        }
+    }
+
+    /// The client to connect with; a URL's parse error shows it without its password.
+    pub(crate) fn client(&self) -> Result<redis::Client, String> {
+        match self {
+            NodeTarget::Url(url) => redis::Client::open(url.as_str())
+                .map_err(|err| format!("Redis URL {:?}: {err}", redact_url(url))),
+            NodeTarget::Info(info) => redis::Client::open(info.clone())
+                .map_err(|err| format!("Redis node {}: {err}", self.shown())),
+            NodeTarget::Client(client) => Ok(client.clone()),
+        }
+    }
+}
+
 impl LockerConfig {
-    /// A configuration over the given Redis URLs, with defaults for the rest.
+    /// A configuration over the given Redis URLs (`redis://`, or `rediss://` for TLS with the
+    /// `tls` feature), with defaults for the rest.
     pub fn new<I, S>(urls: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Self::over(urls.into_iter().map(|url| NodeTarget::Url(url.into())))
+    }
+
+    /// A configuration over clients you built: custom TLS roots or client certificates
+    /// (`redis::Client::build_with_tls`), credentials from a secret store, a RESP3 setting.
+    /// The locker makes its own connections from them (pooled, plus one for pub/sub per node).
+    ///
+    /// ```
+    /// let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    /// let config = fencelock::LockerConfig::from_clients([client]);
+    /// assert_eq!(config.node_count(), 1);
+    /// ```
+    pub fn from_clients<I>(clients: I) -> Self
+    where
+        I: IntoIterator<Item = redis::Client>,
+    {
+        Self::over(clients.into_iter().map(NodeTarget::Client))
+    }
+
+    /// A configuration over `redis::ConnectionInfo` values (address, database, credentials).
+    pub fn from_connection_infos<I>(infos: I) -> Self
+    where
+        I: IntoIterator<Item = redis::ConnectionInfo>,
+    {
+        Self::over(infos.into_iter().map(NodeTarget::Info))
+    }
+
+    fn over(nodes: impl Iterator<Item = NodeTarget>) -> Self {
         LockerConfig {
-            urls: urls.into_iter().map(Into::into).collect(),
+            nodes: nodes.collect(),
             prefix: "fencelock".into(),
             pool_size: 16,
             node_timeout: Duration::from_millis(500),
@@ -184,6 +255,21 @@ impl LockerConfig {
     /// Parses a comma-separated list of URLs (the app's `REDIS_URLS`).
     pub fn from_url_list(list: &str) -> Self {
         Self::new(list.split(',').map(str::trim).filter(|url| !url.is_empty()))
+    }
+
+    /// How many nodes are configured: 1 is single-node mode, 3 or more quorum mode.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The nodes as they may be shown: URLs without passwords, or `host:port`.
+    pub fn nodes_shown(&self) -> Vec<String> {
+        self.nodes.iter().map(NodeTarget::shown).collect()
+    }
+
+    /// A client per node, in the configured order.
+    pub(crate) fn clients(&self) -> Result<Vec<redis::Client>, String> {
+        self.nodes.iter().map(NodeTarget::client).collect()
     }
 
     /// Sets [`LockerConfig::prefix`].
@@ -216,6 +302,18 @@ impl LockerConfig {
         self
     }
 
+    /// Sets [`LockerConfig::retry_min_delay`].
+    pub fn retry_min_delay(mut self, delay: Duration) -> Self {
+        self.retry_min_delay = delay;
+        self
+    }
+
+    /// Sets [`LockerConfig::retry_max_delay`].
+    pub fn retry_max_delay(mut self, delay: Duration) -> Self {
+        self.retry_max_delay = delay;
+        self
+    }
+
     /// Sets [`LockerConfig::pool_size`].
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size;
@@ -223,8 +321,8 @@ impl LockerConfig {
     }
 
     pub(crate) fn check(&self) -> Result<(), LockError> {
-        match self.urls.len() {
-            0 => return Err(LockError::Config("no Redis URL given".into())),
+        match self.nodes.len() {
+            0 => return Err(LockError::Config("no Redis node given".into())),
             2 => {
                 return Err(LockError::Config(
                     "2 Redis nodes cannot form a useful quorum: use 1 node, or 3 or more".into(),
@@ -240,6 +338,11 @@ impl LockerConfig {
         }
         if self.pool_size == 0 {
             return Err(LockError::Config("pool_size must be at least 1".into()));
+        }
+        if self.retry_min_delay > self.retry_max_delay {
+            return Err(LockError::Config(
+                "retry_min_delay must be at most retry_max_delay".into(),
+            ));
         }
         Ok(())
     }
@@ -266,5 +369,17 @@ mod redaction {
             !shown.contains("s3cret") && shown.contains("redis://:***@a/"),
             "{shown}"
         );
+        let client = redis::Client::open("redis://:s3cret@c:6379/").unwrap();
+        let info = client.get_connection_info().clone();
+        for config in [
+            LockerConfig::from_clients([client]),
+            LockerConfig::from_connection_infos([info]),
+        ] {
+            let shown = format!("{config:?} {:?}", config.nodes_shown());
+            assert!(
+                !shown.contains("s3cret") && shown.contains("c:6379"),
+                "{shown}"
+            );
+        }
     }
 }

@@ -1,10 +1,14 @@
 //! What `#[distributed_lock]` expands to. Not a public API: names here may change at any time.
 
-pub use crate::{FromLockError, Guard, LockError, LockOptions, Locker};
+pub use crate::{FromLockError, Guard, LockError, LockOptions, Locker, MultiGuard};
 pub use tracing::Instrument;
 
 #[cfg(feature = "actix")]
 pub use crate::actix::{lock_error_response, AppLocker};
+#[cfg(feature = "axum")]
+pub use crate::axum::{
+    lock_error_response as axum_lock_error_response, AxumLocker, Either as AxumEither,
+};
 #[cfg(feature = "actix")]
 pub use actix_web::Either;
 
@@ -18,13 +22,67 @@ pub fn options(
     fair: bool,
     min_hold_ms: u64,
 ) -> LockOptions {
-    LockOptions {
-        ttl: Duration::from_millis(ttl_ms),
-        wait: Duration::from_millis(wait_ms),
-        auto_extend,
-        fair,
-        min_hold: Duration::from_millis(min_hold_ms),
+    LockOptions::new()
+        .ttl(Duration::from_millis(ttl_ms))
+        .wait(Duration::from_millis(wait_ms))
+        .auto_extend(auto_extend)
+        .fair(fair)
+        .min_hold(Duration::from_millis(min_hold_ms))
+}
+
+pub async fn acquire_many(
+    locker: &Locker,
+    resources: &[String],
+    options: &LockOptions,
+) -> Result<MultiGuard, LockError> {
+    locker.acquire_many(resources, options).await
+}
+
+/// Like [`release`], for every lock of a list.
+pub async fn release_many(guard: MultiGuard) {
+    let resources: Vec<String> = guard
+        .guards()
+        .iter()
+        .map(|guard| guard.resource().to_string())
+        .collect();
+    match guard.release().await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                ?resources,
+                "a lock expired or was taken over before the body finished"
+            )
+        }
+        Err(error) => {
+            tracing::warn!(?resources, %error, "lock release failed; they expire by their TTL")
+        }
     }
+}
+
+/// Like [`run_until_lost`]: stops when any of the locks is lost.
+pub async fn run_until_lost_many<F: std::future::Future>(
+    guard: &MultiGuard,
+    body: F,
+) -> Result<F::Output, LockError> {
+    tokio::select! {
+        biased;
+        output = body => Ok(output),
+        () = guard.lost() => {
+            let resource = guard.lost_resource().to_string();
+            tracing::warn!(%resource, "lock lost while held: the body was stopped");
+            Err(LockError::Lost { resource })
+        }
+    }
+}
+
+/// Like [`hold_span`], with every resource and fence.
+pub fn hold_span_many(guard: &MultiGuard) -> tracing::Span {
+    let held: Vec<(&str, u64)> = guard
+        .guards()
+        .iter()
+        .map(|guard| (guard.resource(), guard.fence()))
+        .collect();
+    tracing::info_span!("fencelock.hold", resources = ?held)
 }
 
 pub async fn acquire(

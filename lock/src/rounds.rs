@@ -22,6 +22,7 @@ use crate::quorum::{self, validity};
 use crate::resource::ResourceKeys;
 use crate::scripts;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use redis::FromRedisValue;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -459,6 +460,21 @@ impl Cluster {
     /// Runs `call` on the first node only (fair mode's queue lives there).
     pub(crate) async fn on_first(&self, call: &ScriptCall<'_>) -> Result<i64, NodeError> {
         self.nodes[0].run::<i64>(call, self.node_timeout).await
+    }
+
+    /// Runs `call` on every node at once, each bounded by the node timeout; the replies in node
+    /// order. For operator calls (inspect, force-unlock), which decide on the replies
+    /// themselves.
+    pub(crate) async fn ask_all<T: FromRedisValue>(
+        &self,
+        call: &ScriptCall<'_>,
+    ) -> Vec<Result<T, NodeError>> {
+        futures_util::future::join_all(
+            self.nodes
+                .iter()
+                .map(|node| node.run::<T>(call, self.node_timeout)),
+        )
+        .await
     }
 
     /// PINGs every node; how many answered.

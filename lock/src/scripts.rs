@@ -140,12 +140,39 @@ return 1",
     )
 });
 
-/// KEYS: lock. ARGV: token, ttl_ms. Resets the TTL of the caller's own lock. Returns 1 or 0.
+/// KEYS: lock. ARGV: token, ttl_ms. Makes the caller's own lock live at least `ttl_ms` from
+/// now; never shortens it, so a watchdog's extension cannot undo a longer one made by hand (and
+/// a guard's validity, which only ever advances, stays true). Returns 1 or 0.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1",
+    )
+});
+
+/// KEYS: lock, fence. Returns `{PTTL of the lock, last fence issued}`: PTTL -2 when the
+/// resource is free, -1 when its key has no expiry; fence 0 when no counter lives.
+/// Read-only: it never says who holds the lock (the token is the holder's secret).
+pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+return {redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}",
+    )
+});
+
+/// KEYS: lock. ARGV: channel, locker id. An operator's override: deletes the lock whoever
+/// holds it and wakes the waiters. The fence counter stays, so the next holder's fence is still
+/// above the evicted holder's and fenced storage rejects the evicted holder's late writes.
+/// Returns 1 when a lock was there.
+pub(crate) static FORCE_UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1",
     )
 });
@@ -182,7 +209,7 @@ return 1",
 /// Every script, for loading them onto a connection as soon as it is made: the first use of a
 /// script (on a new or restarted Redis) then costs no NOSCRIPT round trips in the middle of a
 /// round, where they would eat the lock's validity.
-pub(crate) fn all() -> [&'static Script; 8] {
+pub(crate) fn all() -> [&'static Script; 10] {
     [
         &ACQUIRE,
         &FAIR_ACQUIRE,
@@ -192,5 +219,7 @@ pub(crate) fn all() -> [&'static Script; 8] {
         &EXTEND,
         &HANDOFF,
         &RAISE_FENCE,
+        &INSPECT,
+        &FORCE_UNLOCK,
     ]
 }

@@ -18,11 +18,13 @@ mod postgres;
 pub mod programs;
 mod proxy;
 mod redis;
+mod tls;
 
 pub use haproxy::HaProxy;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};
 pub use redis::{ephemeral_args as redis_args, shared_redis, RedisServer};
+pub use tls::TestCertificates;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// With TLS: the port that speaks TLS only, and the files it serves.
+    tls: Option<(u16, [PathBuf; 3])>,
     process: Option<Guarded>,
     dir: PathBuf,
     program: PathBuf,
@@ -21,6 +23,22 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> RedisServer {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that also listens for TLS (`rediss://`) on a second port, with the
+    /// certificate and key in `certificates` (clients are not asked for certificates). The plain
+    /// port stays, for readiness checks and test set-up.
+    pub fn start_tls(certificates: &crate::TestCertificates) -> RedisServer {
+        let files = [
+            certificates.cert_file(),
+            certificates.key_file(),
+            certificates.ca_file(),
+        ];
+        Self::start_with(Some((free_port(), files)))
+    }
+
+    fn start_with(tls: Option<(u16, [PathBuf; 3])>) -> RedisServer {
         let program = find_program("redis-server", "redis-server");
         let dir = tempfile::Builder::new()
             .prefix("fencelock-redis-")
@@ -28,6 +46,7 @@ impl RedisServer {
             .expect("create a temp dir for redis-server")
             .keep();
         let mut server = RedisServer {
+            tls,
             port: free_port(),
             process: None,
             _dir_guardian: DirGuardian::watch(&dir),
@@ -41,6 +60,12 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/`, for a server started with [`RedisServer::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let (port, _) = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}/")
     }
 
     /// The TCP port the server listens on (kept across restarts).
@@ -89,7 +114,18 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let log = self.dir.join("redis.log");
-        let args = ephemeral_args(self.port, &self.dir);
+        let mut args = ephemeral_args(self.port, &self.dir);
+        if let Some((port, [cert, key, ca])) = &self.tls {
+            for (option, value) in [
+                ("--tls-port", port.to_string()),
+                ("--tls-cert-file", cert.display().to_string()),
+                ("--tls-key-file", key.display().to_string()),
+                ("--tls-ca-cert-file", ca.display().to_string()),
+                ("--tls-auth-clients", "no".to_string()),
+            ] {
+                args.extend([option.to_string(), value]);
+            }
+        }
         self.process = Some(Guarded::spawn(None, &self.program, &args, "KILL", &log));
         self.wait_until_ready(&log);
     }

@@ -13,9 +13,10 @@ const USAGE: &str = "usage: cargo xtask <chore>
   demo                  install what is missing, build, bring up the 3-instance cluster and run
                         the `classic` load scenario; prints the verdict and the report's path
   test [args…]          install the servers the tests need; gates: cargo fmt --check, clippy
-                        -D warnings (also the runtime without default features), cargo doc
-                        -D warnings; then every test of the workspace (with args: a filtered
-                        cargo test, no gates)
+                        -D warnings (all features; the runtime also with none and with each
+                        alone), cargo doc -D warnings, the declared rust-version (installed with
+                        rustup); then every test of the workspace, all features (with args: a
+                        filtered cargo test, no gates)
   bench [args…]         the lock runtime's benchmark (JSON lines)
   soak [--seconds N] [--seed S]
                         the lock runtime's fault-injection stress suite, for N seconds (default
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             })
-            .and_then(|()| cargo(&workspace, &["test", "--workspace"], rest)),
+            .and_then(|()| cargo(&workspace, &["test", "--workspace", "--all-features"], rest)),
         Some("bench") => install::ensure(&install::TESTS[..1]).and_then(|()| {
             cargo(
                 &workspace,
@@ -198,43 +199,84 @@ fn load_tests(workspace: &Path, args: &[String]) -> Result<Command, String> {
     Ok(command)
 }
 
+/// The runtime's optional features, each of which must build alone.
+const RUNTIME_FEATURES: [&str; 4] = ["actix", "axum", "metrics", "tls"];
+
 /// What must hold before the tests run: formatting, lints (warnings are errors; the runtime
-/// also without its default features) and the docs (rustdoc warnings are errors).
+/// also with no feature and with each feature alone), the docs (rustdoc warnings are errors)
+/// and the declared minimum Rust version.
 fn gates(workspace: &Path) -> Result<(), String> {
+    const DENY_WARNINGS: [&str; 3] = ["--", "-D", "warnings"];
     cargo(workspace, &["fmt", "--all", "--check"], &[])?;
-    cargo(
-        workspace,
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[],
-    )?;
-    // The runtime without its default `actix` feature.
-    cargo(
-        workspace,
-        &[
-            "clippy",
+    let clippy = |args: &[&str]| {
+        let args: Vec<&str> = ["clippy"]
+            .iter()
+            .chain(args)
+            .chain(&DENY_WARNINGS)
+            .copied()
+            .collect();
+        cargo(workspace, &args, &[])
+    };
+    clippy(&["--workspace", "--all-targets", "--all-features"])?;
+    clippy(&[
+        "--package",
+        "fencelock",
+        "--no-default-features",
+        "--all-targets",
+    ])?;
+    for feature in RUNTIME_FEATURES {
+        clippy(&[
             "--package",
             "fencelock",
             "--no-default-features",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &[],
-    )?;
+            "--features",
+            feature,
+            "--lib",
+        ])?;
+    }
     install::run_or(
         install::cargo()
             .current_dir(workspace)
-            .args(["doc", "--workspace", "--no-deps"])
+            .args(["doc", "--workspace", "--no-deps", "--all-features"])
             .env("RUSTDOCFLAGS", "-D warnings"),
         "`cargo doc` found warnings",
+    )?;
+    minimum_rust_version(workspace)
+}
+
+/// Builds the published crates (all features) with the `rust-version` the workspace declares,
+/// installing that toolchain with rustup (minimal profile) if it is missing. Its own target
+/// dir, so the main build is not thrown away.
+fn minimum_rust_version(workspace: &Path) -> Result<(), String> {
+    let manifest = std::fs::read_to_string(workspace.join("Cargo.toml"))
+        .map_err(|err| format!("cannot read the workspace Cargo.toml: {err}"))?;
+    let version = manifest
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = "))
+        .map(|value| value.trim_matches('"'))
+        .ok_or("the workspace Cargo.toml declares no rust-version")?;
+    let rustup = || {
+        let mut command = std::process::Command::new("rustup");
+        // The outer cargo's choice of toolchain must not leak into the inner one.
+        command
+            .current_dir(workspace)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .env_remove("RUSTC");
+        command
+    };
+    install::run_or(
+        rustup().args(["toolchain", "install", version, "--profile", "minimal"]),
+        &format!(
+            "cannot install Rust {version} with rustup (needed to check the declared rust-version)"
+        ),
+    )?;
+    install::run_or(
+        rustup()
+            .args(["run", version, "cargo", "check", "--package", "fencelock"])
+            .args(["--package", "fencelock-macros", "--all-features", "--lib"])
+            .env("CARGO_TARGET_DIR", workspace.join("target").join("msrv")),
+        &format!("the published crates do not build with their declared rust-version {version}"),
     )
 }
 

@@ -1,10 +1,11 @@
-//! User balances: charge and use, each under the user's lock with a fenced write.
+//! User balances: charge and use, each under the user's lock with a fenced write, and
+//! transfers between two users under both users' locks.
 
 use crate::error::AppError;
 use crate::idempotency::{self, IdempotencyKey, Stored};
 use crate::input::{Amount, Id, JsonBody};
 use crate::schema::{balance_ledger, balances};
-use crate::state::{db_fence, AppState};
+use crate::state::{db_fence, db_fence_of, AppState};
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
@@ -13,6 +14,15 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fencelock::distributed_lock;
 use serde::Deserialize;
 use serde_json::json;
+
+/// `{"from": id, "to": id, "amount": N}` for a transfer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    from: Id,
+    to: Id,
+    amount: Amount,
+}
 
 /// `{"amount": N}` for charge and use.
 #[derive(Debug, Deserialize)]
@@ -73,6 +83,24 @@ impl Change {
         match self {
             Change::Charge => "charge",
             Change::Use => "use",
+        }
+    }
+}
+
+/// A ledger row's `kind`: balance = Σ charge + Σ transfer_in − Σ use − Σ transfer_out.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Change(Change),
+    TransferOut,
+    TransferIn,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Change(change) => change.name(),
+            Kind::TransferOut => "transfer_out",
+            Kind::TransferIn => "transfer_in",
         }
     }
 }
@@ -141,13 +169,13 @@ async fn add(
         write_ledger(
             conn,
             user_id,
-            Change::Charge,
+            Kind::Change(Change::Charge),
             amount,
             &state.instance,
             fence,
         )
         .await?;
-        finish(conn, key, user_id, balance).await
+        finish(conn, key, &balance_json(user_id, balance)).await
     })
     .await
 }
@@ -193,8 +221,159 @@ async fn subtract(
         if written == 0 {
             return Err(AppError::FencedOut { fence });
         }
-        write_ledger(conn, user_id, Change::Use, amount, &state.instance, fence).await?;
-        finish(conn, key, user_id, balance - amount).await
+        write_ledger(
+            conn,
+            user_id,
+            Kind::Change(Change::Use),
+            amount,
+            &state.instance,
+            fence,
+        )
+        .await?;
+        finish(conn, key, &balance_json(user_id, balance - amount)).await
+    })
+    .await
+}
+
+/// Moves `amount` from one user to another: 400 `same_user` for a transfer to oneself, 404
+/// `user_not_found` when either user is unknown, 409 `insufficient_balance` when `from` is
+/// short; nothing is written in any of those cases.
+#[post("/balance/transfer")]
+pub async fn transfer(
+    state: web::Data<AppState>,
+    body: JsonBody<TransferBody>,
+    req: HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    let TransferBody { from, to, amount } = body.0;
+    // Refused before any lock, like all bad input (and not stored for an Idempotency-Key).
+    if from == to {
+        return Err(AppError::bad_request(
+            "same_user",
+            format!("from and to are both user {from}: a transfer needs two users"),
+        ));
+    }
+    let key = IdempotencyKey::from_request(&req, "transfer")?;
+    idempotency::run(&state, key, async |key| {
+        transfer_under_lock(&state, from, to, amount.0, key).await
+    })
+    .await
+}
+
+/// Both users' locks, taken in one global order by the runtime (so transfers in opposite
+/// directions cannot deadlock), each row written with its own lock's fence.
+#[distributed_lock(resource = ["balance:{from}", "balance:{to}"], locker = state.locker, ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+async fn transfer_under_lock(
+    state: &AppState,
+    from: Id,
+    to: Id,
+    amount: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    let from = Party {
+        user_id: from.0,
+        fence: db_fence_of(lock, &format!("balance:{from}")),
+    };
+    let to = Party {
+        user_id: to.0,
+        fence: db_fence_of(lock, &format!("balance:{to}")),
+    };
+    state
+        .db
+        .holding(lock, async |conn| {
+            move_balance(conn, state, from, to, amount, key).await
+        })
+        .await
+}
+
+/// One side of a transfer: the user and the fence of the lock on that user's balance.
+#[derive(Debug, Clone, Copy)]
+struct Party {
+    user_id: i64,
+    fence: i64,
+}
+
+/// Reads both rows, checks, then one compare-and-set per row on the fence read with it (see
+/// `subtract`), both ledger rows and the idempotency record, all in one transaction: either
+/// the whole transfer lands or nothing does.
+async fn move_balance(
+    conn: &mut AsyncPgConnection,
+    state: &AppState,
+    from: Party,
+    to: Party,
+    amount: i64,
+    key: Option<&IdempotencyKey>,
+) -> Result<Stored, AppError> {
+    conn.transaction::<_, AppError, _>(async |conn| {
+        let rows: Vec<(i64, i64, i64)> = balances::table
+            .filter(balances::user_id.eq_any([from.user_id, to.user_id]))
+            .select((balances::user_id, balances::balance, balances::fence))
+            .load(conn)
+            .await?;
+        let read = |party: Party| {
+            rows.iter()
+                .find(|(user_id, _, _)| *user_id == party.user_id)
+                .map(|&(_, balance, fence)| (balance, fence))
+                .ok_or_else(|| unknown_user(party.user_id))
+        };
+        let (from_balance, from_read) = read(from)?;
+        let (to_balance, to_read) = read(to)?;
+        if from_balance < amount {
+            return Err(AppError::Conflict {
+                code: "insufficient_balance",
+                message: format!(
+                    "user {} has {from_balance}, {amount} requested; nothing was transferred",
+                    from.user_id
+                ),
+            });
+        }
+        let from_after = from_balance - amount;
+        let to_after = to_balance
+            .checked_add(amount)
+            .ok_or_else(|| AppError::Conflict {
+                code: "balance_overflow",
+                message: format!(
+                    "user {} would hold more than a BIGINT; nothing was transferred",
+                    to.user_id
+                ),
+            })?;
+        // Rows are written in user id order: holders that lost their lock can still race a
+        // newer holder here, and a fixed order keeps PostgreSQL's row locks from deadlocking.
+        let mut writes = [(from, from_read, from_after), (to, to_read, to_after)];
+        writes.sort_by_key(|(party, _, _)| party.user_id);
+        for (party, read_fence, balance) in writes {
+            let written = diesel::update(
+                balances::table
+                    .find(party.user_id)
+                    .filter(balances::fence.eq(read_fence))
+                    .filter(balances::fence.lt(party.fence)),
+            )
+            .set((
+                balances::balance.eq(balance),
+                balances::fence.eq(party.fence),
+            ))
+            .execute(conn)
+            .await?;
+            if written == 0 {
+                return Err(AppError::FencedOut { fence: party.fence });
+            }
+        }
+        for (party, kind) in [(from, Kind::TransferOut), (to, Kind::TransferIn)] {
+            write_ledger(
+                conn,
+                party.user_id,
+                kind,
+                amount,
+                &state.instance,
+                party.fence,
+            )
+            .await?;
+        }
+        let body = json!({
+            "from": balance_json(from.user_id, from_after),
+            "to": balance_json(to.user_id, to_after),
+            "amount": amount,
+        });
+        finish(conn, key, &body).await
     })
     .await
 }
@@ -220,13 +399,13 @@ pub async fn show(
     Ok(HttpResponse::Ok().json(balance_json(user_id.0, balance)))
 }
 
+/// The 200 with `body`, stored for the request's key in the caller's transaction.
 async fn finish(
     conn: &mut AsyncPgConnection,
     key: Option<&IdempotencyKey>,
-    user_id: i64,
-    balance: i64,
+    body: &serde_json::Value,
 ) -> Result<Stored, AppError> {
-    let stored = Stored::new(StatusCode::OK, &balance_json(user_id, balance));
+    let stored = Stored::new(StatusCode::OK, body);
     if let Some(key) = key {
         idempotency::save(conn, key, &stored).await?;
     }
@@ -236,7 +415,7 @@ async fn finish(
 async fn write_ledger(
     conn: &mut AsyncPgConnection,
     user_id: i64,
-    change: Change,
+    kind: Kind,
     amount: i64,
     instance: &str,
     fence: i64,
@@ -244,7 +423,7 @@ async fn write_ledger(
     diesel::insert_into(balance_ledger::table)
         .values((
             balance_ledger::user_id.eq(user_id),
-            balance_ledger::kind.eq(change.name()),
+            balance_ledger::kind.eq(kind.name()),
             balance_ledger::amount.eq(amount),
             balance_ledger::instance.eq(instance),
             balance_ledger::fence.eq(Some(fence)),

@@ -197,6 +197,14 @@ impl Cluster {
             .unwrap_or_else(|_| panic!("not a number from {query}"))
     }
 
+    /// A user's balance as its ledger adds up: Σ charge + Σ transfer_in − Σ use −
+    /// Σ transfer_out (0 for a user without rows).
+    pub fn ledger_balance(&self, user_id: i64) -> i64 {
+        self.sql_i64(&format!(
+            "SELECT {LEDGER_SUM} FROM balance_ledger WHERE user_id = {user_id}"
+        ))
+    }
+
     /// Takes the instances' lock on `resource` for `ttl`, as another holder would.
     pub async fn hold_lock(&self, resource: &str, ttl: Duration) -> fencelock::Guard {
         let locker = Locker::new(
@@ -218,6 +226,12 @@ impl Cluster {
         reply.body["id"].as_i64().unwrap()
     }
 }
+
+/// The SQL that adds up a user's `balance_ledger` rows into the balance they must equal (the
+/// table's CHECK allows only these four kinds).
+pub const LEDGER_SUM: &str = "COALESCE(SUM(CASE kind \
+     WHEN 'charge' THEN amount WHEN 'transfer_in' THEN amount \
+     WHEN 'use' THEN -amount WHEN 'transfer_out' THEN -amount END), 0)";
 
 /// Counts replies by status.
 pub fn by_status(replies: &[Reply]) -> HashMap<u16, usize> {

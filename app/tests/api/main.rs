@@ -7,3 +7,4 @@ mod faults;
 mod helpers;
 mod scenarios;
 mod secrets;
+mod transfer;

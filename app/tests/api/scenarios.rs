@@ -68,8 +68,7 @@ async fn balance_charge_50_then_70_uses_of_1() {
         .all(|r| r.code() == "insufficient_balance"));
     let balance = cluster.get("/balance/7").await;
     assert_eq!(balance.body["balance"], 0);
-    let ledger = cluster.sql("SELECT sum(CASE kind WHEN 'charge' THEN amount ELSE -amount END) FROM balance_ledger WHERE user_id = 7");
-    assert_eq!(ledger, "0");
+    assert_eq!(cluster.ledger_balance(7), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

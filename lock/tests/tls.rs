@@ -1,0 +1,105 @@
+//! `rediss://`: locking over TLS against real redis-servers listening on `tls-port`, with a
+//! throwaway CA made by the test. Single node and quorum.
+
+mod common;
+
+use common::{exists, lock_key, unique};
+use fencelock::{LockError, LockOptions, Locker, LockerConfig};
+use fencelock_testkit::{RedisServer, TestCertificates};
+use std::time::Duration;
+
+/// A client for `server`'s TLS port that trusts only the test CA.
+fn tls_client(server: &RedisServer, certificates: &TestCertificates) -> redis::Client {
+    redis::Client::build_with_tls(
+        server.tls_url(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(certificates.ca_pem().as_bytes().to_vec()),
+        },
+    )
+    .expect("a TLS client")
+}
+
+/// Takes, hands over and releases a lock through `locker`, checking on the servers' plain ports
+/// that it really was in Redis.
+async fn lock_over(locker: &Locker, servers: &[RedisServer]) {
+    let resource = unique("tls");
+    let options = LockOptions::new().ttl(Duration::from_secs(5));
+    let first = locker
+        .acquire(&resource, &options)
+        .await
+        .expect("acquired over TLS");
+    let key = lock_key(&resource);
+    let mut held_on = Vec::new();
+    for server in servers {
+        held_on.push(exists(&server.url(), &key).await);
+    }
+    assert!(
+        held_on.iter().filter(|&&held| held).count() > servers.len() / 2,
+        "the lock is on a majority: {held_on:?}"
+    );
+    // A waiter hears the release over the TLS pub/sub connection (or gets a handoff).
+    let waiter = {
+        let locker = locker.clone();
+        let resource = resource.clone();
+        tokio::spawn(async move {
+            locker
+                .acquire(&resource, &LockOptions::new().wait(Duration::from_secs(5)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first_fence = first.fence();
+    assert!(first.release().await.expect("released over TLS"));
+    let second = waiter.await.unwrap().expect("the waiter got the lock");
+    assert!(second.fence() > first_fence);
+    assert!(second.release().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_locks_over_tls_with_a_private_ca() {
+    let certificates = TestCertificates::generate();
+    let server = RedisServer::start_tls(&certificates);
+    let locker = Locker::new(LockerConfig::from_clients([tls_client(
+        &server,
+        &certificates,
+    )]))
+    .unwrap();
+    lock_over(&locker, std::slice::from_ref(&server)).await;
+    assert!(locker.health().await.quorum);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quorum_locks_over_tls() {
+    let certificates = TestCertificates::generate();
+    let servers: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start_tls(&certificates))
+        .collect();
+    let clients = servers
+        .iter()
+        .map(|server| tls_client(server, &certificates));
+    let locker = Locker::new(LockerConfig::from_clients(clients)).unwrap();
+    lock_over(&locker, &servers).await;
+}
+
+/// A `rediss://` URL trusts the system's roots only: a server certificate from the test CA is
+/// refused, promptly, as `Unavailable` — never a lock taken over an unverified connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_an_unknown_ca_is_refused() {
+    let certificates = TestCertificates::generate();
+    let server = RedisServer::start_tls(&certificates);
+    let locker = Locker::new(LockerConfig::new([server.tls_url()])).unwrap();
+    let started = std::time::Instant::now();
+    let outcome = locker
+        .acquire(&unique("untrusted"), &LockOptions::new())
+        .await;
+    assert!(
+        matches!(outcome, Err(LockError::Unavailable { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "refused promptly, took {:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,6 @@
+use fencelock::distributed_lock;
+
+#[distributed_lock(resource = [], locker = locker)]
+async fn nothing(locker: &fencelock::Locker) {}
+
+fn main() {}
