@@ -12,8 +12,11 @@ pub struct Settings {
     /// `DB_POOL_SIZE` (default 16): pooled PostgreSQL connections per instance.
     pub db_pool_size: u32,
     /// `REDIS_URLS`, comma-separated (default `redis://127.0.0.1:6379/`): one = single node,
-    /// three or more = quorum.
+    /// three or more = quorum. `rediss://` for TLS.
     pub redis_urls: Vec<String>,
+    /// `REDIS_TLS_CA`: a PEM file of the certificate authorities to trust for `rediss://`
+    /// (a private CA, as managed Redis services use); unset = the system's roots.
+    pub redis_tls_ca: Option<std::path::PathBuf>,
     /// `BIND` (default `127.0.0.1:8080`); port 0 picks a free port.
     pub bind: SocketAddr,
     /// `INSTANCE_ID` (default `<hostname>:<port>`), sent as `X-Instance` on every response.
@@ -57,6 +60,7 @@ impl Default for Settings {
             database_url: "postgres://postgres@127.0.0.1:5432/fencelock".into(),
             db_pool_size: 16,
             redis_urls: vec!["redis://127.0.0.1:6379/".into()],
+            redis_tls_ca: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             instance_id: None,
             lock_prefix: "fencelock".into(),
@@ -100,14 +104,40 @@ impl Settings {
                     "give one Redis URL (single node) or three or more (quorum)",
                 ));
             }
-            if let Some(bad) = list.iter().find(|url| !url.starts_with("redis://")) {
+            let redis_url =
+                |url: &&String| url.starts_with("redis://") || url.starts_with("rediss://");
+            if let Some(bad) = list.iter().find(|url| !redis_url(url)) {
                 return Err(invalid(
                     "REDIS_URLS",
                     urls.clone(),
-                    &format!("{:?} is not a redis:// URL", fencelock::redact_url(bad)),
+                    &format!(
+                        "{:?} is not a redis:// or rediss:// URL",
+                        fencelock::redact_url(bad)
+                    ),
                 ));
             }
             settings.redis_urls = list;
+        }
+        if let Some(path) = lookup("REDIS_TLS_CA") {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(invalid(
+                    "REDIS_TLS_CA",
+                    path,
+                    "not a readable file (a PEM of CA certificates)",
+                ));
+            }
+            if !settings
+                .redis_urls
+                .iter()
+                .all(|url| url.starts_with("rediss://"))
+            {
+                return Err(invalid(
+                    "REDIS_TLS_CA",
+                    path,
+                    "set, but REDIS_URLS are not all rediss://",
+                ));
+            }
+            settings.redis_tls_ca = Some(path.into());
         }
         if let Some(bind) = lookup("BIND") {
             settings.bind = bind.parse().map_err(|_| {
@@ -209,6 +239,7 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &fencelock::redact_url(&self.database_url))
             .field("db_pool_size", &self.db_pool_size)
             .field("redis_urls", &redact_urls(&self.redis_urls.join(",")))
+            .field("redis_tls_ca", &self.redis_tls_ca)
             .field("bind", &self.bind)
             .field("instance_id", &self.instance_id)
             .field("lock_prefix", &self.lock_prefix)
@@ -275,11 +306,24 @@ mod tests {
             ("ALLOW_RESET", "maybe"),
             ("DATABASE_URL", "mysql://x"),
             ("LOG_FORMAT", "xml"),
+            ("REDIS_TLS_CA", "/no/such/ca.pem"),
         ] {
             let err = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable);
             assert!(err.to_string().contains(variable), "{err}");
         }
+    }
+
+    #[test]
+    fn rediss_urls_are_accepted_and_a_ca_file_needs_them() {
+        let tls = settings(&[("REDIS_URLS", "rediss://:s3cret@cache.example:6380/")]).unwrap();
+        assert_eq!(tls.redis_urls, ["rediss://:s3cret@cache.example:6380/"]);
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let ca_path = ca.path().to_str().unwrap();
+        let plain = settings(&[("REDIS_URLS", "redis://a/"), ("REDIS_TLS_CA", ca_path)]);
+        assert_eq!(plain.unwrap_err().variable, "REDIS_TLS_CA");
+        let trusted = settings(&[("REDIS_URLS", "rediss://a/"), ("REDIS_TLS_CA", ca_path)]);
+        assert_eq!(trusted.unwrap().redis_tls_ca.as_deref(), Some(ca.path()));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum StartupError {
     /// The lock configuration was refused.
     #[error("REDIS_URLS / LOCK_PREFIX: {0}")]
     Locker(#[from] fencelock::LockError),
+    /// The CA file for `rediss://` could not be used.
+    #[error("REDIS_TLS_CA: {0}")]
+    Tls(String),
     /// Migrations could not run (is PostgreSQL up? is DATABASE_URL right?).
     #[error("DATABASE_URL: {0}")]
     Database(String),
@@ -47,6 +50,29 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// The lock configuration: the URLs as they are, or, with `REDIS_TLS_CA`, clients that trust
+/// that CA (and only it) for `rediss://`.
+fn locker_config(settings: &Settings) -> Result<LockerConfig, StartupError> {
+    let config = match &settings.redis_tls_ca {
+        None => LockerConfig::new(settings.redis_urls.clone()),
+        Some(path) => {
+            let ca = std::fs::read(path)
+                .map_err(|err| StartupError::Tls(format!("{}: {err}", path.display())))?;
+            let clients = settings.redis_urls.iter().map(|url| {
+                let certificates = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                };
+                redis::Client::build_with_tls(url.as_str(), certificates).map_err(|err| {
+                    StartupError::Tls(format!("{}: {err}", fencelock::redact_url(url)))
+                })
+            });
+            LockerConfig::from_clients(clients.collect::<Result<Vec<_>, _>>()?)
+        }
+    };
+    Ok(config.prefix(settings.lock_prefix.clone()))
+}
+
 impl Application {
     /// Runs migrations, binds `settings.bind` (port 0 = any free port) and builds the server.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
@@ -54,9 +80,7 @@ impl Application {
             .await
             .map_err(StartupError::Database)?;
         let db = db::Database::new(&settings.database_url, settings.db_pool_size);
-        let locker = Locker::new(
-            LockerConfig::new(settings.redis_urls.clone()).prefix(settings.lock_prefix.clone()),
-        )?;
+        let locker = Locker::new(locker_config(&settings)?)?;
         let listener = TcpListener::bind(settings.bind)?;
         let port = listener.local_addr()?.port();
         let instance = settings

@@ -39,6 +39,8 @@ pub struct Options {
     pub database_url: Option<String>,
     /// A Redis of the test's own; `None`: the shared one.
     pub redis_url: Option<String>,
+    /// `REDIS_TLS_CA` for a `rediss://` Redis.
+    pub redis_tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             job_interval_ms: 0,
             database_url: None,
             redis_url: None,
+            redis_tls_ca: None,
         }
     }
 }
@@ -67,7 +70,7 @@ pub async fn spawn_cluster_with(options: Options) -> Cluster {
     let redis_url = options.redis_url.unwrap_or_else(|| shared_redis().url());
     // All instances start (and migrate) at once, as a real rollout of three would.
     let builds = (0..options.instances).map(|i| {
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("DATABASE_URL", database_url.clone()),
             ("REDIS_URLS", redis_url.clone()),
             ("BIND", "127.0.0.1:0".into()),
@@ -78,6 +81,9 @@ pub async fn spawn_cluster_with(options: Options) -> Cluster {
             ("WORKERS", "2".into()),
             ("DB_POOL_SIZE", "12".into()),
         ]);
+        if let Some(ca) = &options.redis_tls_ca {
+            vars.insert("REDIS_TLS_CA", ca.display().to_string());
+        }
         let settings =
             Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid test settings");
         Application::build(settings)

@@ -7,4 +7,5 @@ mod faults;
 mod helpers;
 mod scenarios;
 mod secrets;
+mod tls;
 mod transfer;
