@@ -8,7 +8,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
 use std::future::{ready, Ready};
 use std::ops::Deref;
 
-/// The answers of [`ErrorAnswer::of`]: `Busy` → `423 Locked` with `Retry-After` and
+/// The answers every framework gets: `Busy` → `423 Locked` with `Retry-After` and
 /// `{"error":"lock_busy","resource":…}`; `Unavailable` → `503` `{"error":"lock_unavailable"}`;
 /// `InvalidResource` → `400`; `Lost` → `409`; configuration mistakes → `500`.
 impl ResponseError for LockError {

@@ -1,16 +1,57 @@
 //! Distributed locks on Redis for Rust web services.
 //!
-//! - **Single node or Redlock quorum**: one Redis URL, or three or more independent nodes of
-//!   which a majority must agree ([`LockerConfig`]).
+//! ```toml
+//! [dependencies]
+//! fencelock = { version = "0.1", features = ["actix"] }  # or "axum"; add "tls" for rediss://
+//! ```
+//!
+//! ```no_run
+//! use fencelock::{distributed_lock, LockError, Locker, LockerConfig};
+//!
+//! #[distributed_lock(resource = "product:{id}", locker = locker, ttl_ms = 5000)]
+//! async fn deduct(locker: &Locker, id: u64) -> Result<(), LockError> {
+//!     // Runs only while this call holds `product:<id>`, in every process.
+//!     Ok(())
+//! }
+//! # async fn run() -> Result<(), LockError> {
+//! let locker = Locker::new(LockerConfig::new(["redis://127.0.0.1:6379/"]))?;
+//! deduct(&locker, 42).await
+//! # }
+//! ```
+//!
+//! - **Single node or Redlock quorum**: one Redis, or three or more independent nodes of
+//!   which a majority must agree ([`LockerConfig`]); from URLs or your own `redis::Client`s.
 //! - **Owner-checked**: Lua scripts only ever release, extend or hand off the caller's own lock.
 //! - **Fencing tokens**: every acquisition returns a [`Guard::fence`] strictly greater than all
 //!   fences issued before for that resource, to reject writes from a holder that lost its lock.
 //! - **Fast handoff**: releases are announced over pub/sub, and waiters in the same process get
 //!   the lock passed to them directly, so a hot lock moves in one round trip. Processes take
 //!   turns: one that just had a streak of handoffs lets a waiting process go next.
-//! - **Auto-extend** watchdog, **fair** (FIFO) mode and **min_hold** for once-per-tick jobs.
+//! - **Auto-extend** watchdog, **fair** (FIFO) mode and **min_hold** for once-per-tick jobs;
+//!   [`Guard::extend`] by hand.
+//! - **Several resources at once** ([`Locker::acquire_many`]): taken in one global order, so
+//!   two transfers in opposite directions cannot deadlock; each resource keeps its own fence.
+//! - **Operators**: [`Locker::inspect`] (locked? until when? last fence?) and
+//!   [`Locker::force_unlock`].
 //! - **Release on drop**: a panic or a cancelled request frees the lock at once.
-//! - The [`distributed_lock`] attribute wraps a handler or any async fn in all of this.
+//! - The [`distributed_lock`] attribute wraps an actix-web or axum handler, or any async fn,
+//!   in all of this.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `metrics` | on | counters and histograms through the `metrics` facade ([`observe`]); costs nothing until your application installs a recorder |
+//! | `actix` | off | [`LockError`] as an actix-web response; the attribute finds the [`Locker`] in app data |
+//! | `axum` | off | [`LockError`] as an axum response (same status codes and JSON); the attribute's `axum` flag finds the [`Locker`] in a request extension (built on `axum-core`) |
+//! | `tls` | off | `rediss://` through redis-rs' rustls support, with the `ring` crypto provider; custom roots or client certificates through [`LockerConfig::from_clients`] |
+//!
+//! Why these defaults: the lock itself needs no web framework, and each framework pulls a large
+//! tree of crates, so you name the one you use; metrics are on because the facade is a few
+//! atomics' worth of code and dashboards expect them; TLS is off because it builds a crypto
+//! library (C and assembly) that a Redis on a private network does not need. With `tls`, rustls
+//! picks the `ring` provider by itself; if your build also enables rustls' `aws-lc-rs`, install
+//! a process-wide `CryptoProvider` at start-up, as rustls asks.
 //!
 //! # Locking by hand
 //!
@@ -52,7 +93,10 @@
 //!
 //! # The `#[distributed_lock]` attribute
 //!
+//! On an actix-web handler (feature `actix`; `examples/axum.rs` shows axum):
+//!
 //! ```no_run
+//! # #[cfg(feature = "actix")] mod example {
 //! use actix_web::{post, web, App, HttpResponse, HttpServer};
 //! use fencelock::{distributed_lock, LockError, Locker, LockerConfig};
 //!
@@ -64,7 +108,7 @@
 //! }
 //!
 //! #[actix_web::main]
-//! async fn main() -> std::io::Result<()> {
+//! pub async fn main() -> std::io::Result<()> {
 //!     let locker = Locker::new(LockerConfig::new(["redis://127.0.0.1:6379/"])).unwrap();
 //!     let locker = web::Data::new(locker);
 //!     HttpServer::new(move || App::new().app_data(locker.clone()).service(deduct))
@@ -74,29 +118,34 @@
 //!         .run()
 //!         .await
 //! }
+//! # }
+//! # fn main() {}
 //! ```
 //!
 //! ## Arguments
 //!
 //! | argument | default | meaning |
 //! |---|---|---|
-//! | `resource = "..."` | required | template of the lock name: `{name}` is a parameter, `{name.field}` / `{name.0}` a field of one, formatted with `Display`; `{{` and `}}` are literal braces. Unknown names are compile errors. |
+//! | `resource = "..."` | required | template of the lock name: `{name}` is a parameter (or a name a parameter's pattern binds, like `id` in `Path(id): Path<u64>`), `{name.field}` / `{name.0}` a field of one, formatted with `Display`; `{{` and `}}` are literal braces. Unknown names are compile errors. |
+//! | `resource = ["...", "..."]` | | several templates: the locks are held together ([`Locker::acquire_many`]: one global order, one wait budget) |
 //! | `ttl_ms = N` | `10000` | lock lifetime in Redis; must be > 0 |
 //! | `wait_ms = N` | `5000` | wait budget for a busy lock; `0` = one attempt |
 //! | `auto_extend` | off | extend every `ttl / 3` while the body runs |
 //! | `fair` | off | FIFO among waiters (single-node mode) |
 //! | `min_hold_ms = N` | `0` | keep the resource locked at least this long after acquisition |
 //! | `cancel_on_lost` | off | stop the body (drop it at its current await point) as soon as the lock is lost — an extension refused, or its validity run out — and return [`LockError::Lost`] (`409 lock_lost` for handlers) |
-//! | `guard = ident` | none | bind the [`Guard`] as `ident` in the body (`ident.fence()`, `ident.lost()`) |
-//! | `locker = expr` | app data | where the [`Locker`] comes from (`self.locker`, `state.locker`); without it the function must be an actix handler and the `Locker` is taken from app data (`web::Data<Locker>` or `Locker`), answering `500 lock_not_configured` if it is missing |
+//! | `guard = ident` | none | bind the [`Guard`] (with a list: the [`MultiGuard`]) as `ident` in the body (`ident.fence()`, `ident.lost()`) |
+//! | `locker = expr` | app data | where the [`Locker`] comes from (`self.locker`, `state.locker` — also names bound by patterns such as `State(state)`); without it the function must be a handler and the `Locker` is taken from actix app data (`web::Data<Locker>` or `Locker`), or with `axum` from a request extension (`Extension(locker)`), answering `500 lock_not_configured` if it is missing |
+//! | `axum` | off | the function is an axum handler: the `Locker` comes from a request extension unless `locker =` says otherwise, and an `impl IntoResponse` return gets axum's lock-failure response |
 //! | `crate = "path"` | `::fencelock` | path to this crate, if renamed |
 //!
 //! ## What a lock failure returns
 //!
 //! - `Result<T, E>` with `E: From<LockError>`: `Err(E::from(error))`.
-//! - `HttpResponse`, or `impl Responder` (through `actix_web::Either`): the [`LockError`]
-//!   response: `423 Locked` with `Retry-After` and `{"error":"lock_busy","resource":…}`;
-//!   `503` `{"error":"lock_unavailable"}`; `400` for an invalid resource.
+//! - `HttpResponse`, or `impl Responder` (through `actix_web::Either`), and with `axum`
+//!   `axum::response::Response` or `impl IntoResponse`: the [`LockError`] response:
+//!   `423 Locked` with `Retry-After` and `{"error":"lock_busy","resource":…}`; `503` with
+//!   `Retry-After` and `{"error":"lock_unavailable"}`; `400` for an invalid resource.
 //! - `()` (jobs): the run is skipped and logged.
 //! - anything else: implement [`FromLockError`] for it.
 //!
@@ -112,6 +161,7 @@
 //! return type so `?` converts errors as it would in the function):
 //!
 //! ```no_run
+//! # #[cfg(feature = "actix")] mod example {
 //! # use actix_web::{web, HttpResponse};
 //! # use fencelock::LockError;
 //! async fn deduct(
@@ -140,6 +190,7 @@
 //!     let _ = __dl_guard.release().await; // a lost lock is logged
 //!     __dl_output
 //! }
+//! # }
 //! ```
 
 #![deny(missing_docs)]
