@@ -13,7 +13,7 @@ struct Case {
     method: &'static str,
     path: String,
     headers: Vec<(&'static str, String)>,
-    body: &'static str,
+    body: String,
     status: u16,
     /// The JSON `error` code of a refusal.
     code: Option<&'static str>,
@@ -21,13 +21,13 @@ struct Case {
     header: Option<&'static str>,
 }
 
-fn case(what: &'static str, method: &'static str, path: String, body: &'static str) -> Case {
+fn case(what: &'static str, method: &'static str, path: String, body: impl Into<String>) -> Case {
     Case {
         what,
         method,
         path,
         headers: vec![("content-type", "application/json".into())],
-        body,
+        body: body.into(),
         status: 200,
         code: None,
         header: None,
@@ -57,6 +57,13 @@ pub async fn contract(env: &Env) -> Result<Outcome, String> {
     let product = env.reset(10).await?;
     let key = format!("contract-{}", std::process::id());
     let deduct = format!("/product/{product}/deduct");
+    // Two users of this run's own (ids from the pid), for a transfer that succeeds.
+    let (payer, payee) = (
+        800_000_000 + 2 * i64::from(std::process::id()),
+        800_000_001 + 2 * i64::from(std::process::id()),
+    );
+    let transfer_body: &'static str =
+        Box::leak(format!(r#"{{"from":{payer},"to":{payee},"amount":3}}"#).into_boxed_str());
     let cases = vec![
         case("liveness", "GET", "/health/live".into(), "")
             .carrying("x-instance")
@@ -126,6 +133,38 @@ pub async fn contract(env: &Env) -> Result<Outcome, String> {
             r#"{"amount":1}"#,
         )
         .expect(404, Some("user_not_found")),
+        case(
+            "charge a user",
+            "POST",
+            format!("/balance/{payer}/charge"),
+            r#"{"amount":10}"#,
+        ),
+        case(
+            "charge another",
+            "POST",
+            format!("/balance/{payee}/charge"),
+            r#"{"amount":1}"#,
+        ),
+        case(
+            "a transfer",
+            "POST",
+            "/balance/transfer".into(),
+            transfer_body,
+        ),
+        case(
+            "a transfer to oneself",
+            "POST",
+            "/balance/transfer".into(),
+            r#"{"from":987654321,"to":987654321,"amount":1}"#,
+        )
+        .expect(400, Some("same_user")),
+        case(
+            "a transfer from an unknown user",
+            "POST",
+            "/balance/transfer".into(),
+            r#"{"from":987654321,"to":987654322,"amount":1}"#,
+        )
+        .expect(404, Some("user_not_found")),
         case("an unknown route", "GET", "/nowhere".into(), "").expect(404, Some("not_found")),
     ];
     let mut checks = Vec::new();
@@ -161,7 +200,7 @@ async fn run(env: &Env, case: &Case) -> Result<String, String> {
     let url = format!("{}{}", env.lb_url, case.path);
     let mut request = match case.method {
         "GET" => env.client.get(&url),
-        _ => env.client.post(&url).body(case.body),
+        _ => env.client.post(&url).body(case.body.clone()),
     };
     for (name, value) in &case.headers {
         if case.method == "POST" || *name != "content-type" {
