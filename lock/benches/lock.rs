@@ -12,6 +12,12 @@
 //!   moment it hangs (`quorum5_hang_onset`, each locker notices the hang after one node
 //!   timeout), then the steady state (`quorum5_one_hung`): what a hung minority costs.
 //!
+//! - `hot_rslock`: the same shape with rslock (the fastest peer we measured), retry delays of
+//!   10 ms and 200 ms (its default), for a side-by-side comparison in one run.
+//!
+//! The single-node `hot` runs (ours and rslock's) keep the counter in the lock's own Redis, as
+//! an application with one Redis would; quorum runs keep it in a separate one.
+//!
 //! `BENCH_SECONDS` sets the hot run's length (default 10); `BENCH_MAX_LOCAL_HANDOFFS` and
 //! `BENCH_YIELD_WINDOW_US` override those locker settings. Arguments filter the runs by
 //! `bench/mode` substring, as other bench harnesses do: `cargo xtask bench hot/single`.
@@ -55,10 +61,28 @@ async fn run() {
     let single = vec![RedisServer::start()];
     let quorum: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let counter = RedisServer::start();
+    let run_for = Duration::from_secs(seconds);
     for (mode, nodes) in [("single", &single), ("quorum3", &quorum)] {
         let urls: Vec<String> = nodes.iter().map(RedisServer::url).collect();
+        let counter_url = if mode == "single" {
+            urls[0].clone()
+        } else {
+            counter.url()
+        };
         if wanted("hot", mode) {
-            hot(mode, &urls, &counter.url(), Duration::from_secs(seconds)).await;
+            hot(mode, &urls, &counter_url, run_for).await;
+        }
+        for delay_ms in [10, 200] {
+            if wanted("hot_rslock", &format!("{mode}_{delay_ms}ms")) {
+                hot_rslock(
+                    mode,
+                    &urls,
+                    &counter_url,
+                    Duration::from_millis(delay_ms),
+                    run_for,
+                )
+                .await;
+            }
         }
         if wanted("uncontended", mode) {
             uncontended(mode, &urls).await;
@@ -80,8 +104,9 @@ async fn run() {
         // state with the same lockers.
         let lockers: Vec<Locker> = (0..3).map(|_| locker(&urls)).collect();
         let onset = Duration::from_secs(2);
-        hot_with("quorum5_hang_onset", &lockers, &counter.url(), onset).await;
-        hot_with("quorum5_one_hung", &lockers, &counter.url(), run_for).await;
+        let over = (lockers.as_slice(), urls.as_slice());
+        hot_with("quorum5_hang_onset", over, &counter.url(), onset).await;
+        hot_with("quorum5_one_hung", over, &counter.url(), run_for).await;
         five[2].resume();
     }
 }
@@ -113,11 +138,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 async fn hot(mode: &str, urls: &[String], counter_url: &str, run_for: Duration) {
     let lockers: Vec<Locker> = (0..3).map(|_| locker(urls)).collect();
-    hot_with(mode, &lockers, counter_url, run_for).await;
+    hot_with(mode, (&lockers, urls), counter_url, run_for).await;
 }
 
 /// The hot run with the given lockers (what they learned, e.g. that a node hangs, carries over).
-async fn hot_with(mode: &str, lockers: &[Locker], counter_url: &str, run_for: Duration) {
+async fn hot_with(
+    mode: &str,
+    (lockers, nodes): (&[Locker], &[String]),
+    counter_url: &str,
+    run_for: Duration,
+) {
     const TASKS: usize = 32;
     let resource = format!("bench-hot-{mode}");
     let counter_key = format!("bench:{mode}:counter");
@@ -130,6 +160,7 @@ async fn hot_with(mode: &str, lockers: &[Locker], counter_url: &str, run_for: Du
     let options = LockOptions::new()
         .ttl(Duration::from_secs(5))
         .wait(Duration::from_secs(30));
+    let commands_before = commands_processed(&nodes).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -165,23 +196,146 @@ async fn hot_with(mode: &str, lockers: &[Locker], counter_url: &str, run_for: Du
         waits.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
+    let commands = commands_processed(&nodes).await - commands_before;
+    let hot = Hot {
+        waits,
+        elapsed,
+        commands,
+    };
+    report_hot("hot", mode, hot, counter_url, &counter_key).await;
+}
+
+/// [`hot_with`] with rslock 0.10: three `LockManager`s (as three lockers), 32 tasks, the same
+/// hold. rslock retries a busy lock after `retry_delay` (plus its jitter), 3 times per
+/// `acquire` round, and `acquire` loops until it wins.
+async fn hot_rslock(
+    mode: &str,
+    urls: &[String],
+    counter_url: &str,
+    retry_delay: Duration,
+    run_for: Duration,
+) {
+    const TASKS: usize = 32;
+    let resource = format!("bench-hot-rslock-{mode}");
+    let counter_key = format!("bench:rslock:{mode}:counter");
+    connection(counter_url)
+        .await
+        .del::<_, ()>(&counter_key)
+        .await
+        .unwrap();
+    let managers: Vec<Arc<rslock::LockManager>> = (0..3)
+        .map(|_| {
+            let mut manager = rslock::LockManager::new(urls.to_vec());
+            manager.set_retry(3, retry_delay);
+            Arc::new(manager)
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let commands_before = commands_processed(urls).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let manager = Arc::clone(&managers[task % managers.len()]);
+        let (resource, counter_key, stop) =
+            (resource.clone(), counter_key.clone(), Arc::clone(&stop));
+        let counter_url = counter_url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut redis = connection(&counter_url).await;
+            let mut waits = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let guard = manager
+                    .acquire(resource.as_bytes(), Duration::from_secs(5))
+                    .await
+                    .expect("rslock acquire");
+                waits.push(asked.elapsed());
+                let value: Option<u64> = redis.get(&counter_key).await.unwrap();
+                let () = redis
+                    .set(&counter_key, value.unwrap_or(0) + 1)
+                    .await
+                    .unwrap();
+                guard.release().await;
+            }
+            waits
+        }));
+    }
+    tokio::time::sleep(run_for).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut waits = Vec::new();
+    for task in tasks {
+        waits.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let commands = commands_processed(urls).await - commands_before;
+    let hot = Hot {
+        waits,
+        elapsed,
+        commands,
+    };
+    let mode = format!("{mode}_{}ms", retry_delay.as_millis());
+    report_hot("hot_rslock", &mode, hot, counter_url, &counter_key).await;
+}
+
+/// What a hot run measured.
+struct Hot {
+    /// Every acquisition's wait.
+    waits: Vec<Duration>,
+    elapsed: Duration,
+    /// Commands the lock's nodes processed meanwhile (with the counter's GET and SET when it
+    /// lives on the lock's node).
+    commands: u64,
+}
+
+/// Prints a hot run's line: throughput, the acquire-wait distribution, Redis commands per
+/// hold, lost updates.
+async fn report_hot(bench: &str, mode: &str, hot: Hot, counter_url: &str, counter_key: &str) {
+    let Hot {
+        mut waits,
+        elapsed,
+        commands,
+    } = hot;
     let counted: u64 = connection(counter_url)
         .await
-        .get(&counter_key)
+        .get(counter_key)
         .await
         .unwrap();
     waits.sort();
     println!(
         "{}",
         json!({
-            "bench": "hot", "mode": mode, "tasks": TASKS, "lockers": 3,
+            "bench": bench, "mode": mode, "tasks": 32, "lockers": 3,
             "ops": waits.len(), "seconds": elapsed.as_secs_f64(),
             "ops_per_sec": waits.len() as f64 / elapsed.as_secs_f64(),
             "wait_p50_ms": percentile(&waits, 0.50), "wait_p90_ms": percentile(&waits, 0.90),
             "wait_p99_ms": percentile(&waits, 0.99), "wait_max_ms": percentile(&waits, 1.0),
             "lost_updates": waits.len() as i64 - counted as i64,
+            "node_commands_per_op": commands as f64 / waits.len().max(1) as f64,
         })
     );
+}
+
+/// Commands the nodes processed so far (INFO `total_commands_processed`, summed over the nodes
+/// that answer within a second: a hung one counts nothing).
+async fn commands_processed(urls: &[String]) -> u64 {
+    let mut total = 0;
+    for url in urls {
+        let info = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut redis = connection(url).await;
+            redis::cmd("INFO")
+                .arg("stats")
+                .query_async::<String>(&mut redis)
+                .await
+        })
+        .await;
+        if let Ok(Ok(info)) = info {
+            total += info
+                .lines()
+                .find_map(|line| line.strip_prefix("total_commands_processed:"))
+                .and_then(|count| count.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// Script calls so far on each node.

@@ -72,6 +72,8 @@ pub(crate) struct Hold {
     pub keys: Arc<ResourceKeys>,
     pub token: String,
     pub fence: u64,
+    /// The last fence reserved for this process with the lock (see `Hold::pass_on`).
+    pub fence_limit: u64,
     pub acquired_at: Instant,
     pub lease: Arc<Lease>,
     pub options: LockOptions,
@@ -104,6 +106,7 @@ impl Guard {
             keys,
             token: grant.token,
             fence: grant.fence,
+            fence_limit: grant.fence_limit,
             acquired_at: grant.acquired_at,
             lease: Arc::new(Lease::new(grant.valid_until)),
             options,
@@ -174,7 +177,7 @@ impl Guard {
     /// Extends the lock by hand: it lives at least `by` from now (it is never shortened, so an
     /// auto-extending guard keeps its longer TTL). `Ok(true)` when it was still ours and the
     /// validity ([`Guard::valid_until`]) moved on; `Ok(false)` when it had expired or been taken
-    /// over — the guard then counts as lost.
+    /// over, or the guard had already been declared lost — it then counts as lost.
     ///
     /// # Errors
     /// [`LockError::InvalidOptions`] for `by` under 10 ms or over 30 days;
@@ -183,6 +186,11 @@ impl Guard {
     pub async fn extend(&self, by: Duration) -> Result<bool, LockError> {
         LockOptions::new().ttl(by).check()?;
         let hold = self.hold();
+        if hold.lease.lost.is_cancelled() {
+            // Once declared lost, a guard stays lost (`lost()` has fired): extending the key,
+            // should it still be ours, would not make the work done since safe.
+            return Ok(false);
+        }
         let timeout = self.inner.release_timeout(by);
         match self
             .inner
@@ -268,6 +276,32 @@ where
     }
 }
 
+impl Hold {
+    /// The lock for the next local waiter without asking Redis, if that is safe: the lock
+    /// stays under this process's token in Redis (it never becomes free), the waiter gets the
+    /// next fence of the block reserved at acquisition (greater than this holder's; every later
+    /// acquisition anywhere issues above the block), and the validity this hold has left,
+    /// which must be most of what the waiter asks for. Otherwise (no fence left in the block,
+    /// or too little time) the handoff goes through Redis, which resets the TTL.
+    fn pass_on(&self, options: &LockOptions) -> Option<Grant> {
+        let now = Instant::now();
+        let left = self.lease.valid_until().saturating_duration_since(now);
+        let wanted = options.effective_ttl();
+        let enough = left >= wanted - wanted / PASS_ON_MIN_VALIDITY_DIVISOR;
+        (self.fence < self.fence_limit && enough && !self.lease.is_lost()).then(|| Grant {
+            token: self.token.clone(),
+            fence: self.fence + 1,
+            fence_limit: self.fence_limit,
+            acquired_at: now,
+            valid_until: self.lease.valid_until(),
+        })
+    }
+}
+
+/// A lock is passed on without a round trip only while at least `1 - 1/10` = 90% of the
+/// waiter's TTL is left: a waiter never gets much less time than it asked for.
+const PASS_ON_MIN_VALIDITY_DIVISOR: u32 = 10;
+
 /// Ends a hold: stop the watchdog, then hand the lock to a local waiter if one is queued (and
 /// the streak and `min_hold` allow), else release it on the nodes.
 async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
@@ -279,7 +313,11 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
             .local
             .next_for_handoff(&hold.resource, inner.max_local_handoffs())
         {
-            match inner.handoff(&hold, &waiter.options).await {
+            let passed_on = match hold.pass_on(&waiter.options) {
+                Some(grant) => Ok(grant),
+                None => inner.handoff(&hold, &waiter.options).await,
+            };
+            match passed_on {
                 Ok(grant) => {
                     let guard = Guard::start(
                         Arc::clone(&inner),

@@ -1,6 +1,7 @@
 //! Operator calls on a resource: [`Locker::inspect`] (is it locked, until when, which fence)
 //! and [`Locker::force_unlock`]. Neither takes part in locking; they read or override it.
 
+use crate::error::NodeError;
 use crate::locker::Locker;
 use crate::node::ScriptCall;
 use crate::quorum::majority;
@@ -18,9 +19,19 @@ pub struct LockState {
     /// How long the lock lives on unless extended or released: on a majority of the nodes, in
     /// quorum mode. `None` when it is free, or when its key has no expiry (set by hand).
     pub remaining: Option<Duration>,
-    /// The last fence issued for the resource (the highest any node reports), if a fence
-    /// counter lives: it outlives the last lock by a minute. The next holder gets a greater one.
+    /// The last fence issued or reserved for the resource (the highest any node reports; a
+    /// holder's process reserves a few fences beyond its own to pass the lock on locally), if a
+    /// fence counter lives: it outlives the last lock by a minute. The current holder's fence is
+    /// at most this; every later holder's is greater.
     pub last_fence: Option<u64>,
+}
+
+/// One node's view of a resource (see `scripts::INSPECT`).
+struct NodeView {
+    pttl: i64,
+    last_fence: u64,
+    /// SHA-1 of the lock's value; empty when free.
+    holder: String,
 }
 
 impl Locker {
@@ -28,9 +39,85 @@ impl Locker {
     /// A snapshot: by the time it returns, the lock may have changed hands.
     ///
     /// # Errors
-    /// [`LockError::Unavailable`] when fewer than a majority of nodes answered within the node
-    /// timeout; [`LockError::InvalidResource`] for a name that cannot be a lock.
+    /// [`LockError::Unavailable`] when the nodes that answered within the node timeout cannot
+    /// tell (fewer than a majority answered, or the silent ones could still make a majority
+    /// hold it); [`LockError::InvalidResource`] for a name that cannot be a lock.
     pub async fn inspect(&self, resource: &str) -> Result<LockState, LockError> {
+        let views = self.views(resource).await?;
+        let nodes = views.len();
+        let needed = majority(nodes);
+        let (answered, silent): (Vec<_>, Vec<_>) = views.into_iter().partition(Result::is_ok);
+        let answered: Vec<(i64, u64)> = answered
+            .into_iter()
+            .flatten()
+            .map(|view| (view.pttl, view.last_fence))
+            .collect();
+        let held = answered.iter().filter(|(pttl, _)| *pttl != -2).count();
+        if held < needed && held + silent.len() >= needed {
+            // Free on the nodes that answered, but the silent ones could make it held.
+            let errors = silent.into_iter().filter_map(Result::err).collect();
+            return Err(self.inner.unavailable(resource, errors));
+        }
+        Ok(lock_state(&answered, needed))
+    }
+
+    /// **For operators only**: deletes the lock on `resource` whoever holds it, and wakes its
+    /// waiters. Use it to clear a lock whose holder is known to be dead when waiting out its TTL
+    /// is not acceptable — never as part of normal locking.
+    ///
+    /// It evicts the holder it finds (it looks first, then deletes only that holder's lock on
+    /// each node), so a lock taken in between, or by a waiter it woke, is never deleted. The
+    /// evicted holder is not told: its guard finds out at its next extension (or when its
+    /// validity runs out), and until then it may still write. What keeps that safe is fencing:
+    /// the fence counter is kept, so the next holder's fence is greater and fenced storage
+    /// rejects the evicted holder's late writes. Returns whether a lock was deleted (in quorum
+    /// mode: on at least one node).
+    ///
+    /// # Errors
+    /// [`LockError::Unavailable`] when fewer than a majority of nodes answered: the lock may
+    /// still stand on the others (run it again).
+    pub async fn force_unlock(&self, resource: &str) -> Result<bool, LockError> {
+        let views = self.views(resource).await?;
+        let inner = &self.inner;
+        let keys = ResourceKeys::new(&inner.config.prefix, resource);
+        let unlock_on = |node: usize, holder: String| {
+            let keys = &keys;
+            async move {
+                let call = ScriptCall {
+                    script: &scripts::FORCE_UNLOCK,
+                    repeatable: true,
+                    keys: &[&keys.lock],
+                    args: &[&holder, &keys.channel, &inner.id],
+                };
+                inner.cluster.ask_one::<i64>(node, &call).await
+            }
+        };
+        let held: Vec<_> = views
+            .into_iter()
+            .enumerate()
+            .filter_map(|(node, view)| match view {
+                Ok(view) if !view.holder.is_empty() => Some((node, view.holder)),
+                _ => None,
+            })
+            .collect();
+        let replies = futures_util::future::join_all(
+            held.into_iter()
+                .map(|(node, holder)| unlock_on(node, holder)),
+        )
+        .await;
+        let removed = replies.iter().any(|reply| matches!(reply, Ok(1)));
+        let errors: Vec<_> = replies.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() && inner.cluster.len() - errors.len() < majority(inner.cluster.len())
+        {
+            return Err(inner.unavailable(resource, errors));
+        }
+        tracing::warn!(resource, removed, "lock force-unlocked by an operator call");
+        Ok(removed)
+    }
+
+    /// Every node's view of `resource` (an error for a node that did not answer), or
+    /// `Unavailable` when fewer than a majority answered.
+    async fn views(&self, resource: &str) -> Result<Vec<Result<NodeView, NodeError>>, LockError> {
         validate_resource(resource)?;
         let inner = &self.inner;
         let keys = ResourceKeys::new(&inner.config.prefix, resource);
@@ -40,53 +127,22 @@ impl Locker {
             keys: &[&keys.lock, &keys.fence],
             args: &[],
         };
-        let replies = inner.cluster.ask_all::<(i64, u64)>(&call).await;
-        let nodes = replies.len();
-        let needed = majority(nodes);
-        let (answers, errors): (Vec<_>, Vec<_>) = replies.into_iter().partition(Result::is_ok);
-        if answers.len() < needed {
-            return Err(inner.unavailable(
-                resource,
-                errors.into_iter().filter_map(Result::err).collect(),
-            ));
-        }
-        let answers: Vec<(i64, u64)> = answers.into_iter().filter_map(Result::ok).collect();
-        Ok(lock_state(&answers, needed))
-    }
-
-    /// **For operators only**: deletes the lock on `resource` whoever holds it, and wakes its
-    /// waiters. Use it to clear a lock whose holder is known to be dead when waiting out its TTL
-    /// is not acceptable — never as part of normal locking.
-    ///
-    /// The evicted holder is not told: its guard finds out at its next extension (or when its
-    /// validity runs out), and until then it may still write. What keeps that safe is fencing:
-    /// the fence counter is kept, so the next holder's fence is greater and fenced storage
-    /// rejects the evicted holder's late writes. Returns whether a lock was there (in quorum
-    /// mode: on at least one node).
-    ///
-    /// # Errors
-    /// [`LockError::Unavailable`] when fewer than a majority of nodes answered: the lock may
-    /// still stand on the others (run it again).
-    pub async fn force_unlock(&self, resource: &str) -> Result<bool, LockError> {
-        validate_resource(resource)?;
-        let inner = &self.inner;
-        let keys = ResourceKeys::new(&inner.config.prefix, resource);
-        let call = ScriptCall {
-            script: &scripts::FORCE_UNLOCK,
-            repeatable: true,
-            keys: &[&keys.lock],
-            args: &[&keys.channel, &inner.id],
-        };
-        let replies = inner.cluster.ask_all::<i64>(&call).await;
-        let needed = majority(replies.len());
-        let removed = replies.iter().any(|reply| matches!(reply, Ok(1)));
-        let errors: Vec<_> = replies.into_iter().filter_map(Result::err).collect();
-        let answered = inner.cluster.len() - errors.len();
-        if answered < needed {
+        let replies = inner.cluster.ask_all::<(i64, u64, String)>(&call).await;
+        let answered = replies.iter().filter(|reply| reply.is_ok()).count();
+        if answered < majority(replies.len()) {
+            let errors = replies.into_iter().filter_map(Result::err).collect();
             return Err(inner.unavailable(resource, errors));
         }
-        tracing::warn!(resource, removed, "lock force-unlocked by an operator call");
-        Ok(removed)
+        Ok(replies
+            .into_iter()
+            .map(|reply| {
+                reply.map(|(pttl, last_fence, holder)| NodeView {
+                    pttl,
+                    last_fence,
+                    holder,
+                })
+            })
+            .collect())
     }
 }
 

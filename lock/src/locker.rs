@@ -10,7 +10,7 @@ use crate::notify::{Listener, Subscription};
 use crate::options::{LockOptions, LockerConfig};
 use crate::quorum::majority;
 use crate::resource::{validate_resource, ResourceKeys};
-use crate::rounds::{Cluster, Grant, Verdict};
+use crate::rounds::{Cluster, Grant, Terms, Verdict};
 use crate::{observe, scripts, LockError};
 use futures_util::future::select_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -392,6 +392,11 @@ impl Inner {
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
         let token = new_token();
+        let terms = Terms {
+            ttl,
+            reserve: self.fence_reserve(options),
+        };
+        let reserve = terms.reserve.to_string();
         let fair_keys = options.fair.then(|| keys.fair());
         let lease_ms: String;
         let call = match &fair_keys {
@@ -414,7 +419,7 @@ impl Inner {
                 script: &scripts::ACQUIRE,
                 repeatable: false,
                 keys: &[&keys.lock, &keys.fence],
-                args: &[&token, &ttl_ms],
+                args: &[&token, &ttl_ms, &reserve],
             },
         };
         // Give the lock back; a fair waiter also leaves the queue.
@@ -449,7 +454,7 @@ impl Inner {
         };
         let not_taken = match self
             .cluster
-            .take(keys, &call, &token, &undo, &give_back, ttl)
+            .take(keys, &call, &token, &undo, &give_back, terms)
             .await
         {
             Ok(grant) => return Attempt::Acquired(grant),
@@ -511,7 +516,7 @@ impl Inner {
         let call = ScriptCall {
             script: &scripts::EXTEND,
             repeatable: true,
-            keys: &[&keys.lock],
+            keys: &[&keys.lock, &keys.fence],
             args: &[token, &ttl_ms],
         };
         let started = Instant::now();
@@ -534,11 +539,16 @@ impl Inner {
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
         let token = new_token();
+        let terms = Terms {
+            ttl,
+            reserve: self.fence_reserve(options),
+        };
+        let reserve = terms.reserve.to_string();
         let call = ScriptCall {
             script: &scripts::HANDOFF,
             repeatable: false,
             keys: &[&hold.keys.lock, &hold.keys.fence],
-            args: &[&hold.token, &token, &ttl_ms],
+            args: &[&hold.token, &token, &ttl_ms, &reserve],
         };
         // A handoff that did not go through (or whose outcome is unknown) frees the lock under
         // both tokens, so nothing lingers; the waiter then asks Redis itself.
@@ -550,7 +560,7 @@ impl Inner {
         };
         match self
             .cluster
-            .take(&hold.keys, &call, &token, &undo, &undo, ttl)
+            .take(&hold.keys, &call, &token, &undo, &undo, terms)
             .await
         {
             Ok(grant) => Ok(grant),
@@ -588,6 +598,17 @@ impl Inner {
             reachable: nodes - errors.len(),
             needed: majority(nodes),
             errors: NodeErrors(errors),
+        }
+    }
+
+    /// How many fences an acquisition takes: its own, plus one for each local handoff the
+    /// streak bound allows (passed on without a round trip); just its own where the lock is
+    /// never handed on locally (fair mode, local handoff off).
+    fn fence_reserve(&self, options: &LockOptions) -> u64 {
+        if options.fair {
+            1
+        } else {
+            u64::from(self.config.max_local_handoffs) + 1
         }
     }
 

@@ -31,7 +31,9 @@ impl Locker {
     ///
     /// # Errors
     /// Like [`Locker::acquire`], for the first resource that could not be taken; the ones already
-    /// taken are released before this returns. An empty list is
+    /// taken are released before this returns. [`LockError::Busy`] also when a lock taken
+    /// earlier ran out while a later one was awaited (a TTL shorter than the wait): the guard
+    /// returned never holds a lock that is already gone. An empty list is
     /// [`LockError::InvalidResource`].
     ///
     /// Cancel-safe: dropping the future releases whatever it had taken so far.
@@ -64,15 +66,48 @@ impl Locker {
         for name in &names {
             crate::resource::validate_resource(name)?;
         }
-        let deadline = Instant::now() + options.wait;
-        // Taken so far; on an early return (or a dropped future) they are released on drop.
-        let mut guards = Vec::with_capacity(names.len());
+        options.check()?;
+        let started = Instant::now();
+        let deadline = started + options.wait;
+        // Taken so far: held by a MultiGuard from the start, so that a dropped future releases
+        // them (on drop); a failure releases them before returning.
+        let mut taken = MultiGuard {
+            guards: Vec::with_capacity(names.len()),
+        };
         for name in names {
             let wait = deadline.saturating_duration_since(Instant::now());
             let options = options.clone().wait(wait);
-            guards.push(self.acquire(name, &options).await?);
+            // A lock taken earlier may run out while this one is awaited (a TTL shorter than
+            // the wait, no auto-extend): then the whole acquisition fails rather than return a
+            // guard with a lock already gone.
+            let outcome = tokio::select! {
+                biased;
+                () = taken.lost(), if !taken.guards.is_empty() => Err(LockError::Busy {
+                    resource: name.to_string(),
+                    waited: started.elapsed(),
+                    retry_after: None,
+                }),
+                outcome = self.acquire(name, &options) => outcome,
+            };
+            match outcome {
+                Ok(guard) => taken.guards.push(guard),
+                Err(error) => {
+                    // Their release failing changes nothing for the caller: they expire.
+                    let _ = taken.release().await;
+                    return Err(error);
+                }
+            }
         }
-        Ok(MultiGuard { guards })
+        if taken.is_lost() {
+            let resource = taken.lost_resource().to_string();
+            let _ = taken.release().await;
+            return Err(LockError::Busy {
+                resource,
+                waited: started.elapsed(),
+                retry_after: None,
+            });
+        }
+        Ok(taken)
     }
 }
 

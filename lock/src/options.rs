@@ -90,10 +90,15 @@ impl LockOptions {
         if self.ttl < Duration::from_millis(10) {
             return Err(LockError::InvalidOptions("ttl must be at least 10 ms"));
         }
-        if self.effective_ttl() > Duration::from_secs(30 * 24 * 3600) {
+        let thirty_days = Duration::from_secs(30 * 24 * 3600);
+        if self.effective_ttl() > thirty_days {
             return Err(LockError::InvalidOptions(
                 "ttl and min_hold must be at most 30 days",
             ));
+        }
+        // Deadlines are `now + wait`: an unbounded wait would overflow the clock.
+        if self.wait > thirty_days {
+            return Err(LockError::InvalidOptions("wait must be at most 30 days"));
         }
         Ok(())
     }

@@ -41,10 +41,22 @@ pub(crate) struct Cluster {
 pub(crate) struct Grant {
     pub token: String,
     pub fence: u64,
+    /// The last fence reserved for this holder's process (`fence` itself when none were): the
+    /// fences after `fence` up to this one are passed on with the lock to local waiters.
+    pub fence_limit: u64,
     /// When the winning round returned: from here on the lock is certainly held. (Validity is
     /// reckoned from the round's *start*, the conservative end for expiry.)
     pub acquired_at: Instant,
     pub valid_until: Instant,
+}
+
+/// What a take round asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Terms {
+    /// How long the lock lives.
+    pub ttl: Duration,
+    /// How many fences it takes: the holder's and those its process may pass on (≥ 1).
+    pub reserve: u64,
 }
 
 /// Why a take round did not produce a grant.
@@ -251,8 +263,9 @@ impl Cluster {
         token: &str,
         undo: Undo<'_>,
         give_back: Undo<'_>,
-        ttl: Duration,
+        terms: Terms,
     ) -> Result<Grant, NotTaken> {
+        let Terms { ttl, reserve } = terms;
         let count = self.nodes.len();
         let (sent_on, mut answers) = fresh_round(count);
         let mut undo_on_drop = UndoOnDrop {
@@ -274,12 +287,16 @@ impl Cluster {
         .await;
         let mut grant = None;
         if quorum::is_majority(answers.yes(), count) {
-            if let Some(fence) = self.settle_fence(keys, &answers, timeout, ttl).await {
+            if let Some(fence) = self
+                .settle_fence(keys, &answers, timeout, ttl, reserve)
+                .await
+            {
                 if let Some(valid_for) = validity(ttl, started.elapsed()) {
                     let now = Instant::now();
                     grant = Some(Grant {
                         token: token.to_string(),
                         fence,
+                        fence_limit: fence + reserve - 1,
                         acquired_at: now,
                         valid_until: now + valid_for,
                     });
@@ -356,17 +373,19 @@ impl Cluster {
         futures_util::future::join_all(nodes.iter().map(|&node| undo_one(node))).await;
     }
 
-    /// Quorum mode: the fence is the highest any node issued, written back to the nodes that
-    /// issued less or refused (best-effort to all of them). Once a majority of nodes store at
-    /// least this fence, any later majority shares a node with it, and that node issues more —
-    /// so fences strictly increase across holders. `None` if fewer than a majority could be
-    /// brought up to the fence.
+    /// Quorum mode: the fence is the highest any node issued; the last fence reserved with it
+    /// (`fence + reserve - 1`, which that node stores) is written back to the nodes that issued
+    /// less or refused (best-effort to all of them). Once a majority of nodes store at least the
+    /// reserved end, any later majority shares a node with it, and that node issues more — so
+    /// fences strictly increase across holders. `None` if fewer than a majority could be
+    /// brought up to it.
     async fn settle_fence(
         &self,
         keys: &ResourceKeys,
         answers: &Answers,
         timeout: Duration,
         ttl: Duration,
+        reserve: u64,
     ) -> Option<u64> {
         let issued = |answer: &Answer| match answer {
             Answer::Yes(fence) => Some(*fence),
@@ -393,7 +412,8 @@ impl Cluster {
         if needed == 0 && behind.is_empty() {
             return Some(fence);
         }
-        let (fence_arg, ttl_ms) = (fence.to_string(), ttl.as_millis().to_string());
+        let reserved = fence + reserve - 1;
+        let (fence_arg, ttl_ms) = (reserved.to_string(), ttl.as_millis().to_string());
         let call = ScriptCall {
             script: &scripts::RAISE_FENCE,
             repeatable: true,
@@ -475,6 +495,15 @@ impl Cluster {
                 .map(|node| node.run::<T>(call, self.node_timeout)),
         )
         .await
+    }
+
+    /// Runs `call` on node `node` only, bounded by the node timeout.
+    pub(crate) async fn ask_one<T: FromRedisValue>(
+        &self,
+        node: usize,
+        call: &ScriptCall<'_>,
+    ) -> Result<T, NodeError> {
+        self.nodes[node].run::<T>(call, self.node_timeout).await
     }
 
     /// PINGs every node; how many answered.

@@ -7,40 +7,44 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Issues the next fence for a resource: `max(last + 1, server time in µs)`, stored back with
-/// an expiry of the lock's TTL plus 60 s, so Redis keeps one counter per *live*
-/// lock, not one per resource ever locked.
+/// Issues the next fence for a resource: `max(last + 1, server time in µs)`, and reserves the
+/// `reserve - 1` fences after it for the holder's process (it passes the lock on to its own
+/// waiters with them, without a round trip: `Hold::pass_on` in `guard.rs`). The counter stores
+/// the last fence reserved, with an expiry of the lock's TTL plus 60 s, so Redis keeps one
+/// counter per *live* lock, not one per resource ever locked.
 ///
 /// Why fences still strictly increase although counters expire (and although Redis may restart
 /// empty, or a quorum node come back empty): every fence is at least its issue time in µs, and
-/// more only by the length of a burst of more than one fence per µs — which cannot happen, a
-/// script run alone takes longer. A counter that is gone (expired, or lost with the data) is
-/// rebuilt from a later clock reading, so the next fence exceeds every fence issued before, as
-/// long as the server clock did not step back. What a clock step does: a step *forward* only
-/// makes fences jump ahead (harmless). A step *back* by `D` is absorbed by `last + 1` while the
-/// counter lives; the counter outlives the last lock by 60 s, so a step back of less
-/// than that after the last hold is still safe. A larger step back followed by the counter
-/// expiring could issue a fence at or below an old one: keep server clocks slewed, not stepped
-/// (NTP's default for small offsets). Values stay below 2^53, exact in Lua's doubles.
+/// more only by the reserve (at most the streak bound, a handful) plus the length of a burst of
+/// more than one fence per µs — which cannot happen, a script run alone takes longer. A counter
+/// that is gone (expired, or lost with the data) is rebuilt from a later clock reading, so the
+/// next fence exceeds every fence issued or reserved before, as long as the server clock did
+/// not step back. What a clock step does: a step *forward* only makes fences jump ahead
+/// (harmless). A step *back* by `D` is absorbed by `last + 1` while the counter lives; the
+/// counter outlives the last lock by 60 s, so a step back of less than that after the last
+/// hold is still safe. A larger step back followed by the counter expiring could issue a fence
+/// at or below an old one: keep server clocks slewed, not stepped (NTP's default for small
+/// offsets). Values stay below 2^53, exact in Lua's doubles.
 const NEXT_FENCE: &str = r"
-local function next_fence(fence_key, ttl_ms)
+local function next_fence(fence_key, ttl_ms, reserve)
   local now = redis.call('TIME')
   local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
   local last = tonumber(redis.call('GET', fence_key) or '0')
   local fence = math.max(last + 1, now_us)
-  redis.call('SET', fence_key, string.format('%.0f', fence), 'PX', tonumber(ttl_ms) + 60000)
+  local reserved = fence + tonumber(reserve) - 1
+  redis.call('SET', fence_key, string.format('%.0f', reserved), 'PX', tonumber(ttl_ms) + 60000)
   return fence
 end
 ";
 
-/// KEYS: lock, fence. ARGV: token, ttl_ms.
+/// KEYS: lock, fence. ARGV: token, ttl_ms, reserve (fences for the holder, ≥ 1).
 /// Returns the new fence (> 0) when the lock was free, else minus the remaining TTL in ms
 /// (0 when the holder set no expiry), so a waiter knows when to look again at the latest.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return next_fence(KEYS[2], ARGV[2])
+  return next_fence(KEYS[2], ARGV[2], ARGV[3])
 end
 return -math.max(redis.call('PTTL', KEYS[1]), 0)"
     ))
@@ -72,7 +76,7 @@ if (not head or head == me) and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
   redis.call('ZREM', KEYS[3], me)
   redis.call('HDEL', KEYS[4], me)
-  return next_fence(KEYS[2], ARGV[2])
+  return next_fence(KEYS[2], ARGV[2], 1)
 end
 if not redis.call('ZSCORE', KEYS[3], me) then
   redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[5]), me)
@@ -140,44 +144,58 @@ return 1",
     )
 });
 
-/// KEYS: lock. ARGV: token, ttl_ms. Makes the caller's own lock live at least `ttl_ms` from
-/// now; never shortens it, so a watchdog's extension cannot undo a longer one made by hand (and
-/// a guard's validity, which only ever advances, stays true). Returns 1 or 0.
+/// KEYS: lock, fence. ARGV: token, ttl_ms. Makes the caller's own lock live at least `ttl_ms`
+/// from now; never shortens it, so a watchdog's extension cannot undo a longer one made by hand
+/// (and a guard's validity, which only ever advances, stays true). The fence counter is kept
+/// alive as long as the lock plus 60 s, as when it was issued (see `NEXT_FENCE`), however long
+/// the lock is held. Returns 1 or 0.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local ttl = tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+if redis.call('PTTL', KEYS[2]) < ttl + 60000 then
+  redis.call('PEXPIRE', KEYS[2], ttl + 60000)
 end
 return 1",
     )
 });
 
-/// KEYS: lock, fence. Returns `{PTTL of the lock, last fence issued}`: PTTL -2 when the
-/// resource is free, -1 when its key has no expiry; fence 0 when no counter lives.
-/// Read-only: it never says who holds the lock (the token is the holder's secret).
+/// KEYS: lock, fence. Returns `{PTTL of the lock, last fence issued or reserved, holder}`: PTTL
+/// -2 when the resource is free, -1 when its key has no expiry; fence 0 when no counter lives;
+/// the holder as the SHA-1 of the lock's value ('' when free) — enough for `FORCE_UNLOCK` to
+/// evict exactly that holder, without revealing the token (the holder's secret).
 pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-return {redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}",
+local value = redis.call('GET', KEYS[1])
+local holder = ''
+if value then holder = redis.sha1hex(value) end
+return {redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), holder}",
     )
 });
 
-/// KEYS: lock. ARGV: channel, locker id. An operator's override: deletes the lock whoever
-/// holds it and wakes the waiters. The fence counter stays, so the next holder's fence is still
-/// above the evicted holder's and fenced storage rejects the evicted holder's late writes.
-/// Returns 1 when a lock was there.
+/// KEYS: lock. ARGV: holder (SHA-1 of the lock's value, from `INSPECT`), channel, locker id.
+/// An operator's override: deletes the lock if it is still the holder's that was inspected,
+/// and wakes the waiters. Checking the holder makes it safe to repeat and to arrive late: it
+/// never deletes a lock taken after the inspection. The fence counter stays, so the next
+/// holder's fence is still above the evicted holder's and fenced storage rejects the evicted
+/// holder's late writes. Returns 1 when it deleted the lock.
 pub(crate) static FORCE_UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+local value = redis.call('GET', KEYS[1])
+if not value or redis.sha1hex(value) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1",
     )
 });
 
-/// KEYS: lock, fence. ARGV: old token, new token, ttl_ms.
+/// KEYS: lock, fence. ARGV: old token, new token, ttl_ms, reserve.
 /// Hands the caller's lock straight to a waiter in the same process: one round trip instead of
 /// a release, a wake-up and an acquire. The lock never becomes free, the new holder gets its own
 /// token, full TTL and a fresh fence. Returns the fence, or 0 when the old token no longer owns
@@ -187,13 +205,14 @@ pub(crate) static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
         "{NEXT_FENCE}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return next_fence(KEYS[2], ARGV[3])"
+return next_fence(KEYS[2], ARGV[3], ARGV[4])"
     ))
 });
 
 /// KEYS: fence. ARGV: fence, ttl_ms.
-/// Quorum mode: raises a node's counter to the fence the holder took (the highest any node of
-/// its majority issued), so any later majority, which shares a node with this one, issues more.
+/// Quorum mode: raises a node's counter to the last fence the holder reserved (the highest any
+/// node of its majority issued, plus the reserve), so any later majority, which shares a node
+/// with this one, issues more.
 /// The counter expires like one `NEXT_FENCE` wrote.
 pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

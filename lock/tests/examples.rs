@@ -27,10 +27,22 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn run_to_the_end(name: &str) -> String {
-    let output = Command::new(example(name))
+    let mut child = Command::new(example(name))
         .env("REDIS_URL", shared_redis().url())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the example runs");
+    // Bounded: an example that hangs is killed after 60 s and fails the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait for the example").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{name} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("the example's output");
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
@@ -59,26 +71,45 @@ fn scheduled_job() {
     assert!(out.contains("3 ticks, 3 runs"), "{out}");
 }
 
-/// Starts a server example on a free port, waits for its "listening" line, POSTs to `path`.
+/// A server example's process, killed when the test ends (a failed assertion included).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server example on a free port, waits (at most 30 s) for its "listening" line,
+/// POSTs to `path`.
 fn serve_and_post(name: &str, path: &str) -> (u16, String) {
     let bind = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(example(name))
-        .env("REDIS_URL", shared_redis().url())
-        .env("BIND", &bind)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the example starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut server = Running(
+        Command::new(example(name))
+            .env("REDIS_URL", shared_redis().url())
+            .env("BIND", &bind)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the example starts"),
+    );
+    let stdout = server.0.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = line_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the example says where it listens within 30 s");
     assert!(line.starts_with("listening"), "{line}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let answer = runtime.block_on(async {
+    runtime.block_on(async {
         let response = reqwest::Client::new()
             .post(format!("http://{bind}{path}"))
             .timeout(Duration::from_secs(10))
@@ -86,10 +117,7 @@ fn serve_and_post(name: &str, path: &str) -> (u16, String) {
             .await
             .expect("the example answers");
         (response.status().as_u16(), response.text().await.unwrap())
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    answer
+    })
 }
 
 #[test]

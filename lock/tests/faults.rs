@@ -209,7 +209,9 @@ async fn a_waiter_survives_a_handoff_abandoned_half_way() {
             guard.release().await
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Long enough that the hold has less than 90% of its TTL left: the handoff cannot pass the
+    // lock on in-process and must go through Redis, where the pause catches it.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     pause_clients(&url, 300).await;
     let cut_short = tokio::time::timeout(Duration::from_millis(50), holder.release()).await;
     assert!(cut_short.is_err());

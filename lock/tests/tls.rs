@@ -20,9 +20,20 @@ fn tls_client(server: &RedisServer, certificates: &TestCertificates) -> redis::C
     .expect("a TLS client")
 }
 
+/// A locker over `servers`' TLS ports whose waiters, hearing nothing, would sleep 30 s.
+fn tls_locker(servers: &[RedisServer], certificates: &TestCertificates) -> Locker {
+    let clients = servers
+        .iter()
+        .map(|server| tls_client(server, certificates));
+    let mut config = LockerConfig::from_clients(clients);
+    config.retry_min_delay = Duration::from_secs(30);
+    config.retry_max_delay = Duration::from_secs(30);
+    Locker::new(config).unwrap()
+}
+
 /// Takes, hands over and releases a lock through `locker`, checking on the servers' plain ports
 /// that it really was in Redis.
-async fn lock_over(locker: &Locker, servers: &[RedisServer]) {
+async fn lock_over(locker: &Locker, other: &Locker, servers: &[RedisServer]) {
     let resource = unique("tls");
     let options = LockOptions::new().ttl(Duration::from_secs(5));
     let first = locker
@@ -38,9 +49,10 @@ async fn lock_over(locker: &Locker, servers: &[RedisServer]) {
         held_on.iter().filter(|&&held| held).count() > servers.len() / 2,
         "the lock is on a majority: {held_on:?}"
     );
-    // A waiter hears the release over the TLS pub/sub connection (or gets a handoff).
+    // A waiter in another locker (another process, as far as the lock can tell) that would
+    // sleep 30 s unless it hears the release over its TLS pub/sub connection.
     let waiter = {
-        let locker = locker.clone();
+        let locker = other.clone();
         let resource = resource.clone();
         tokio::spawn(async move {
             locker
@@ -51,7 +63,11 @@ async fn lock_over(locker: &Locker, servers: &[RedisServer]) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let first_fence = first.fence();
     assert!(first.release().await.expect("released over TLS"));
-    let second = waiter.await.unwrap().expect("the waiter got the lock");
+    let second = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken by the release message, not its 30 s timer")
+        .unwrap()
+        .expect("the waiter got the lock");
     assert!(second.fence() > first_fence);
     assert!(second.release().await.unwrap());
 }
@@ -60,12 +76,12 @@ async fn lock_over(locker: &Locker, servers: &[RedisServer]) {
 async fn a_single_node_locks_over_tls_with_a_private_ca() {
     let certificates = TestCertificates::generate();
     let server = RedisServer::start_tls(&certificates);
-    let locker = Locker::new(LockerConfig::from_clients([tls_client(
-        &server,
-        &certificates,
-    )]))
-    .unwrap();
-    lock_over(&locker, std::slice::from_ref(&server)).await;
+    let servers = std::slice::from_ref(&server);
+    let (locker, other) = (
+        tls_locker(servers, &certificates),
+        tls_locker(servers, &certificates),
+    );
+    lock_over(&locker, &other, servers).await;
     assert!(locker.health().await.quorum);
 }
 
@@ -75,11 +91,11 @@ async fn a_quorum_locks_over_tls() {
     let servers: Vec<RedisServer> = (0..3)
         .map(|_| RedisServer::start_tls(&certificates))
         .collect();
-    let clients = servers
-        .iter()
-        .map(|server| tls_client(server, &certificates));
-    let locker = Locker::new(LockerConfig::from_clients(clients)).unwrap();
-    lock_over(&locker, &servers).await;
+    let (locker, other) = (
+        tls_locker(&servers, &certificates),
+        tls_locker(&servers, &certificates),
+    );
+    lock_over(&locker, &other, &servers).await;
 }
 
 /// A `rediss://` URL trusts the system's roots only: a server certificate from the test CA is
