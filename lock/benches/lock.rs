@@ -160,7 +160,7 @@ async fn hot_with(
     let options = LockOptions::new()
         .ttl(Duration::from_secs(5))
         .wait(Duration::from_secs(30));
-    let commands_before = commands_processed(&nodes).await;
+    let commands_before = commands_processed(nodes).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for task in 0..TASKS {
@@ -196,7 +196,7 @@ async fn hot_with(
         waits.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let commands = commands_processed(&nodes).await - commands_before;
+    let commands = commands_processed(nodes).await - commands_before;
     let hot = Hot {
         waits,
         elapsed,
