@@ -12,7 +12,7 @@ pub const DATABASE_RETRY_AFTER_SECS: u64 = 1;
 
 /// What can go wrong in a request. Bad input is a 4xx that wrote nothing; lock trouble keeps
 /// its own codes (`lock_busy` 423, `lock_unavailable` 503); the database being down is a 503.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// The request is malformed; `code` is stable, `message` explains.
     #[error("{message}")]

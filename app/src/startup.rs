@@ -97,11 +97,13 @@ impl Application {
         let _ = telemetry::metrics_handle();
         let app_state = web::Data::new(state.clone());
         let app_locker = web::Data::new(locker);
+        let batches = web::Data::new(crate::routes::product::Batches::default());
         let header_instance = instance.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(app_locker.clone())
+                .app_data(batches.clone())
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .service(product::reset)

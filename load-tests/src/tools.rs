@@ -31,6 +31,10 @@ impl Env {
             xtask: std::env::var_os("XTASK").map(PathBuf::from),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // HAProxy closes an idle keep-alive connection after `timeout http-request`
+                // (10 s); reusing one it is closing fails a POST ("error sending request", seen
+                // after a long scenario). Drop idle connections well before.
+                .pool_idle_timeout(Duration::from_secs(4))
                 .build()
                 .map_err(|err| err.to_string())?,
         })

@@ -89,13 +89,16 @@ pub struct Hold {
     pub end_us: i64,
 }
 
-/// The holds of a product under the `lock` strategy, in write order.
+/// The holds of a product under the `lock` strategy, in write order. One hold may have served
+/// several requests queued behind it (one batch): its ledger rows share its fence, and the hold
+/// runs from the earliest start they record to the last write.
 pub fn holds(env: &Env, product_id: i64) -> Result<Vec<Hold>, String> {
     let rows = env.sql(&format!(
-        "SELECT instance, fence, \
-                (extract(epoch FROM created_at) * 1000000)::bigint - hold_us, \
-                (extract(epoch FROM created_at) * 1000000)::bigint \
-         FROM stock_ledger WHERE product_id = {product_id} AND strategy = 'lock' ORDER BY id"
+        "SELECT min(instance), fence, \
+                min((extract(epoch FROM created_at) * 1000000)::bigint - hold_us), \
+                max((extract(epoch FROM created_at) * 1000000)::bigint) \
+         FROM stock_ledger WHERE product_id = {product_id} AND strategy = 'lock' \
+         GROUP BY fence ORDER BY min(id)"
     ))?;
     rows.into_iter()
         .map(|row| {

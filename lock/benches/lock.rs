@@ -25,6 +25,8 @@
 // The integration tests' Redis helpers (the bench is one more target of this crate).
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/cost.rs"]
+mod cost;
 
 use common::connection;
 use fencelock::{LockOptions, Locker, LockerConfig};
@@ -93,6 +95,29 @@ async fn run() {
         if wanted("handoff_remote", mode) {
             handoff(mode, &urls, false).await;
         }
+    }
+    // The cost of more work: many hot resources, memory, subscriptions (one node). The churn of
+    // a million resources takes minutes: only when asked for (`cost/churn`).
+    let url = single[0].url();
+    for resources in [1, 100, 10_000] {
+        if wanted("cost", &format!("spread_{resources}")) {
+            cost::spread(&url, resources, run_for).await;
+        }
+    }
+    if wanted("cost", "memory") {
+        cost::memory(&url, 10_000).await;
+    }
+    for waiting in [1, 100, 1_000] {
+        if wanted("cost", &format!("subscriptions_{waiting}")) {
+            cost::subscriptions(&url, waiting).await;
+        }
+    }
+    if filters.iter().any(|filter| filter.contains("churn")) {
+        let count = std::env::var("BENCH_CHURN")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(1_000_000);
+        cost::churn(&url, count).await;
     }
     if wanted("hot", "quorum5") || wanted("hot", "quorum5_one_hung") {
         let five: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();

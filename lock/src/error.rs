@@ -8,7 +8,7 @@ use std::time::Duration;
 /// `Busy` and `Unavailable` are deliberately distinct: the first means "someone else holds it,
 /// try later", the second means "Redis could not be asked" and must never be mistaken for the
 /// first.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LockError {
     /// Another holder kept the lock for the whole wait budget.

@@ -25,7 +25,8 @@
 //! - **Fencing tokens**: every acquisition returns a [`Guard::fence`] strictly greater than all
 //!   fences issued before for that resource, to reject writes from a holder that lost its lock.
 //! - **Fast handoff**: releases are announced over pub/sub, and waiters in the same process get
-//!   the lock passed to them directly, so a hot lock moves in one round trip. Processes take
+//!   the lock passed to them directly — within a streak without a round trip at all (the
+//!   acquisition reserved the fences they get). Processes take
 //!   turns: one that just had a streak of handoffs lets a waiting process go next.
 //! - **Auto-extend** watchdog, **fair** (FIFO) mode and **min_hold** for once-per-tick jobs;
 //!   [`Guard::extend`] by hand.

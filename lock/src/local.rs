@@ -1,5 +1,6 @@
 //! Local handoff: waiters of this process queue here, so a releasing holder can pass the lock
-//! straight to the next one (one Redis round trip, no wake-up latency) instead of freeing it.
+//! straight to the next one (usually without a Redis round trip: see `Hold::pass_on`; else one)
+//! instead of freeing it.
 //!
 //! The number of consecutive local handoffs per resource is bounded (`max_local_handoffs`);
 //! then the lock is really released and every waiter, local or remote, races for it, so other

@@ -167,7 +167,7 @@ async fn a_waiter_of_the_same_process_gets_the_lock_by_handoff_with_a_greater_fe
     }
     assert!(guard.release().await.unwrap());
     assert!(!exists(&redis.url(), &lock_key(&resource)).await);
-    // The block reserved at acquisition (the holder's fence and 8 more, the default streak
+    // The block reserved at acquisition (the holder's fence and 16 more, the default streak
     // bound) is in Redis, so whoever comes next, from any process, is fenced above all of it.
     let reserved: u64 = common::connection(&redis.url())
         .await
@@ -176,7 +176,7 @@ async fn a_waiter_of_the_same_process_gets_the_lock_by_handoff_with_a_greater_fe
         .unwrap();
     assert_eq!(
         reserved,
-        first_fence + 8,
+        first_fence + 16,
         "the counter holds the block's end"
     );
     let other = Locker::new(LockerConfig::new([redis.url()])).unwrap();

@@ -1,16 +1,19 @@
 //! Products and stock deduction, under four strategies so load runs can compare them.
 
+mod batch;
+
+pub use batch::Batches;
+
 use crate::error::AppError;
 use crate::idempotency::{self, IdempotencyKey, Stored};
 use crate::input::{check_text, Amount, Id, JsonBody, MAX_AMOUNT};
 use crate::schema::{products, stock_ledger};
-use crate::state::{db_fence, AppState};
+use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use fencelock::distributed_lock;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -192,6 +195,7 @@ pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpR
 #[post("/product/{id}/deduct")]
 pub async fn deduct(
     state: web::Data<AppState>,
+    batches: web::Data<Batches>,
     id: web::Path<Id>,
     query: web::Query<DeductQuery>,
     body: JsonBody<DeductBody>,
@@ -203,7 +207,7 @@ pub async fn deduct(
     idempotency::run(&state, key, async |key| match query.strategy {
         // No pooled connection is held while waiting for the lock: the holder must find the
         // pool free, or every hold would queue behind the waiters.
-        Strategy::Lock => deduct_under_lock(&state, product_id, quantity, key).await,
+        Strategy::Lock => Batches::deduct(&batches, &state, product_id.0, quantity, key).await,
         strategy => {
             state
                 .db
@@ -224,85 +228,112 @@ pub async fn deduct(
     .await
 }
 
-/// `strategy=lock`: read, check, then a write fenced with the lock's token, so a holder whose
-/// lock expired (and was taken over) cannot overwrite the newer holder's stock. The wait budget
-/// is generous because a flash sale queues hundreds of buyers on one product: they should wait
-/// their turn (each turn takes a few milliseconds), not be told to come back.
-#[distributed_lock(resource = "product:{product_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 20000, guard = lock)]
-async fn deduct_under_lock(
-    state: &AppState,
-    product_id: Id,
-    quantity: i64,
-    key: Option<&IdempotencyKey>,
-) -> Result<Stored, AppError> {
-    let fence = db_fence(lock);
-    state
-        .db
-        .holding(lock, async |conn| {
-            fenced_deduct(
-                conn,
-                &state.instance,
-                product_id.0,
-                quantity,
-                fence,
-                lock.acquired_at(),
-                key,
-            )
-            .await
-        })
-        .await
+/// One request's part in [`fenced_deduct`]: its quantity and Idempotency-Key.
+#[derive(Debug, Clone, Copy)]
+pub struct Requested<'a> {
+    /// How many units it deducts.
+    pub quantity: i64,
+    /// Its key, whose response is stored with the deduction.
+    pub key: Option<&'a IdempotencyKey>,
 }
 
-/// The write a lock holder makes: read `(stock, fence)`, check the stock, then a
-/// compare-and-set `WHERE fence = $read AND fence < $ours AND stock = $read_stock` that sets
-/// `fence = $ours`.
+/// The write a lock holder makes for one or more requests: read `(stock, fence)` once, go
+/// through the requests in order — each that the remaining stock covers takes its quantity off
+/// and is answered with the stock left after it; one it cannot cover is `out_of_stock` and
+/// writes nothing — then one statement: the final stock with a compare-and-set
+/// `WHERE fence = $read AND fence < $ours AND stock = $read_stock` that sets `fence = $ours`,
+/// and a ledger row per success. Requests with a key store their response in the same
+/// transaction. The answers are exactly those of serving the requests one by one.
 ///
 /// `fence < ours` rejects a holder whose lock expired and was taken over once the newer holder
 /// has written. `fence = read` closes the other half: a holder that read *before* a stale
 /// holder's late write landed (that request was cancelled with its UPDATE queued on the row)
-/// would otherwise write back a stale value. Either way nothing changes and the result is
+/// would otherwise write back a stale value. Either way nothing changes and the whole batch is
 /// [`AppError::FencedOut`]. The stock is compared too: the strategies without a lock may be used
 /// on the same product and do not touch the fence. Public so tests can play a stale holder.
 pub async fn fenced_deduct(
     conn: &mut AsyncPgConnection,
     instance: &str,
     product_id: i64,
-    quantity: i64,
+    requests: &[Requested<'_>],
     fence: i64,
     held_since: tokio::time::Instant,
-    key: Option<&IdempotencyKey>,
-) -> Result<Stored, AppError> {
+) -> Result<Vec<Result<Stored, AppError>>, AppError> {
     let (stock, read_fence) = read_stock(conn, product_id, false).await?;
-    if stock < quantity {
-        return Err(out_of_stock(product_id, stock, quantity));
-    }
-    let deduction = Deduction {
-        product_id,
-        quantity,
-        strategy: Strategy::Lock,
-        instance,
-        fencing: Some(Fencing {
-            ours: fence,
-            read: read_fence,
-            read_stock: stock,
-            hold_us: i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX),
-        }),
-    };
-    match deduction
-        .commit(conn, NewStock::Value(stock - quantity), key)
-        .await?
-    {
-        Some(stored) => {
-            tracing::info!(
-                product = product_id,
-                fence,
-                remaining = stock - quantity,
-                "stock deducted"
-            );
-            Ok(stored)
+    let mut remaining = stock;
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut sold = Vec::new();
+    for request in requests {
+        if remaining < request.quantity {
+            answers.push(Err(out_of_stock(product_id, remaining, request.quantity)));
+            continue;
         }
-        None => Err(AppError::FencedOut { fence }),
+        remaining -= request.quantity;
+        let body = json!({"id": product_id, "stock": remaining, "fence": fence});
+        answers.push(Ok(Stored::new(StatusCode::OK, &body)));
+        sold.push(request.quantity);
     }
+    if sold.is_empty() {
+        return Ok(answers);
+    }
+    let hold_us = i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX);
+    let write = async |conn: &mut AsyncPgConnection| -> Result<(), AppError> {
+        let written: Written = diesel::sql_query(SELL_UNDER_FENCE)
+            .bind::<BigInt, _>(product_id)
+            .bind::<BigInt, _>(remaining)
+            .bind::<BigInt, _>(fence)
+            .bind::<BigInt, _>(read_fence)
+            .bind::<BigInt, _>(stock)
+            .bind::<Text, _>(instance)
+            .bind::<BigInt, _>(hold_us)
+            .bind::<Array<BigInt>, _>(&sold)
+            .get_result(conn)
+            .await?;
+        if written.rows == 0 {
+            return Err(AppError::FencedOut { fence });
+        }
+        for (request, answer) in requests.iter().zip(&answers) {
+            if let (Some(key), Ok(stored)) = (request.key, answer) {
+                idempotency::save(conn, key, stored).await?;
+            }
+        }
+        Ok(())
+    };
+    if requests.iter().any(|request| request.key.is_some()) {
+        conn.transaction::<_, AppError, _>(async |conn| write(conn).await)
+            .await?;
+    } else {
+        write(conn).await?;
+    }
+    tracing::info!(
+        product = product_id,
+        fence,
+        sales = sold.len(),
+        remaining,
+        "stock deducted"
+    );
+    Ok(answers)
+}
+
+/// A lock holder's sales in one statement: the final stock with the fenced compare-and-set,
+/// and a ledger row per sale, in order (`$8` the quantities). Both or neither.
+const SELL_UNDER_FENCE: &str = "\
+    WITH updated AS (
+        UPDATE products SET stock = $2, fence = $3
+        WHERE id = $1 AND fence = $4 AND fence < $3 AND stock = $5
+        RETURNING id
+    ), ledger AS (
+        INSERT INTO stock_ledger (product_id, quantity, strategy, instance, fence, hold_us)
+        SELECT updated.id, sale.quantity, 'lock', $6, $3, $7
+        FROM updated, unnest($8::bigint[]) WITH ORDINALITY AS sale(quantity, n)
+        ORDER BY sale.n
+    )
+    SELECT count(*) AS rows FROM updated";
+
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
+    rows: i64,
 }
 
 /// The strategies without a distributed lock, for comparison.
@@ -319,7 +350,6 @@ async fn deduct_without_lock(
         quantity,
         strategy,
         instance,
-        fencing: None,
     };
     match strategy {
         // Read, then write back what was read minus the quantity: between the two another
@@ -382,46 +412,27 @@ enum NewStock {
     DecrementIfEnough,
 }
 
-/// One deduction: the stock update with its ledger row, and the idempotency record when the
-/// request has a key.
+/// One deduction without a lock: the stock update with its ledger row, and the idempotency
+/// record when the request has a key. (Under the lock, see [`fenced_deduct`].)
 struct Deduction<'a> {
     product_id: i64,
     quantity: i64,
     strategy: Strategy,
     instance: &'a str,
-    fencing: Option<Fencing>,
-}
-
-/// What a lock holder's write carries.
-#[derive(Debug, Clone, Copy)]
-struct Fencing {
-    /// The holder's fence.
-    ours: i64,
-    /// The fence read with the stock: the compare half of the compare-and-set.
-    read: i64,
-    /// The stock read (compared too: writes without a lock leave the fence as it is).
-    read_stock: i64,
-    /// How long the lock had been held (recorded in the ledger).
-    hold_us: i64,
 }
 
 /// The stock update and its ledger row in one statement, so they commit together, in one
-/// round trip. A `NULL` parameter switches its condition off:
-/// `$5` new stock (`NULL`: decrement only if enough), `$6`/`$7`/`$9` our fence, the fence and the
-/// stock read (`NULL`: no lock, no compare-and-set). No row comes back when a condition refused
-/// the update.
+/// round trip. `$5` is the new stock; `NULL` decrements, only if the stock is enough (then no
+/// row comes back when it is not).
 const UPDATE_STOCK_AND_LEDGER: &str = "\
     WITH updated AS (
         UPDATE products
-        SET stock = COALESCE($5, stock - $2),
-            fence = COALESCE($6, fence)
-        WHERE id = $1
-          AND ($5 IS NOT NULL OR stock >= $2)
-          AND ($6 IS NULL OR (fence = $7 AND fence < $6 AND stock = $9))
+        SET stock = COALESCE($5, stock - $2)
+        WHERE id = $1 AND ($5 IS NOT NULL OR stock >= $2)
         RETURNING id, stock
     ), ledger AS (
-        INSERT INTO stock_ledger (product_id, quantity, strategy, instance, fence, hold_us)
-        SELECT id, $2, $3, $4, $6, $8 FROM updated
+        INSERT INTO stock_ledger (product_id, quantity, strategy, instance)
+        SELECT id, $2, $3, $4 FROM updated
     )
     SELECT stock FROM updated";
 
@@ -433,12 +444,7 @@ struct Remaining {
 
 impl Deduction<'_> {
     fn response(&self, remaining: i64) -> Stored {
-        let body = match self.fencing {
-            Some(fencing) => {
-                json!({"id": self.product_id, "stock": remaining, "fence": fencing.ours})
-            }
-            None => json!({"id": self.product_id, "stock": remaining}),
-        };
+        let body = json!({"id": self.product_id, "stock": remaining});
         Stored::new(StatusCode::OK, &body)
     }
 
@@ -460,7 +466,7 @@ impl Deduction<'_> {
     }
 
     /// Writes the deduction and, with a key, its response in the same transaction. `None`
-    /// when the update was refused (fenced out, or short of stock for `DecrementIfEnough`).
+    /// when the update was refused (short of stock for `DecrementIfEnough`, or no product).
     async fn commit(
         &self,
         conn: &mut AsyncPgConnection,
@@ -500,10 +506,6 @@ impl Deduction<'_> {
             .bind::<Text, _>(self.strategy.name())
             .bind::<Text, _>(self.instance)
             .bind::<Nullable<BigInt>, _>(value)
-            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.ours))
-            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.read))
-            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.hold_us))
-            .bind::<Nullable<BigInt>, _>(self.fencing.map(|fencing| fencing.read_stock))
             .get_result(conn)
             .await
             .optional()?;

@@ -1,12 +1,12 @@
 //! The service under faults: writes of holders that lost their lock, outages, hang-ups.
 //! Each test pins one defect of the fault drills (see the commit that added it).
 
+use crate::helpers::deduct_one;
 use crate::helpers::{postgres, spawn_cluster, spawn_cluster_with, Cluster, Options, Reply};
 use actix_web::ResponseError;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use fencelock_app::db::Connection;
 use fencelock_app::error::AppError;
-use fencelock_app::routes::product::fenced_deduct;
 use fencelock_app::routes::queue::take_token;
 use fencelock_app::routes::seats::{reserve_seat, Seat};
 use fencelock_testkit::{PostgresServer, RedisServer};
@@ -72,12 +72,13 @@ async fn a_stale_write_landing_between_read_and_write_fences_out_the_newer_holde
     .await;
     let held_since = tokio::time::Instant::now();
     let stale = tokio::spawn(async move {
-        fenced_deduct(&mut stale_conn, "stale", product, 1, 100, held_since, None).await
+        deduct_one(&mut stale_conn, "stale", product, 1, 100, held_since).await
     });
     until_waiting(&cluster, 1).await; // the stale holder read, its UPDATE waits
-    let newer = tokio::spawn(async move {
-        fenced_deduct(&mut new_conn, "new", product, 1, 200, held_since, None).await
-    });
+    let newer =
+        tokio::spawn(
+            async move { deduct_one(&mut new_conn, "new", product, 1, 200, held_since).await },
+        );
     until_waiting(&cluster, 2).await; // the new holder read the same row, its UPDATE waits
     execute(&mut blocker, "COMMIT").await;
 
@@ -321,16 +322,7 @@ async fn a_write_without_the_lock_between_read_and_write_fences_out_the_holder()
     // …the lock holder reads the old stock, and its write queues behind.
     let held_since = tokio::time::Instant::now();
     let holder = tokio::spawn(async move {
-        fenced_deduct(
-            &mut holder_conn,
-            "holder",
-            product,
-            1,
-            100,
-            held_since,
-            None,
-        )
-        .await
+        deduct_one(&mut holder_conn, "holder", product, 1, 100, held_since).await
     });
     until_waiting(&cluster, 2).await;
     execute(&mut blocker, "COMMIT").await;

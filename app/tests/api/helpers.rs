@@ -247,3 +247,29 @@ pub fn by_status(replies: &[Reply]) -> HashMap<u16, usize> {
     }
     counts
 }
+
+/// A lock holder's write for one request (`fenced_deduct` with a batch of one), as a test
+/// plays a holder by hand.
+pub async fn deduct_one(
+    conn: &mut diesel_async::AsyncPgConnection,
+    instance: &str,
+    product: i64,
+    quantity: i64,
+    fence: i64,
+    held_since: tokio::time::Instant,
+) -> Result<fencelock_app::idempotency::Stored, fencelock_app::error::AppError> {
+    let request = fencelock_app::routes::product::Requested {
+        quantity,
+        key: None,
+    };
+    let mut answers = fencelock_app::routes::product::fenced_deduct(
+        conn,
+        instance,
+        product,
+        &[request],
+        fence,
+        held_since,
+    )
+    .await?;
+    answers.remove(0)
+}

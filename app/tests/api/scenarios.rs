@@ -1,9 +1,9 @@
 //! The original demos' scenarios over three instances, plus fencing, idempotency and the job.
 
+use crate::helpers::deduct_one;
 use crate::helpers::{by_status, spawn_cluster, spawn_cluster_with, Options};
 use fencelock::{LockOptions, Locker, LockerConfig};
 use fencelock_app::error::AppError;
-use fencelock_app::routes::product::fenced_deduct;
 use fencelock_testkit::shared_redis;
 use futures_util::future::join_all;
 use serde_json::json;
@@ -37,9 +37,26 @@ async fn classic_1050_deducts_sell_exactly_1000() {
     // Requests were spread: every instance served some, and every response says which.
     let served: HashSet<&str> = replies.iter().map(|r| r.instance.as_str()).collect();
     assert_eq!(served.len(), 3, "{served:?}");
-    // Fences strictly increase in the order the writes committed.
-    let fences_in_order = cluster.sql("SELECT bool_and(fence > prev) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev FROM stock_ledger) t WHERE prev IS NOT NULL");
+    // Fences never go back in the order the writes committed; a fence's rows (one hold, which
+    // served a batch of queued requests) are written together, and fences differ between holds.
+    let fences_in_order = cluster.sql("SELECT bool_and(fence >= prev) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev FROM stock_ledger) t WHERE prev IS NOT NULL");
     assert_eq!(fences_in_order, "t");
+    let holds = cluster.sql_i64("SELECT count(DISTINCT fence) FROM stock_ledger");
+    let runs = cluster.sql_i64("SELECT count(*) FROM (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev FROM stock_ledger) t WHERE prev IS DISTINCT FROM fence");
+    assert_eq!(holds, runs, "each hold's rows are contiguous");
+    // Holds served several queued requests at once (1000 sales in fewer holds).
+    assert!(
+        holds < 1000,
+        "{holds} holds for 1000 sales: nothing was batched"
+    );
+    // Every answer reports the stock left after its own sale: all different, 0..=999.
+    let mut left: Vec<i64> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body["stock"].as_i64().unwrap())
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..1000).collect::<Vec<_>>(), "each answer is exact");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -167,25 +184,23 @@ async fn a_holder_that_lost_its_lock_cannot_write() {
     let pool = fencelock_app::db::pool(&crate::helpers::postgres().url(&cluster.database), 2);
     let mut conn = pool.get().await.unwrap();
     let fence = |guard: &fencelock::Guard| i64::try_from(guard.fence()).unwrap();
-    fenced_deduct(
+    deduct_one(
         &mut conn,
         "new",
         product,
         1,
         fence(&fresh),
         fresh.acquired_at(),
-        None,
     )
     .await
     .expect("the new holder writes");
-    let stale_write = fenced_deduct(
+    let stale_write = deduct_one(
         &mut conn,
         "stale",
         product,
         1,
         fence(&stale),
         stale.acquired_at(),
-        None,
     )
     .await;
     assert!(
