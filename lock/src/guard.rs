@@ -281,14 +281,26 @@ impl Hold {
     /// stays under this process's token in Redis (it never becomes free), the waiter gets the
     /// next fence of the block reserved at acquisition (greater than this holder's; every later
     /// acquisition anywhere issues above the block), and the validity this hold has left,
-    /// which must be most of what the waiter asks for. Otherwise (no fence left in the block,
-    /// or too little time) the handoff goes through Redis, which resets the TTL.
+    /// which must be close to what the waiter asks for: at least 90% of its TTL (so the lock
+    /// was confirmed by Redis within about a tenth of a TTL), at most 110% (a waiter asking for
+    /// 5 s does not inherit a 60 s lock that would outlive a crash by a minute). Otherwise (no
+    /// fence left in the block, the time off, or a waiter with `min_hold`, whose minimum Redis
+    /// must keep exactly) the handoff goes through Redis, which sets the waiter's TTL.
+    ///
+    /// A lock deleted behind this process's back (`force_unlock`, a Redis restart that lost
+    /// it) is noticed at the next round trip rather than at the next handoff: within a streak
+    /// that is at most about a tenth of a TTL later. Fencing is what protects the data then.
     fn pass_on(&self, options: &LockOptions) -> Option<Grant> {
         let now = Instant::now();
         let left = self.lease.valid_until().saturating_duration_since(now);
         let wanted = options.effective_ttl();
-        let enough = left >= wanted - wanted / PASS_ON_MIN_VALIDITY_DIVISOR;
-        (self.fence < self.fence_limit && enough && !self.lease.is_lost()).then(|| Grant {
+        let slack = wanted / PASS_ON_VALIDITY_DIVISOR;
+        let close_to_wanted = left >= wanted - slack && left <= wanted + slack;
+        let usable = self.fence < self.fence_limit
+            && close_to_wanted
+            && options.min_hold.is_zero()
+            && !self.lease.is_lost();
+        usable.then(|| Grant {
             token: self.token.clone(),
             fence: self.fence + 1,
             fence_limit: self.fence_limit,
@@ -298,9 +310,10 @@ impl Hold {
     }
 }
 
-/// A lock is passed on without a round trip only while at least `1 - 1/10` = 90% of the
-/// waiter's TTL is left: a waiter never gets much less time than it asked for.
-const PASS_ON_MIN_VALIDITY_DIVISOR: u32 = 10;
+/// A lock is passed on without a round trip only while the validity left is within a tenth of
+/// the waiter's TTL (90% to 110% of it): a waiter never gets much less, or much more, than it
+/// asked for.
+const PASS_ON_VALIDITY_DIVISOR: u32 = 10;
 
 /// Ends a hold: stop the watchdog, then hand the lock to a local waiter if one is queued (and
 /// the streak and `min_hold` allow), else release it on the nodes.

@@ -66,7 +66,10 @@ impl Locker {
     /// is not acceptable — never as part of normal locking.
     ///
     /// It evicts the holder it finds (it looks first, then deletes only that holder's lock on
-    /// each node), so a lock taken in between, or by a waiter it woke, is never deleted. The
+    /// each node), so a lock taken in between, or by a waiter it woke, is never deleted — with
+    /// one exception: a process passes a lock on to its own waiters under the same owner token
+    /// (see the crate docs), so the whole streak is evicted, including holders it passed the
+    /// lock to after the inspection; they notice at their next round trip. The
     /// evicted holder is not told: its guard finds out at its next extension (or when its
     /// validity runs out), and until then it may still write. What keeps that safe is fencing:
     /// the fence counter is kept, so the next holder's fence is greater and fenced storage

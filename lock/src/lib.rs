@@ -89,7 +89,11 @@
 //!
 //! In quorum mode a round decides as soon as a majority said yes or refusals rule one out,
 //! and a node that does not answer in time is skipped (and probed in the background) until
-//! it does: a hung minority costs (almost) nothing. Auto-extension retries a failed extension
+//! it does: a hung minority costs (almost) nothing. A lock deleted behind a process's back (by
+//! [`Locker::force_unlock`], or a Redis restart that lost it) is noticed at the process's next
+//! round trip; a streak of in-process pass-ons makes none, so its holders (at most about a tenth
+//! of a TTL of them) may keep going meanwhile, with fences below the new holder's. Fenced
+//! writes are what keeps the data right then. Auto-extension retries a failed extension
 //! within the lock's validity; [`Guard::lost`] fires no later than the validity runs out.
 //!
 //! # The `#[distributed_lock]` attribute
@@ -230,7 +234,7 @@ pub use guard::Guard;
 pub use inspect::LockState;
 pub use locker::{Health, Locker, Mode};
 pub use multi::MultiGuard;
-pub use options::{redact_url, LockOptions, LockerConfig};
+pub use options::{redact_url, LockOptions, LockerConfig, MAX_LOCAL_HANDOFFS_LIMIT};
 pub use resource::{validate_resource, MAX_RESOURCE_LEN};
 
 #[doc(hidden)]

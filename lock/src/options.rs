@@ -211,6 +211,9 @@ impl NodeTarget {
     }
 }
 
+/// The largest `max_local_handoffs` accepted.
+pub const MAX_LOCAL_HANDOFFS_LIMIT: u32 = 64;
+
 impl LockerConfig {
     /// A configuration over the given Redis URLs (`redis://`, or `rediss://` for TLS with the
     /// `tls` feature), with defaults for the rest.
@@ -298,7 +301,8 @@ impl LockerConfig {
         self
     }
 
-    /// Sets [`LockerConfig::max_local_handoffs`] (0 turns local handoff off).
+    /// Sets [`LockerConfig::max_local_handoffs`] (0 turns local handoff off; at most
+    /// [`MAX_LOCAL_HANDOFFS_LIMIT`]).
     pub fn max_local_handoffs(mut self, handoffs: u32) -> Self {
         self.max_local_handoffs = handoffs;
         self
@@ -347,6 +351,13 @@ impl LockerConfig {
         if self.pool_size == 0 {
             return Err(LockError::Config("pool_size must be at least 1".into()));
         }
+        // Each acquisition reserves this many fences more; fences stay within a handful of the
+        // server clock's µs only while the reserve stays small (see `NEXT_FENCE`).
+        if self.max_local_handoffs > MAX_LOCAL_HANDOFFS_LIMIT {
+            return Err(LockError::Config(format!(
+                "max_local_handoffs must be at most {MAX_LOCAL_HANDOFFS_LIMIT}"
+            )));
+        }
         if self.retry_min_delay > self.retry_max_delay {
             return Err(LockError::Config(
                 "retry_min_delay must be at most retry_max_delay".into(),
@@ -389,5 +400,25 @@ mod redaction {
                 "{shown}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    #[test]
+    fn the_local_handoff_streak_is_bounded() {
+        let config = |handoffs| LockerConfig::new(["redis://a/"]).max_local_handoffs(handoffs);
+        assert!(config(MAX_LOCAL_HANDOFFS_LIMIT).check().is_ok());
+        assert!(matches!(
+            config(MAX_LOCAL_HANDOFFS_LIMIT + 1).check(),
+            Err(LockError::Config(_))
+        ));
+        let huge_wait = LockOptions::new().wait(Duration::MAX);
+        assert!(matches!(
+            huge_wait.check(),
+            Err(LockError::InvalidOptions(_))
+        ));
     }
 }

@@ -224,3 +224,50 @@ async fn a_handoff_late_in_a_hold_goes_through_redis_and_resets_the_ttl() {
     assert!(left > ttl * 9 / 10, "a fresh TTL: {left:?} left");
     next.release().await.unwrap();
 }
+
+/// A waiter is passed the lock in-process only if the time left is close to what it asks for:
+/// one asking for 5 s does not inherit a 60 s lock (a crash would then block everyone for a
+/// minute), and one with a `min_hold` needs Redis to keep exactly that. Both go through Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_terms_differ_gets_the_lock_through_redis() {
+    let redis = RedisServer::start();
+    let mut config = LockerConfig::new([redis.url()]);
+    config.retry_min_delay = Duration::from_secs(5);
+    config.retry_max_delay = Duration::from_secs(5);
+    let locker = Locker::new(config).unwrap();
+    let resource = unique("terms");
+    let long = LockOptions::new()
+        .ttl(Duration::from_secs(60))
+        .wait(Duration::from_secs(10));
+    let short = long.clone().ttl(Duration::from_secs(5));
+    let with_min_hold = long.clone().min_hold(Duration::from_millis(50));
+    locker
+        .acquire(&resource, &long)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    for (what, waiter_options) in [("a much shorter ttl", short), ("a min_hold", with_min_hold)] {
+        let guard = locker.acquire(&resource, &long).await.unwrap();
+        let waiter = tokio::spawn({
+            let (locker, resource) = (locker.clone(), resource.clone());
+            let options = waiter_options.clone();
+            async move { locker.acquire(&resource, &options).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let calls_before = script_calls(&redis.url()).await;
+        assert!(guard.release().await.unwrap());
+        let next = waiter.await.unwrap();
+        let calls = script_calls(&redis.url()).await - calls_before;
+        assert_eq!(calls, 1, "{what}: one handoff round trip");
+        let left = next.valid_until() - tokio::time::Instant::now();
+        assert!(
+            left <= waiter_options.ttl + Duration::from_millis(100),
+            "{what}: its own TTL, {left:?} left"
+        );
+        // Released through Redis again (min_hold keeps the key for its remaining 50 ms).
+        next.release().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

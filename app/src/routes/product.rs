@@ -259,11 +259,53 @@ pub async fn fenced_deduct(
     fence: i64,
     held_since: tokio::time::Instant,
 ) -> Result<Vec<Result<Stored, AppError>>, AppError> {
+    if requests.iter().all(|request| request.key.is_none()) {
+        return sell(conn, instance, product_id, requests, fence, held_since).await;
+    }
+    conn.transaction::<_, AppError, _>(async |conn| {
+        sell(conn, instance, product_id, requests, fence, held_since).await
+    })
+    .await
+}
+
+/// [`fenced_deduct`]'s work, inside the caller's transaction when keys are saved.
+async fn sell(
+    conn: &mut AsyncPgConnection,
+    instance: &str,
+    product_id: i64,
+    requests: &[Requested<'_>],
+    fence: i64,
+    held_since: tokio::time::Instant,
+) -> Result<Vec<Result<Stored, AppError>>, AppError> {
+    // A key already answered (a retry whose first attempt committed after its client hung up)
+    // or repeated within the batch is not sold again: `AlreadyApplied` makes the caller replay
+    // the stored answer. Only that request; the rest of the batch goes on.
+    let keys: Vec<&str> = requests
+        .iter()
+        .filter_map(|request| request.key.map(IdempotencyKey::key))
+        .collect();
+    let mut answered: std::collections::HashSet<String> = if keys.is_empty() {
+        Default::default()
+    } else {
+        crate::schema::idempotency_keys::table
+            .filter(crate::schema::idempotency_keys::key.eq_any(&keys))
+            .select(crate::schema::idempotency_keys::key)
+            .load::<String>(conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
     let (stock, read_fence) = read_stock(conn, product_id, false).await?;
     let mut remaining = stock;
     let mut answers = Vec::with_capacity(requests.len());
     let mut sold = Vec::new();
     for request in requests {
+        if let Some(key) = request.key {
+            if !answered.insert(key.key().to_string()) {
+                answers.push(Err(AppError::AlreadyApplied));
+                continue;
+            }
+        }
         if remaining < request.quantity {
             answers.push(Err(out_of_stock(product_id, remaining, request.quantity)));
             continue;
@@ -277,33 +319,24 @@ pub async fn fenced_deduct(
         return Ok(answers);
     }
     let hold_us = i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX);
-    let write = async |conn: &mut AsyncPgConnection| -> Result<(), AppError> {
-        let written: Written = diesel::sql_query(SELL_UNDER_FENCE)
-            .bind::<BigInt, _>(product_id)
-            .bind::<BigInt, _>(remaining)
-            .bind::<BigInt, _>(fence)
-            .bind::<BigInt, _>(read_fence)
-            .bind::<BigInt, _>(stock)
-            .bind::<Text, _>(instance)
-            .bind::<BigInt, _>(hold_us)
-            .bind::<Array<BigInt>, _>(&sold)
-            .get_result(conn)
-            .await?;
-        if written.rows == 0 {
-            return Err(AppError::FencedOut { fence });
+    let written: Written = diesel::sql_query(SELL_UNDER_FENCE)
+        .bind::<BigInt, _>(product_id)
+        .bind::<BigInt, _>(remaining)
+        .bind::<BigInt, _>(fence)
+        .bind::<BigInt, _>(read_fence)
+        .bind::<BigInt, _>(stock)
+        .bind::<Text, _>(instance)
+        .bind::<BigInt, _>(hold_us)
+        .bind::<Array<BigInt>, _>(&sold)
+        .get_result(conn)
+        .await?;
+    if written.rows == 0 {
+        return Err(AppError::FencedOut { fence });
+    }
+    for (request, answer) in requests.iter().zip(&answers) {
+        if let (Some(key), Ok(stored)) = (request.key, answer) {
+            idempotency::save(conn, key, stored).await?;
         }
-        for (request, answer) in requests.iter().zip(&answers) {
-            if let (Some(key), Ok(stored)) = (request.key, answer) {
-                idempotency::save(conn, key, stored).await?;
-            }
-        }
-        Ok(())
-    };
-    if requests.iter().any(|request| request.key.is_some()) {
-        conn.transaction::<_, AppError, _>(async |conn| write(conn).await)
-            .await?;
-    } else {
-        write(conn).await?;
     }
     tracing::info!(
         product = product_id,

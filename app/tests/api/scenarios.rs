@@ -466,3 +466,68 @@ async fn a_repeat_while_the_first_is_in_flight_is_409() {
     assert!(after.headers.contains_key("idempotent-replayed"));
     assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 1);
 }
+
+/// A batch can hold a request whose key was already answered (a retry whose first attempt
+/// committed after its client hung up) and a key twice. Before: the key's unique violation
+/// rolled the whole batch back, and every request in it was told `AlreadyApplied` for a sale
+/// that never happened. Now only those requests are repeats (replayed by the caller); the rest
+/// of the batch sells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_with_an_answered_key_sells_the_rest() {
+    use actix_web::HttpMessage;
+    use fencelock_app::idempotency::{save, IdempotencyKey, Stored};
+    use fencelock_app::routes::product::{fenced_deduct, Requested};
+    let cluster = spawn_cluster().await;
+    let product = cluster.reset(10).await;
+    let keyed = |key: &str| {
+        let request = actix_web::test::TestRequest::post()
+            .uri(&format!("/product/{product}/deduct"))
+            .insert_header(("idempotency-key", key))
+            .to_http_request();
+        request
+            .extensions_mut()
+            .insert(fencelock_app::idempotency::RawBody(Default::default()));
+        IdempotencyKey::from_request(&request, "deduct")
+            .unwrap()
+            .unwrap()
+    };
+    let (answered, twice) = (keyed("answered-before"), keyed("sent-twice"));
+    let pool = fencelock_app::db::pool(&crate::helpers::postgres().url(&cluster.database), 2);
+    let mut conn = pool.get().await.unwrap();
+    let first = Stored::new(
+        actix_web::http::StatusCode::OK,
+        &json!({"id": product, "stock": 9}),
+    );
+    save(&mut conn, &answered, &first).await.unwrap();
+    let one = |key| Requested { quantity: 1, key };
+    let batch = [
+        one(Some(&answered)),
+        one(None),
+        one(Some(&twice)),
+        one(Some(&twice)),
+    ];
+    let answers = fenced_deduct(
+        &mut conn,
+        "test",
+        product,
+        &batch,
+        1_000,
+        tokio::time::Instant::now(),
+    )
+    .await
+    .expect("the batch is not failed as a whole");
+    let shapes: Vec<&str> = answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(_) => "sold",
+            Err(AppError::AlreadyApplied) => "repeat",
+            Err(_) => "other",
+        })
+        .collect();
+    assert_eq!(shapes, ["repeat", "sold", "sold", "repeat"]);
+    assert_eq!(
+        cluster.sql_i64(&format!("SELECT stock FROM products WHERE id = {product}")),
+        8
+    );
+    assert_eq!(cluster.sql_i64("SELECT count(*) FROM stock_ledger"), 2);
+}

@@ -22,6 +22,7 @@ use fencelock::distributed_lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// The requests queued per product, in this instance (app data, shared by its workers).
 #[derive(Debug, Default)]
@@ -32,6 +33,8 @@ pub struct Batches {
 /// A request waiting for its batch.
 #[derive(Debug)]
 struct Pending {
+    /// When it joined the queue.
+    queued_at: Instant,
     quantity: i64,
     key: Option<IdempotencyKey>,
     answer: oneshot::Sender<Result<Stored, AppError>>,
@@ -49,6 +52,7 @@ impl Batches {
     ) -> Result<Stored, AppError> {
         let (answer, answered) = oneshot::channel();
         let pending = Pending {
+            queued_at: Instant::now(),
             quantity,
             key: key.cloned(),
             answer,
@@ -82,6 +86,13 @@ impl Batches {
 /// served, so requests arriving meanwhile join the next batch instead of starting a worker; it
 /// is removed (under the same mutex) only when there is nothing left.
 async fn serve(batches: web::Data<Batches>, state: AppState, product_id: i64) {
+    // If this task ends any other way (a panic; its runtime stopping), the queue must not
+    // stay behind without a worker: every later request would wait for ever.
+    let mut guard = Abandoned {
+        batches: &batches,
+        product_id,
+        armed: true,
+    };
     loop {
         {
             let mut queues = batches.queues.lock().expect("batch queues");
@@ -89,18 +100,41 @@ async fn serve(batches: web::Data<Batches>, state: AppState, product_id: i64) {
             queue.retain(|pending| !pending.answer.is_closed());
             if queue.is_empty() {
                 queues.remove(&product_id);
+                guard.armed = false;
                 return;
             }
         }
+        let asked = Instant::now();
         if let Err(error) = serve_batch(&batches, &state, product_id).await {
-            // The lock could not be had: everyone queued was waiting for it too.
+            // The lock could not be had: those queued before we asked waited for it as long
+            // as we did and get the failure; later ones get an attempt of their own.
             let mut queues = batches.queues.lock().expect("batch queues");
-            for pending in queues
-                .get_mut(&product_id)
-                .map(std::mem::take)
-                .unwrap_or_default()
-            {
-                let _ = pending.answer.send(Err(error.clone()));
+            if let Some(queue) = queues.get_mut(&product_id) {
+                let (failed, later) = std::mem::take(queue)
+                    .into_iter()
+                    .partition(|pending: &Pending| pending.queued_at <= asked);
+                *queue = later;
+                for pending in failed {
+                    let _ = pending.answer.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Removes a product's queue whose worker ended without emptying it; the requests in it get
+/// their answer channel dropped (`the request's batch was abandoned`).
+struct Abandoned<'a> {
+    batches: &'a Batches,
+    product_id: i64,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Ok(mut queues) = self.batches.queues.lock() {
+                queues.remove(&self.product_id);
             }
         }
     }
@@ -122,20 +156,28 @@ async fn serve_batch(batches: &Batches, state: &AppState, product_id: i64) -> Re
             key: pending.key.as_ref(),
         })
         .collect();
-    let outcome = state
-        .db
-        .holding(lock, async |conn| {
-            fenced_deduct(
-                conn,
-                &state.instance,
-                product_id,
-                &requests,
-                db_fence(lock),
-                lock.acquired_at(),
-            )
+    let deduct = async || {
+        state
+            .db
+            .holding(lock, async |conn| {
+                fenced_deduct(
+                    conn,
+                    &state.instance,
+                    product_id,
+                    &requests,
+                    db_fence(lock),
+                    lock.acquired_at(),
+                )
+                .await
+            })
             .await
-        })
-        .await;
+    };
+    let outcome = match deduct().await {
+        // A key committed elsewhere between the batch's check and its insert rolled the batch
+        // back: once more, and the check sees it (that request alone is then a repeat).
+        Err(AppError::AlreadyApplied) => deduct().await,
+        outcome => outcome,
+    };
     match outcome {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
