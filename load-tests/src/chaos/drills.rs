@@ -129,8 +129,11 @@ impl Run {
     ) -> Result<Drill, String> {
         let faults = cx.faults.clone();
         let pending = faults.any_pending();
-        let lifted = blocking(move || faults.lift_all()).await;
+        // The fault's end is the moment before it is lifted: lifting runs on a blocking thread
+        // and takes milliseconds, and a service that recovers within them would otherwise have
+        // its first writes after the lift counted as written during the fault.
         let end = self.driver.now();
+        let lifted = blocking(move || faults.lift_all()).await;
         if pending {
             self.note(match &lifted {
                 Ok(()) => "fault lifted".into(),
