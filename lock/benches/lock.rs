@@ -204,22 +204,13 @@ async fn hot_with(
                 let asked = Instant::now();
                 let guard = locker.acquire(&resource, &options).await.expect("acquire");
                 waits.push(asked.elapsed());
-                let value: Option<u64> = redis.get(&counter_key).await.unwrap();
-                let () = redis
-                    .set(&counter_key, value.unwrap_or(0) + 1)
-                    .await
-                    .unwrap();
+                count_once(&mut redis, &counter_key).await;
                 guard.release().await.expect("release");
             }
             waits
         }));
     }
-    tokio::time::sleep(run_for).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut waits = Vec::new();
-    for task in tasks {
-        waits.extend(task.await.unwrap());
-    }
+    let waits = stop_after(run_for, &stop, tasks).await;
     let elapsed = started.elapsed();
     let commands = commands_processed(nodes).await - commands_before;
     let hot = Hot {
@@ -274,22 +265,13 @@ async fn hot_rslock(
                     .await
                     .expect("rslock acquire");
                 waits.push(asked.elapsed());
-                let value: Option<u64> = redis.get(&counter_key).await.unwrap();
-                let () = redis
-                    .set(&counter_key, value.unwrap_or(0) + 1)
-                    .await
-                    .unwrap();
+                count_once(&mut redis, &counter_key).await;
                 guard.release().await;
             }
             waits
         }));
     }
-    tokio::time::sleep(run_for).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut waits = Vec::new();
-    for task in tasks {
-        waits.extend(task.await.unwrap());
-    }
+    let waits = stop_after(run_for, &stop, tasks).await;
     let elapsed = started.elapsed();
     let commands = commands_processed(urls).await - commands_before;
     let hot = Hot {
@@ -299,6 +281,28 @@ async fn hot_rslock(
     };
     let mode = format!("{mode}_{}ms", retry_delay.as_millis());
     report_hot("hot_rslock", &mode, hot, counter_url, &counter_key).await;
+}
+
+/// A hold's work in every hot run: read a counter and write it back + 1 (two round trips; a
+/// lock that lets two holders overlap loses updates).
+async fn count_once(redis: &mut redis::aio::MultiplexedConnection, key: &str) {
+    let value: Option<u64> = redis.get(key).await.unwrap();
+    let () = redis.set(key, value.unwrap_or(0) + 1).await.unwrap();
+}
+
+/// Lets the tasks run for `run_for`, stops them and collects every acquisition's wait.
+async fn stop_after(
+    run_for: Duration,
+    stop: &AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> Vec<Duration> {
+    tokio::time::sleep(run_for).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut waits = Vec::new();
+    for task in tasks {
+        waits.extend(task.await.unwrap());
+    }
+    waits
 }
 
 /// What a hot run measured.

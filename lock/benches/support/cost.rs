@@ -3,7 +3,7 @@
 //! subscriptions and connections as waiting resources grow. One JSON line per measurement.
 
 use crate::common::connection;
-use crate::{locker, percentile};
+use crate::{count_once, locker, percentile, stop_after};
 use fencelock::{LockOptions, Locker};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -79,24 +79,13 @@ pub async fn spread(url: &str, resources: usize, run_for: Duration) {
                 let asked = Instant::now();
                 let guard = locker.acquire(&resource, &options).await.expect("acquire");
                 waits.push(asked.elapsed());
-                let counter = format!("cost:{resource}");
-                let value: Option<u64> = redis::AsyncCommands::get(&mut redis, &counter)
-                    .await
-                    .unwrap();
-                let () = redis::AsyncCommands::set(&mut redis, &counter, value.unwrap_or(0) + 1)
-                    .await
-                    .unwrap();
+                count_once(&mut redis, &format!("cost:{resource}")).await;
                 guard.release().await.expect("release");
             }
             waits
         }));
     }
-    tokio::time::sleep(run_for).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut waits = Vec::new();
-    for task in tasks {
-        waits.extend(task.await.unwrap());
-    }
+    let mut waits = stop_after(run_for, &stop, tasks).await;
     let elapsed = started.elapsed();
     let (cpu, redis) = (own_cpu() - cpu_before, redis_cpu(url).await - redis_before);
     let ops = waits.len().max(1) as f64;
