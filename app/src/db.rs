@@ -309,10 +309,7 @@ impl Held for fencelock::MultiGuard {
     }
 
     fn lost_resource(&self) -> Option<String> {
-        self.guards()
-            .iter()
-            .find(|guard| guard.is_lost())
-            .map(|guard| guard.resource().to_string())
+        fencelock::MultiGuard::lost_resource(self).map(str::to_string)
     }
 }
 

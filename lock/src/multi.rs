@@ -98,8 +98,7 @@ impl Locker {
                 }
             }
         }
-        if taken.is_lost() {
-            let resource = taken.lost_resource().to_string();
+        if let Some(resource) = taken.lost_resource().map(str::to_string) {
             let _ = taken.release().await;
             return Err(LockError::Busy {
                 resource,
@@ -151,13 +150,13 @@ impl MultiGuard {
             .await;
     }
 
-    /// The resource of the first lock found lost, for error messages.
-    pub(crate) fn lost_resource(&self) -> &str {
+    /// The resource of the first lock that may be lost (see [`Guard::is_lost`]), if any: for
+    /// error messages such as [`LockError::Lost`].
+    pub fn lost_resource(&self) -> Option<&str> {
         self.guards
             .iter()
             .find(|guard| guard.is_lost())
-            .unwrap_or(&self.guards[0])
-            .resource()
+            .map(Guard::resource)
     }
 
     /// Extends every lock to `by` from now (see [`Guard::extend`]). `Ok(true)` when all were

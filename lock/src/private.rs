@@ -68,7 +68,11 @@ pub async fn run_until_lost_many<F: std::future::Future>(
         biased;
         output = body => Ok(output),
         () = guard.lost() => {
-            let resource = guard.lost_resource().to_string();
+            // `lost()` resolved, so one is lost; the first resource names it otherwise.
+            let resource = guard
+                .lost_resource()
+                .unwrap_or_else(|| guard.guards()[0].resource())
+                .to_string();
             tracing::warn!(%resource, "lock lost while held: the body was stopped");
             Err(LockError::Lost { resource })
         }
