@@ -351,8 +351,8 @@ impl LockerConfig {
         if self.pool_size == 0 {
             return Err(LockError::Config("pool_size must be at least 1".into()));
         }
-        // Each acquisition reserves this many fences more; fences stay within a handful of the
-        // server clock's µs only while the reserve stays small (see `NEXT_FENCE`).
+        // Each acquisition reserves this many fences more; a fence counter stays behind its
+        // server's clock only while a script run reserves well under 1000 (see `NEXT_FENCE`).
         if self.max_local_handoffs > MAX_LOCAL_HANDOFFS_LIMIT {
             return Err(LockError::Config(format!(
                 "max_local_handoffs must be at most {MAX_LOCAL_HANDOFFS_LIMIT}"

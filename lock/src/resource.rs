@@ -35,7 +35,8 @@ pub(crate) struct ResourceKeys {
     base: String,
     /// Holds the owner's random token, with the lock's TTL.
     pub lock: String,
-    /// The fencing counter: the last fence issued. Never expires.
+    /// The fencing counter: the last fence issued or reserved. It expires a minute after the
+    /// last lock's TTL; fences keep rising anyway (see `NEXT_FENCE` in `scripts.rs`).
     pub fence: String,
     /// Pub/sub channel announcing releases.
     pub channel: String,

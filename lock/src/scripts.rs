@@ -7,38 +7,71 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Issues the next fence for a resource: `max(last + 1, server time in µs)`, and reserves the
-/// `reserve - 1` fences after it for the holder's process (it passes the lock on to its own
-/// waiters with them, without a round trip: `Hold::pass_on` in `guard.rs`). The counter stores
-/// the last fence reserved, with an expiry of the lock's TTL plus 60 s, so Redis keeps one
-/// counter per *live* lock, not one per resource ever locked.
+/// Issues the next fence for a resource and reserves the `reserve - 1` fences after it for the
+/// holder's process (it passes the lock on to its own waiters with them, without a round trip:
+/// `Hold::pass_on` in `guard.rs`). The counter stores the last fence reserved, with an expiry
+/// of the lock's TTL plus 60 s, so Redis keeps one counter per *live* lock, not one per resource
+/// ever locked.
 ///
-/// Why fences still strictly increase although counters expire (and although Redis may restart
-/// empty, or a quorum node come back empty): every fence is at least its issue time in µs, and
-/// more only by the reserve (at most the streak bound, a handful) plus the length of a burst of
-/// more than one fence per µs — which cannot happen, a script run alone takes longer. A counter
-/// that is gone (expired, or lost with the data) is rebuilt from a later clock reading, so the
-/// next fence exceeds every fence issued or reserved before, as long as the server clock did
-/// not step back. What a clock step does: a step *forward* only makes fences jump ahead
-/// (harmless). A step *back* by `D` is absorbed by `last + 1` while the counter lives; the
-/// counter outlives the last lock by 60 s, so a step back of less than that after the last
-/// hold is still safe. A larger step back followed by the counter expiring could issue a fence
-/// at or below an old one: keep server clocks slewed, not stepped (NTP's default for small
-/// offsets). Values stay below 2^53, exact in Lua's doubles.
+/// A fence is the server's time in µs followed by three decimal digits, a sequence within that
+/// µs: `fence = max(last + 1, now_us × 1000)`. Lua's numbers are doubles, exact only below
+/// 2^53, so the two parts are kept apart and joined as text (`string.format('%.0f%03d', ..)`),
+/// and compared as text (`fence_below`); in Rust a fence is a `u64` (≈ 1.8 × 10^18 in 2026,
+/// below `i64::MAX` until the year 2262), where adding to it is the same carry as here.
+///
+/// **Why fences never go backwards** although counters expire, Redis may restart empty
+/// (FLUSHALL, no persistence, a failover to a replica that lacks the counter) and a quorum's
+/// majority may change. Each script run issues or reserves at most `MAX_LOCAL_HANDOFFS_LIMIT +
+/// 1` = 65 fences, and one Redis server runs fewer than 1000 / 65 ≈ 15 scripts per µs (a script
+/// call takes a few µs; measured here: ~40 000 pipelined calls/s, about 25 µs each, by the
+/// `fence_rate` test below). So a counter never gets ahead of its server's clock: when the
+/// next script runs, `now_us × 1000` is already above the last fence reserved, and a counter
+/// that is gone (expired, flushed, lost with its node) is rebuilt from a later clock reading
+/// that exceeds every fence issued or reserved before.
+///
+/// **The clock assumption** that this rests on: a server's clock does not step back, and in
+/// quorum mode the nodes' clocks differ by less than a counter outlives its last lock (60 s) —
+/// NTP's slewing keeps both. A step *forward* only makes fences jump ahead (harmless). A step
+/// back by `D` is absorbed by `last + 1` while the counter lives; it lives 60 s past the last
+/// hold, so a step back of less than that is still safe. In quorum mode the fence is the
+/// highest a majority issued, written back to a majority (`settle_fence`); if that node's
+/// clock was the fastest and its counter is gone, the others issue from their own clocks,
+/// which are behind by less than the 60 s the counters outlived the lock by.
+///
+/// (Before, a fence was `max(last + 1, now_us)`: at more than 10^6 / 65 ≈ 15 000 round trips a
+/// second on one key the counter outran the clock, and after a restart fences went backwards.)
 const NEXT_FENCE: &str = r"
+local function fence_text(us, seq)
+  return string.format('%.0f%03d', us + math.floor(seq / 1000), seq % 1000)
+end
 local function next_fence(fence_key, ttl_ms, reserve)
   local now = redis.call('TIME')
-  local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = tonumber(redis.call('GET', fence_key) or '0')
-  local fence = math.max(last + 1, now_us)
-  local reserved = fence + tonumber(reserve) - 1
-  redis.call('SET', fence_key, string.format('%.0f', reserved), 'PX', tonumber(ttl_ms) + 60000)
-  return fence
+  local us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local seq = 0
+  local last = redis.call('GET', fence_key)
+  if last and #last > 3 then
+    local last_us = tonumber(string.sub(last, 1, -4))
+    if last_us >= us then
+      us, seq = last_us, tonumber(string.sub(last, -3)) + 1
+    end
+  end
+  local reserved = fence_text(us, seq + tonumber(reserve) - 1)
+  redis.call('SET', fence_key, reserved, 'PX', tonumber(ttl_ms) + 60000)
+  return fence_text(us, seq)
+end
+";
+
+/// Whether fence `a` is below fence `b`, both decimal text without leading zeros (exact at
+/// any size, unlike Lua's doubles).
+const FENCE_BELOW: &str = r"
+local function fence_below(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
 end
 ";
 
 /// KEYS: lock, fence. ARGV: token, ttl_ms, reserve (fences for the holder, ≥ 1).
-/// Returns the new fence (> 0) when the lock was free, else minus the remaining TTL in ms
+/// Returns the new fence (> 0, as text: see `NEXT_FENCE`) when the lock was free, else minus the remaining TTL in ms
 /// (0 when the holder set no expiry), so a waiter knows when to look again at the latest.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
@@ -165,7 +198,8 @@ return 1",
 });
 
 /// KEYS: lock, fence. Returns `{PTTL of the lock, last fence issued or reserved, holder}`: PTTL
-/// -2 when the resource is free, -1 when its key has no expiry; fence 0 when no counter lives;
+/// -2 when the resource is free, -1 when its key has no expiry; fence (as text) 0 when no
+/// counter lives;
 /// the holder as the SHA-1 of the lock's value ('' when free) — enough for `FORCE_UNLOCK` to
 /// evict exactly that holder, without revealing the token (the holder's secret).
 pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
@@ -174,7 +208,7 @@ pub(crate) static INSPECT: LazyLock<Script> = LazyLock::new(|| {
 local value = redis.call('GET', KEYS[1])
 local holder = ''
 if value then holder = redis.sha1hex(value) end
-return {redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), holder}",
+return {redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[2]) or '0', holder}",
     )
 });
 
@@ -198,8 +232,8 @@ return 1",
 /// KEYS: lock, fence. ARGV: old token, new token, ttl_ms, reserve.
 /// Hands the caller's lock straight to a waiter in the same process: one round trip instead of
 /// a release, a wake-up and an acquire. The lock never becomes free, the new holder gets its own
-/// token, full TTL and a fresh fence. Returns the fence, or 0 when the old token no longer owns
-/// the lock.
+/// token, full TTL and a fresh fence. Returns the fence (as text), or 0 when the old token no
+/// longer owns the lock.
 pub(crate) static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
@@ -213,16 +247,15 @@ return next_fence(KEYS[2], ARGV[3], ARGV[4])"
 /// Quorum mode: raises a node's counter to the last fence the holder reserved (the highest any
 /// node of its majority issued, plus the reserve), so any later majority, which shares a node
 /// with this one, issues more.
-/// The counter expires like one `NEXT_FENCE` wrote.
+/// The counter expires like one `NEXT_FENCE` wrote. Fences are compared as text (exact).
 pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current < tonumber(ARGV[1]) then
+    Script::new(&format!(
+        "{FENCE_BELOW}
+if fence_below(redis.call('GET', KEYS[1]) or '0', ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + 60000)
 end
-return 1",
-    )
+return 1"
+    ))
 });
 
 /// Every script, for loading them onto a connection as soon as it is made: the first use of a
@@ -241,4 +274,93 @@ pub(crate) fn all() -> [&'static Script; 10] {
         &INSPECT,
         &FORCE_UNLOCK,
     ]
+}
+
+#[cfg(test)]
+mod fence_rate {
+    //! The fence counter against the server clock at Redis's own top rate: pipelined `HANDOFF`s
+    //! on one key, each reserving the largest block the crate allows, as fast as the server
+    //! runs them (no client is faster). Then the node loses its data; the next fence must still
+    //! be above every fence handed out or reserved before.
+
+    use super::*;
+    use crate::options::MAX_LOCAL_HANDOFFS_LIMIT;
+    use fencelock_testkit::RedisServer;
+    use std::time::{Duration, Instant};
+
+    /// Each batch of pipelined calls; the run lasts [`HOT_FOR`].
+    const BATCH: usize = 2_000;
+    const HOT_FOR: Duration = Duration::from_secs(2);
+
+    async fn handoff_fence(conn: &mut redis::aio::MultiplexedConnection, reserve: u64) -> u64 {
+        HANDOFF
+            .key("lock")
+            .key("fence")
+            .arg("token")
+            .arg("token")
+            .arg(5_000)
+            .arg(reserve)
+            .invoke_async(conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn fences_keep_rising_after_flushall_at_the_servers_top_rate() {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let reserve = u64::from(MAX_LOCAL_HANDOFFS_LIMIT) + 1;
+        let () = redis::cmd("SET")
+            .arg("lock")
+            .arg("token")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        HANDOFF
+            .prepare_invoke()
+            .load_async(&mut conn)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut calls = 0;
+        let mut highest = 0;
+        while started.elapsed() < HOT_FOR {
+            let mut pipe = redis::pipe();
+            for _ in 0..BATCH {
+                pipe.cmd("EVALSHA")
+                    .arg(HANDOFF.get_hash())
+                    .arg(2)
+                    .arg("lock")
+                    .arg("fence")
+                    .arg("token")
+                    .arg("token")
+                    .arg(5_000)
+                    .arg(reserve);
+            }
+            let fences: Vec<u64> = pipe.query_async(&mut conn).await.unwrap();
+            assert!(fences.windows(2).all(|pair| pair[0] < pair[1]));
+            highest = highest.max(fences.last().copied().unwrap_or(0) + reserve - 1);
+            calls += BATCH;
+        }
+        eprintln!(
+            "{calls} HANDOFFs in {:?} ({:.0}/s), {reserve} fences each",
+            started.elapsed(),
+            calls as f64 / started.elapsed().as_secs_f64()
+        );
+        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        let () = redis::cmd("SET")
+            .arg("lock")
+            .arg("token")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let after = handoff_fence(&mut conn, 1).await;
+        assert!(
+            after > highest,
+            "after FLUSHALL the next fence {after} is not above {highest}, reserved before \
+             (the counter ran {} ahead)",
+            highest - after
+        );
+    }
 }
