@@ -39,13 +39,29 @@ impl Lease {
         *self.valid_until.lock().expect("lease lock")
     }
 
-    fn extend_to(&self, until: Instant) {
+    /// Advances the validity to `until` (an extension was confirmed), unless the lease is lost
+    /// already: once lost, a lease stays lost (work done while it was lost was not safe, and
+    /// an extension confirmed later does not make it so). Whether it was advanced.
+    fn extend_to(&self, until: Instant) -> bool {
         let mut valid_until = self.valid_until.lock().expect("lease lock");
+        if self.lost.is_cancelled() || Instant::now() >= *valid_until {
+            self.lost.cancel();
+            return false;
+        }
         *valid_until = (*valid_until).max(until);
+        true
     }
 
     fn is_lost(&self) -> bool {
-        self.lost.is_cancelled() || Instant::now() >= self.valid_until()
+        if self.lost.is_cancelled() {
+            return true;
+        }
+        if Instant::now() >= self.valid_until() {
+            // Make it final: `lost_token()` holders hear it, and no extension revives it.
+            self.lost.cancel();
+            return true;
+        }
+        false
     }
 
     /// Resolves when the lock is lost: the token is cancelled or the validity runs out,
@@ -186,9 +202,9 @@ impl Guard {
     pub async fn extend(&self, by: Duration) -> Result<bool, LockError> {
         LockOptions::new().ttl(by).check()?;
         let hold = self.hold();
-        if hold.lease.lost.is_cancelled() {
-            // Once declared lost, a guard stays lost (`lost()` has fired): extending the key,
-            // should it still be ours, would not make the work done since safe.
+        if hold.lease.is_lost() {
+            // Once lost (declared so, or its validity ran out), a guard stays lost: extending
+            // the key, should it still be ours, would not make the work done since safe.
             return Ok(false);
         }
         let timeout = self.inner.release_timeout(by);
@@ -197,10 +213,7 @@ impl Guard {
             .extend_on_nodes(&hold.keys, &hold.token, by, timeout)
             .await
         {
-            Ok(Some(valid_until)) => {
-                hold.lease.extend_to(valid_until);
-                Ok(true)
-            }
+            Ok(Some(valid_until)) => Ok(hold.lease.extend_to(valid_until)),
             Ok(None) => {
                 observe::lost();
                 hold.lease.lost.cancel();
@@ -364,8 +377,15 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
     }
     let timeout = inner.release_timeout(hold.options.effective_ttl());
     inner.local.end_streak(&hold.resource, inner.yield_window());
+    // The key lives at most a TTL past the last extension, which began before the validity
+    // it confirmed ends (`extend` may have asked for more than the options' TTL).
+    let left = hold
+        .lease
+        .valid_until()
+        .saturating_duration_since(Instant::now());
+    let expires_within = hold.options.effective_ttl().max(left) + inner.node_timeout();
     let outcome = inner
-        .release_on_nodes(&hold.keys, &hold.token, keep, timeout)
+        .release_on_nodes(&hold.keys, &hold.token, keep, timeout, expires_within)
         .await;
     match outcome {
         Ok(true) => {
@@ -422,7 +442,11 @@ fn spawn_watchdog(inner: &Arc<Inner>, hold: &Hold) {
             match outcome {
                 Ok(Some(valid_until)) => {
                     observe::extension("ok");
-                    lease.extend_to(valid_until);
+                    if !lease.extend_to(valid_until) {
+                        observe::lost();
+                        tracing::warn!(%resource, "lock lost: validity ran out before the extension was confirmed");
+                        return;
+                    }
                     next = started + period;
                 }
                 Ok(None) => {

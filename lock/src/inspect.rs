@@ -4,7 +4,7 @@
 use crate::error::NodeError;
 use crate::locker::Locker;
 use crate::node::ScriptCall;
-use crate::quorum::majority;
+use crate::quorum::{self, majority, VoteResult};
 use crate::resource::{validate_resource, ResourceKeys};
 use crate::{scripts, LockError};
 use std::time::Duration;
@@ -53,7 +53,8 @@ impl Locker {
             .map(|view| (view.pttl, view.last_fence))
             .collect();
         let held = answered.iter().filter(|(pttl, _)| *pttl != -2).count();
-        if held < needed && held + silent.len() >= needed {
+        let free = answered.len() - held;
+        if quorum::vote_result(held, free, nodes) == VoteResult::Pending {
             // Free on the nodes that answered, but the silent ones could make it held.
             let errors = silent.into_iter().filter_map(Result::err).collect();
             return Err(self.inner.unavailable(resource, errors));
@@ -95,23 +96,32 @@ impl Locker {
                 inner.cluster.ask_one::<i64>(node, &call).await
             }
         };
-        let held: Vec<_> = views
-            .into_iter()
-            .enumerate()
-            .filter_map(|(node, view)| match view {
-                Ok(view) if !view.holder.is_empty() => Some((node, view.holder)),
-                _ => None,
-            })
-            .collect();
+        // A node is known clear of the holder when it answered the inspection with no holder,
+        // or answered the unlock; the others (silent in either phase) may still hold it.
+        let mut errors = Vec::new();
+        let mut held = Vec::new();
+        let mut clear = 0;
+        for (node, view) in views.into_iter().enumerate() {
+            match view {
+                Ok(view) if !view.holder.is_empty() => held.push((node, view.holder)),
+                Ok(_) => clear += 1,
+                Err(err) => errors.push(err),
+            }
+        }
         let replies = futures_util::future::join_all(
             held.into_iter()
                 .map(|(node, holder)| unlock_on(node, holder)),
         )
         .await;
         let removed = replies.iter().any(|reply| matches!(reply, Ok(1)));
-        let errors: Vec<_> = replies.into_iter().filter_map(Result::err).collect();
-        if !errors.is_empty() && inner.cluster.len() - errors.len() < majority(inner.cluster.len())
-        {
+        for reply in replies {
+            match reply {
+                Ok(_) => clear += 1,
+                Err(err) => errors.push(err),
+            }
+        }
+        if !quorum::is_majority(clear, inner.cluster.len()) {
+            errors.sort_by_key(|err| err.node);
             return Err(inner.unavailable(resource, errors));
         }
         tracing::warn!(resource, removed, "lock force-unlocked by an operator call");

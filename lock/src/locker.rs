@@ -9,6 +9,7 @@ use crate::node::{Node, OwnedCall, ScriptCall};
 use crate::notify::{Listener, Subscription};
 use crate::options::{LockOptions, LockerConfig};
 use crate::quorum::majority;
+use crate::quorum::TakeResult;
 use crate::resource::{validate_resource, ResourceKeys};
 use crate::rounds::{Cluster, Grant, Terms, Verdict};
 use crate::{observe, scripts, LockError};
@@ -443,6 +444,7 @@ impl Inner {
                     keys.lock.clone(),
                     fair_keys.queue.clone(),
                     fair_keys.leases.clone(),
+                    fair_keys.tickets.clone(),
                 ],
                 args: vec![
                     token.clone(),
@@ -460,9 +462,9 @@ impl Inner {
             Ok(grant) => return Attempt::Acquired(grant),
             Err(not_taken) => not_taken,
         };
-        match not_taken.unreachable {
-            Some(errors) => Attempt::Unavailable(errors),
-            None => Attempt::Busy {
+        match not_taken.result {
+            TakeResult::Unreachable => Attempt::Unavailable(not_taken.errors),
+            TakeResult::Won | TakeResult::Refused | TakeResult::Split => Attempt::Busy {
                 retry_after: not_taken.retry_after,
                 split: not_taken.split,
             },
@@ -470,13 +472,17 @@ impl Inner {
     }
 
     /// Releases `token`'s lock on every node; `keep` > 0 leaves the key to expire then (min_hold).
-    /// `Ok(true)` when a majority confirmed the lock was ours.
+    /// `Ok(true)` when a majority confirmed the lock was ours, `Ok(false)` when the refusals
+    /// alone rule that out, `Err` when too few answered to tell. Nodes that did not answer get
+    /// the release from the background until they do, for at most `expires_within` (by then
+    /// the key has expired anyway).
     pub(crate) async fn release_on_nodes(
         &self,
         keys: &ResourceKeys,
         token: &str,
         keep: Duration,
         timeout: Duration,
+        expires_within: Duration,
     ) -> Result<bool, Vec<NodeError>> {
         let keep_ms = keep.as_millis().to_string();
         let call = ScriptCall {
@@ -495,10 +501,15 @@ impl Inner {
                 self.id.to_string(),
             ],
         };
-        match self.cluster.confirm(&call, timeout, Some(&resend)).await {
+        let resend_until = Instant::now() + expires_within;
+        match self
+            .cluster
+            .confirm(&call, timeout, Some((&resend, resend_until)))
+            .await
+        {
             Verdict::Confirmed => Ok(true),
             Verdict::Refused => Ok(false),
-            Verdict::Unreachable(errors) => Err(errors),
+            Verdict::Undecided(errors) => Err(errors),
         }
     }
 
@@ -525,7 +536,7 @@ impl Inner {
             // The key now lives until at least `started + ttl` (the script ran after `started`).
             Verdict::Confirmed => Ok(Some(started + ttl - crate::quorum::drift(ttl))),
             Verdict::Refused => Ok(None),
-            Verdict::Unreachable(errors) => Err(errors),
+            Verdict::Undecided(errors) => Err(errors),
         }
     }
 
@@ -551,12 +562,13 @@ impl Inner {
             args: &[&hold.token, &token, &ttl_ms, &reserve],
         };
         // A handoff that did not go through (or whose outcome is unknown) frees the lock under
-        // both tokens, so nothing lingers; the waiter then asks Redis itself.
+        // both tokens, so nothing lingers, and announces it like a release: the waiters (ours,
+        // put back first in line, and other processes') ask Redis at once rather than at their
+        // timers.
         let undo = || {
-            vec![
-                undo_call(&hold.keys, &token),
-                undo_call(&hold.keys, &hold.token),
-            ]
+            [&token, &hold.token]
+                .map(|token| self.announced_release(&hold.keys, token))
+                .to_vec()
         };
         match self
             .cluster
@@ -564,11 +576,13 @@ impl Inner {
             .await
         {
             Ok(grant) => Ok(grant),
-            Err(not_taken) => match not_taken.unreachable {
-                Some(errors) => Err(HandoffFailed::Unavailable(
-                    self.unavailable(&hold.resource, errors),
-                )),
-                None => Err(HandoffFailed::NotOurs),
+            // "Not ours" only when the refusals alone say so; a split or silent handoff may
+            // have found the lock ours on a majority (it was undone: the lock is free now).
+            Err(not_taken) => match not_taken.result {
+                TakeResult::Refused => Err(HandoffFailed::NotOurs),
+                TakeResult::Won | TakeResult::Split | TakeResult::Unreachable => Err(
+                    HandoffFailed::Unavailable(self.unavailable(&hold.resource, not_taken.errors)),
+                ),
             },
         }
     }
@@ -620,8 +634,29 @@ impl Inner {
         self.config.yield_window
     }
 
+    pub(crate) fn node_timeout(&self) -> Duration {
+        self.config.node_timeout
+    }
+
     pub(crate) fn release_timeout(&self, ttl: Duration) -> Duration {
         self.cluster.call_timeout(ttl)
+    }
+}
+
+impl Inner {
+    /// Releases `token`'s lock and announces it on the resource's channel (the undo of a
+    /// handoff: the lock may have been ours, and waiters should hear it is free).
+    fn announced_release(&self, keys: &ResourceKeys, token: &str) -> OwnedCall {
+        OwnedCall {
+            script: &scripts::RELEASE,
+            keys: vec![keys.lock.clone()],
+            args: vec![
+                token.to_string(),
+                "0".into(),
+                keys.channel.clone(),
+                self.id.to_string(),
+            ],
+        }
     }
 }
 

@@ -323,7 +323,7 @@ impl Node {
         call: &ScriptCall<'_>,
         timeout: Duration,
     ) -> Result<T, NodeError> {
-        self.run_inner(call, timeout, None).await
+        self.run_inner(call, timeout, None, true).await
     }
 
     /// Like [`Node::run`], recording in `sent_on` the connection the call goes out on, so that
@@ -334,20 +334,23 @@ impl Node {
         timeout: Duration,
         sent_on: &SentOn,
     ) -> Result<T, NodeError> {
-        self.run_inner(call, timeout, Some(sent_on)).await
+        self.run_inner(call, timeout, Some(sent_on), true).await
     }
 
+    /// `skip_if_suspect`: calls in rounds never wait on a suspect node (`probe_if_due` finds
+    /// out when it answers again); a release resent from the background tries it anyway.
     async fn run_inner<T: FromRedisValue>(
         &self,
         call: &ScriptCall<'_>,
         timeout: Duration,
         sent_on: Option<&SentOn>,
+        skip_if_suspect: bool,
     ) -> Result<T, NodeError> {
-        // Calls never wait on a suspect node; `probe_if_due` finds out when it answers again.
-        if self.is_suspect() {
+        if skip_if_suspect && self.is_suspect() {
             return Err(self.error("suspected hung (no answer lately); skipped".into()));
         }
-        let timeout = timeout.min(self.timeout);
+        let node_timeout = self.timeout;
+        let timeout = timeout.min(node_timeout);
         match tokio::time::timeout(timeout, self.run_unbounded(call, sent_on)).await {
             Ok(result) => {
                 if result.is_ok() {
@@ -356,10 +359,50 @@ impl Node {
                 result
             }
             Err(_) => {
-                self.unanswered();
+                // Only silence for the node's whole timeout makes it suspect: a caller's own
+                // shorter budget (a tenth of a short TTL) says nothing about the node, and
+                // suspecting it would make every other caller skip a healthy node.
+                if timeout >= node_timeout {
+                    self.unanswered();
+                }
                 Err(self.error(format!("no answer within {timeout:?}")))
             }
         }
+    }
+
+    /// Sends `call` (a release) to this node from the background until it answers or `until`
+    /// passes: first behind the call it repeats, on `conn` (the connection that call went out
+    /// on, if any), then on fresh connections — suspect or not — every [`PROBE_EVERY`]. A
+    /// release must reach every node that may hold the lock; after `until` the key has expired
+    /// anyway.
+    pub(crate) fn resend(
+        self: &Arc<Self>,
+        conn: Option<MultiplexedConnection>,
+        call: OwnedCall,
+        until: Instant,
+    ) {
+        let node = Arc::clone(self);
+        background::runtime().spawn(async move {
+            if let Some(mut conn) = conn {
+                let behind = call.invocation();
+                let sent = behind.invoke_async::<redis::Value>(&mut conn);
+                match tokio::time::timeout(node.timeout, sent).await {
+                    Ok(Ok(_)) => return node.answered(),
+                    Ok(Err(_)) => {}
+                    Err(_) => node.unanswered(),
+                }
+            }
+            while Instant::now() < until {
+                let borrowed = call.borrowed();
+                let tried = node
+                    .run_inner::<redis::Value>(&borrowed.call(), node.timeout, None, false)
+                    .await;
+                if tried.is_ok() {
+                    return;
+                }
+                tokio::time::sleep_until(until.min(Instant::now() + PROBE_EVERY)).await;
+            }
+        });
     }
 
     /// Sends `calls` in order on `conn` (the connection an abandoned call went out on, so they
@@ -424,7 +467,13 @@ impl Node {
             if let Some(sent_on) = sent_on {
                 *sent_on.lock().expect("sent_on lock") = Some(conn.redis.clone());
             }
-            match invocation.invoke_async(&mut conn.redis).await {
+            // Until the reply comes the connection counts as broken: a call abandoned half-way
+            // (its timeout, a dropped future) retires it, rather than hand the next caller a
+            // connection whose replies may never come (a half-open TCP connection).
+            conn.broken = true;
+            let reply = invocation.invoke_async(&mut conn.redis).await;
+            conn.broken = false;
+            match reply {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {
                     let connection_lost = conn.failed(&err, &self.generation);

@@ -27,6 +27,10 @@ pub struct LockOptions {
     /// Keep extending the lock (every `ttl / 3`) while the guard lives. Default off.
     pub auto_extend: bool,
     /// Serve waiters in arrival order across all processes (single-node mode only). Default off.
+    ///
+    /// FIFO holds among the fair callers of a resource only: a non-fair `acquire` of the same
+    /// resource does not queue and takes the lock whenever it finds it free. Use one mode per
+    /// resource.
     pub fair: bool,
     /// Keep the resource locked for at least this long after acquisition, even when released
     /// earlier (ShedLock's `lockAtLeastFor`). The TTL is raised to at least this. Default zero.
@@ -351,6 +355,16 @@ impl LockerConfig {
         if self.pool_size == 0 {
             return Err(LockError::Config("pool_size must be at least 1".into()));
         }
+        // A zero node timeout fails every call; a zero waiter lease drops every fair waiter
+        // from the queue as soon as it joins.
+        for (name, value) in [
+            ("node_timeout", self.node_timeout),
+            ("fair_waiter_lease", self.fair_waiter_lease),
+        ] {
+            if value < Duration::from_millis(1) {
+                return Err(LockError::Config(format!("{name} must be at least 1 ms")));
+            }
+        }
         // Each acquisition reserves this many fences more; a fence counter stays behind its
         // server's clock only while a script run reserves well under 1000 (see `NEXT_FENCE`).
         if self.max_local_handoffs > MAX_LOCAL_HANDOFFS_LIMIT {
@@ -415,6 +429,10 @@ mod limits {
             config(MAX_LOCAL_HANDOFFS_LIMIT + 1).check(),
             Err(LockError::Config(_))
         ));
+        let zero_timeout = LockerConfig::new(["redis://a/"]).node_timeout(Duration::ZERO);
+        assert!(matches!(zero_timeout.check(), Err(LockError::Config(_))));
+        let zero_lease = LockerConfig::new(["redis://a/"]).fair_waiter_lease(Duration::ZERO);
+        assert!(matches!(zero_lease.check(), Err(LockError::Config(_))));
         let huge_wait = LockOptions::new().wait(Duration::MAX);
         assert!(matches!(
             huge_wait.check(),

@@ -14,26 +14,112 @@ pub(crate) fn is_majority(agreeing: usize, nodes: usize) -> bool {
     agreeing >= majority(nodes)
 }
 
-/// Whether a round that asked `asked` nodes for `needed` yes-answers is decided: enough said
-/// yes, or so many said no that the rest cannot make it. (Errors and silence do not decide a
-/// round early: whether it ends "busy" or "unavailable" depends on them, so it waits for them.)
-pub(crate) fn is_decided(yes: usize, no: usize, needed: usize, asked: usize) -> bool {
-    yes >= needed || no + needed > asked
+/// How a vote stands (raft-rs's `VoteResult`): callers never combine predicates themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VoteResult {
+    /// A majority said yes.
+    Won,
+    /// The refusals alone rule a majority out: even if every other node (not answered yet,
+    /// failed, silent) said yes, there would not be one.
+    Lost,
+    /// Neither: a majority may still say yes, or may still hold what was asked about.
+    Pending,
 }
 
-/// Whether an undecided round split the vote so far and waits only on nodes (not answered yet,
-/// or failed) too few to make it unreachable: its end is "split" unless every one of those says
-/// yes. Such a round gets the same grace as a decided one: waiting out a hung node's whole
-/// timeout would only choose between a split and a win that a retry a few milliseconds later
-/// finds anyway (a lost round gives back what it took).
-pub(crate) fn is_split_but_reachable(
+/// Where a vote of `nodes` stands with `yes` and `no` answers (errors and silence are neither).
+pub(crate) fn vote_result(yes: usize, no: usize, nodes: usize) -> VoteResult {
+    if is_majority(yes, nodes) {
+        VoteResult::Won
+    } else if no > nodes - majority(nodes) {
+        VoteResult::Lost
+    } else {
+        VoteResult::Pending
+    }
+}
+
+/// How a take round (acquire, handoff) ended, from its yes and no answers of `nodes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TakeResult {
+    /// A majority issued: the lock is taken (if its fence settles and validity is left).
+    Won,
+    /// The refusals alone rule out a majority: the lock is someone else's (or, for a handoff,
+    /// no longer ours).
+    Refused,
+    /// Neither, with enough nodes answering yes or no that a majority could be formed: a
+    /// split vote, or a late answer — try again.
+    Split,
+    /// So many nodes failed or kept silent that no majority can be formed.
+    Unreachable,
+}
+
+/// Where a take round of `nodes` ends with `yes` and `no` answers.
+pub(crate) fn take_result(yes: usize, no: usize, nodes: usize) -> TakeResult {
+    match vote_result(yes, no, nodes) {
+        VoteResult::Won => TakeResult::Won,
+        VoteResult::Lost => TakeResult::Refused,
+        VoteResult::Pending if is_unreachable(nodes - yes - no, nodes) => TakeResult::Unreachable,
+        VoteResult::Pending => TakeResult::Split,
+    }
+}
+
+/// One node's answer, as far as a round's stopping rule cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vote {
+    Yes,
+    No,
+    Failed,
+}
+
+/// The stopping rule of a round that asked `asked` nodes for `needed` yes-answers: fed the
+/// answers as they arrive, it says when the round's outcome is known well enough that the
+/// nodes still out get only a short grace.
+///
+/// - Decided: enough said yes, or so many said no that the rest cannot make it. Errors and
+///   silence never decide a round early (whether a take round ends "busy" or "unavailable"
+///   depends on them).
+/// - Split, for take rounds only (`split_grace`): some said yes, it is not decided, and the
+///   nodes still out are too few to make it unreachable. Its end is "split" unless every one
+///   of those says yes; waiting out a hung node's whole timeout would only choose between a
+///   split and a win that a retry a few milliseconds later finds anyway (a lost take round
+///   gives back what it took). A yes/no round (release, extend) never stops on a split: its
+///   verdict says whether a lock is still held, and a late yes can make the majority.
+#[derive(Debug, Clone)]
+pub(crate) struct Tally {
+    asked: usize,
+    needed: usize,
+    split_grace: bool,
     yes: usize,
     no: usize,
-    failed_or_unanswered: usize,
-    needed: usize,
-    asked: usize,
-) -> bool {
-    yes > 0 && !is_decided(yes, no, needed, asked) && !is_unreachable(failed_or_unanswered, asked)
+    failed: usize,
+}
+
+impl Tally {
+    pub(crate) fn new(asked: usize, needed: usize, split_grace: bool) -> Tally {
+        Tally {
+            asked,
+            needed,
+            split_grace,
+            yes: 0,
+            no: 0,
+            failed: 0,
+        }
+    }
+
+    /// Records one answer; `true` once the others should get only a grace.
+    pub(crate) fn record(&mut self, vote: Vote) -> bool {
+        match vote {
+            Vote::Yes => self.yes += 1,
+            Vote::No => self.no += 1,
+            Vote::Failed => self.failed += 1,
+        }
+        let decided = self.yes >= self.needed || self.no + self.needed > self.asked;
+        let not_yes_or_no = self.asked - self.yes - self.no;
+        let split = self.split_grace
+            && self.yes > 0
+            && !decided
+            && !is_unreachable(not_yes_or_no, self.asked);
+        decided || split
+    }
 }
 
 /// Whether so many nodes failed or kept silent that no majority can be formed.
@@ -64,15 +150,22 @@ mod tests {
     }
 
     #[test]
-    fn a_round_is_decided_by_yes_or_by_refusals_not_by_silence() {
+    fn a_vote_is_lost_only_when_refusals_alone_rule_out_a_majority() {
         // 5 nodes, 3 needed.
-        assert!(is_decided(3, 0, 3, 5));
-        assert!(is_decided(0, 3, 3, 5));
-        assert!(!is_decided(2, 2, 3, 5), "the fifth node decides");
-        assert!(
-            !is_decided(0, 2, 3, 5),
-            "errors or silence must be waited for"
+        assert_eq!(vote_result(3, 0, 5), VoteResult::Won);
+        assert_eq!(vote_result(0, 3, 5), VoteResult::Lost);
+        assert_eq!(
+            vote_result(2, 2, 5),
+            VoteResult::Pending,
+            "the fifth decides"
         );
+        assert_eq!(
+            vote_result(0, 2, 5),
+            VoteResult::Pending,
+            "silence decides nothing"
+        );
+        // 3 nodes: one yes, one no, one silent: the silent one may hold it with the yes.
+        assert_eq!(vote_result(1, 1, 3), VoteResult::Pending);
     }
 
     #[test]
@@ -84,5 +177,88 @@ mod tests {
         );
         assert_eq!(validity(ttl, Duration::from_millis(988)), None);
         assert_eq!(validity(ttl, Duration::from_secs(5)), None);
+    }
+
+    /// Every vote pattern a round can see, through the real decision functions: for 1 to 7
+    /// nodes, every sequence of yes / no / error answers in arrival order (nodes that never
+    /// answer are silence), cut at every point from where the round's stopping rule starts
+    /// the grace to the last answer (answers after the cut came too late: silence), for take
+    /// rounds (acquire, handoff) and yes/no rounds (release, extend) alike. Inspect decides
+    /// with the same `vote_result` (held = yes, free = no), force-unlock with `is_majority` of
+    /// the nodes known clear of the holder.
+    #[test]
+    fn every_vote_pattern_in_every_arrival_order() {
+        const KINDS: [Vote; 3] = [Vote::Yes, Vote::No, Vote::Failed];
+        let mut patterns = 0u64;
+        for nodes in 1..=7usize {
+            let needed = majority(nodes);
+            for answered in 0..=nodes {
+                for code in 0..3usize.pow(answered as u32) {
+                    let sequence: Vec<Vote> = (0..answered)
+                        .map(|i| KINDS[code / 3usize.pow(i as u32) % 3])
+                        .collect();
+                    for split_grace in [false, true] {
+                        let mut tally = Tally::new(nodes, needed, split_grace);
+                        let grace_at = sequence.iter().position(|&vote| tally.record(vote));
+                        let counts = |seen: &[Vote]| {
+                            let count = |kind| seen.iter().filter(|&&v| v == kind).count();
+                            (count(Vote::Yes), count(Vote::No), count(Vote::Failed))
+                        };
+                        // A yes/no round stops early only once its verdict is known and final.
+                        let verdict_at_grace = grace_at.map(|at| {
+                            let (yes, no, _) = counts(&sequence[..=at]);
+                            vote_result(yes, no, nodes)
+                        });
+                        if !split_grace {
+                            assert_ne!(
+                                verdict_at_grace,
+                                Some(VoteResult::Pending),
+                                "a yes/no round stopped undecided: {sequence:?} of {nodes}"
+                            );
+                        }
+                        for cut in grace_at.map_or(answered, |at| at + 1)..=answered {
+                            patterns += 1;
+                            let (yes, no, failed) = counts(&sequence[..cut]);
+                            let silent = nodes - cut;
+                            check(nodes, yes, no, failed + silent);
+                            if let (false, Some(verdict)) = (split_grace, verdict_at_grace) {
+                                assert_eq!(vote_result(yes, no, nodes), verdict, "changed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("{patterns} vote patterns checked");
+    }
+
+    fn check(nodes: usize, yes: usize, no: usize, unknown: usize) {
+        let needed = majority(nodes);
+        let case = format!("{nodes} nodes: {yes} yes, {no} no, {unknown} failed or silent");
+        // Yes/no rounds (release, extend) and inspect ("held" = yes, "free" = no).
+        match vote_result(yes, no, nodes) {
+            VoteResult::Won => assert!(yes >= needed, "won without a majority: {case}"),
+            VoteResult::Lost => {
+                assert!(
+                    no > nodes - needed,
+                    "refused, refusals alone do not: {case}"
+                );
+                assert!(
+                    yes + unknown < needed,
+                    "refused while a majority may hold: {case}"
+                );
+            }
+            VoteResult::Pending => {
+                assert!(yes < needed && yes + unknown >= needed, "undecided: {case}");
+            }
+        }
+        // Take rounds: a grant only with a majority; "busy" only when a majority can be formed
+        // from the nodes that answered; "unavailable" only when it cannot.
+        match take_result(yes, no, nodes) {
+            TakeResult::Won => assert!(yes >= needed, "{case}"),
+            TakeResult::Refused => assert!(yes + unknown < needed, "{case}"),
+            TakeResult::Split => assert!(yes < needed && unknown <= nodes - needed, "{case}"),
+            TakeResult::Unreachable => assert!(unknown > nodes - needed, "{case}"),
+        }
     }
 }

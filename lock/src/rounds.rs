@@ -3,12 +3,15 @@
 //! with one tail — won a majority → settle the fence, else undo; release and extend are yes/no
 //! rounds. Knows nothing of guards, waiters or lockers.
 //!
-//! Every round decides as soon as its outcome is known (a majority said yes, or refusals make
-//! that impossible: `quorum::is_decided`), then gives the other nodes only as long again as the
-//! deciding answers took (+1 ms) before it stops waiting for them. Errors and silence never end
-//! a round early, since they decide between "busy" and "unavailable". A node that answers nothing in time is suspected hung and
-//! skipped by later rounds until a probe gets through (see `node.rs`), so a hung minority costs
-//! (almost) nothing.
+//! Every round stops as soon as its outcome is known (a majority said yes, or refusals make
+//! that impossible; a take round also on a split vote: `quorum::Tally`), then gives the other
+//! nodes only as long again as the deciding answers took (+1 ms) before it stops waiting for
+//! them. Errors and silence never end a round early, since they decide between "busy" and
+//! "unavailable". Verdicts come from `quorum::vote_result`: a yes/no round says "refused" only
+//! when the refusals alone rule out a majority, never because a yes came late. A node that
+//! answers nothing in time is suspected hung and skipped by later rounds until a probe gets
+//! through (see `node.rs`), so a hung minority costs (almost) nothing; a release still reaches
+//! it from the background.
 //!
 //! Cancel safety: a take round records the connection each call went out on. Whatever may have
 //! taken a lock and is not part of a grant — a node that issued in a lost round, a node whose
@@ -18,7 +21,7 @@
 
 use crate::error::NodeError;
 use crate::node::{Node, OwnedCall, ScriptCall, SentOn};
-use crate::quorum::{self, validity};
+use crate::quorum::{self, validity, TakeResult, Tally, Vote, VoteResult};
 use crate::resource::ResourceKeys;
 use crate::scripts;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -66,16 +69,23 @@ pub(crate) struct NotTaken {
     pub retry_after: Option<Duration>,
     /// Quorum mode: some nodes issued, but not a majority (a split vote); they were given back.
     pub split: bool,
-    /// Too few nodes answered to decide: what the failing ones said.
-    pub unreachable: Option<Vec<NodeError>>,
+    /// How the vote ended ([`TakeResult::Won`] when a majority issued but the fence could not
+    /// be settled or the validity was used up).
+    pub result: TakeResult,
+    /// What the failing and silent nodes said (empty when all answered).
+    pub errors: Vec<NodeError>,
 }
 
 /// How a yes/no round came out.
 #[derive(Debug)]
 pub(crate) enum Verdict {
+    /// A majority said yes.
     Confirmed,
+    /// The refusals alone rule out a majority: the lock is not held under this token.
     Refused,
-    Unreachable(Vec<NodeError>),
+    /// Neither: too few answered yes or no to tell (the errors, silent nodes included). The
+    /// lock may still be held by a majority; retry while its validity lasts.
+    Undecided(Vec<NodeError>),
 }
 
 /// One node's part in a round.
@@ -91,6 +101,15 @@ enum Answer {
 }
 
 impl Answer {
+    fn vote(&self) -> Option<Vote> {
+        match self {
+            Answer::Pending => None,
+            Answer::Yes(_) => Some(Vote::Yes),
+            Answer::No(_) => Some(Vote::No),
+            Answer::Failed(_) => Some(Vote::Failed),
+        }
+    }
+
     fn from_reply(reply: Result<i64, NodeError>) -> Answer {
         match reply {
             Ok(value) if value > 0 => Answer::Yes(value.unsigned_abs()),
@@ -116,13 +135,6 @@ impl Answers {
 
     fn no(&self) -> usize {
         self.0.iter().filter(|a| matches!(a, Answer::No(_))).count()
-    }
-
-    fn pending(&self) -> usize {
-        self.0
-            .iter()
-            .filter(|a| matches!(a, Answer::Pending))
-            .count()
     }
 
     fn errors(&self) -> Vec<NodeError> {
@@ -199,8 +211,10 @@ impl Cluster {
         }
     }
 
-    /// Sends `call` to the nodes in `to` at once and records their answers until the round is
-    /// decided (`yes_needed` yes-answers, or too few possible), plus a short grace for the rest.
+    /// Sends `call` to the nodes in `to` at once and records their answers until the round's
+    /// stopping rule ([`Tally`]: `yes_needed` yes-answers, or too few possible, or for a take
+    /// round a split) says so, plus a short grace for the rest.
+    #[allow(clippy::too_many_arguments)]
     async fn gather(
         &self,
         call: &ScriptCall<'_>,
@@ -209,6 +223,7 @@ impl Cluster {
         sent_on: &[SentOn],
         answers: &mut Answers,
         yes_needed: usize,
+        split_grace: bool,
     ) {
         let started = Instant::now();
         let mut calls: FuturesUnordered<_> = to
@@ -221,7 +236,7 @@ impl Cluster {
                 (node, reply)
             })
             .collect();
-        let (mut yes, mut no) = (0, 0);
+        let mut tally = Tally::new(to.len(), yes_needed, split_grace);
         let mut grace_until: Option<Instant> = None;
         loop {
             let next = match grace_until {
@@ -233,19 +248,8 @@ impl Cluster {
             };
             let Some((node, reply)) = next else { break };
             answers.0[node] = Answer::from_reply(reply);
-            yes += usize::from(matches!(answers.0[node], Answer::Yes(_)));
-            no += usize::from(matches!(answers.0[node], Answer::No(_)));
-            let failed_or_unanswered = to.len() - yes - no;
-            if grace_until.is_none()
-                && (quorum::is_decided(yes, no, yes_needed, to.len())
-                    || quorum::is_split_but_reachable(
-                        yes,
-                        no,
-                        failed_or_unanswered,
-                        yes_needed,
-                        to.len(),
-                    ))
-            {
+            let vote = answers.0[node].vote().expect("an answer was just recorded");
+            if tally.record(vote) && grace_until.is_none() {
                 let now = Instant::now();
                 grace_until = Some(now + (now - started) + Duration::from_millis(1));
             }
@@ -283,6 +287,7 @@ impl Cluster {
             &sent_on,
             &mut answers,
             quorum::majority(count),
+            true,
         )
         .await;
         let mut grant = None;
@@ -330,7 +335,6 @@ impl Cluster {
         if let Some(grant) = grant {
             return Ok(grant);
         }
-        let errors_and_silence = count - answers.yes() - answers.no();
         Err(NotTaken {
             retry_after: answers
                 .0
@@ -341,8 +345,8 @@ impl Cluster {
                 })
                 .min(),
             split: answers.yes() > 0,
-            unreachable: quorum::is_unreachable(errors_and_silence, count)
-                .then(|| self.with_silent_nodes(&answers, timeout)),
+            result: quorum::take_result(answers.yes(), answers.no(), count),
+            errors: self.with_silent_nodes(&answers, timeout),
         })
     }
 
@@ -428,20 +432,23 @@ impl Cluster {
             &sent_on,
             &mut raised,
             needed.max(1),
+            false,
         )
         .await;
         quorum::is_majority(already + raised.yes(), count).then_some(fence)
     }
 
     /// A yes/no round (release, extend), decided as soon as a majority agrees or no longer can.
-    /// With `resend`, a node the call never reached (still waiting for a connection when the
-    /// round was decided) gets it from the background: a release must reach every node that
-    /// may hold the lock. A node that got the call but did not answer is probed.
+    /// With `resend` (a release), every node that gave no yes-or-no — the call never reached it
+    /// (still waiting for a connection), it was skipped as suspect, it failed, or it answered
+    /// nothing — gets the call again from the background until it answers or `resend_until`
+    /// (after which the key has expired anyway): a release must reach every node that may hold
+    /// the lock. A node that got the call but did not answer is probed as well.
     pub(crate) async fn confirm(
         &self,
         call: &ScriptCall<'_>,
         timeout: Duration,
-        resend: Option<&(dyn Fn() -> OwnedCall + Sync)>,
+        resend: Option<(&(dyn Fn() -> OwnedCall + Sync), Instant)>,
     ) -> Verdict {
         let count = self.nodes.len();
         let (sent_on, mut answers) = fresh_round(count);
@@ -452,28 +459,26 @@ impl Cluster {
             &sent_on,
             &mut answers,
             quorum::majority(count),
+            false,
         )
         .await;
         for (node, answer) in answers.0.iter().enumerate() {
-            if !matches!(answer, Answer::Pending) {
+            if matches!(answer, Answer::Yes(_) | Answer::No(_)) {
                 continue;
             }
-            match sent_on[node].lock().expect("sent_on lock").take() {
-                Some(conn) => self.nodes[node].follow_up(Some(conn), Vec::new()),
-                None => {
-                    if let Some(call) = resend {
-                        self.nodes[node].follow_up(None, vec![call()]);
-                    }
+            let conn = sent_on[node].lock().expect("sent_on lock").take();
+            match resend {
+                Some((call, until)) => self.nodes[node].resend(conn, call(), until),
+                None if matches!(answer, Answer::Pending) => {
+                    self.nodes[node].follow_up(conn, Vec::new());
                 }
+                None => {}
             }
         }
-        let silent = answers.pending();
-        if quorum::is_majority(answers.yes(), count) {
-            Verdict::Confirmed
-        } else if quorum::is_unreachable(answers.errors().len() + silent, count) {
-            Verdict::Unreachable(self.with_silent_nodes(&answers, timeout))
-        } else {
-            Verdict::Refused
+        match quorum::vote_result(answers.yes(), answers.no(), count) {
+            VoteResult::Won => Verdict::Confirmed,
+            VoteResult::Lost => Verdict::Refused,
+            VoteResult::Pending => Verdict::Undecided(self.with_silent_nodes(&answers, timeout)),
         }
     }
 

@@ -120,10 +120,12 @@ return -math.max(redis.call('PTTL', KEYS[1]), 0)"
     ))
 });
 
-/// KEYS: lock, queue, leases. ARGV: token, waiter id, waiter lease ms.
+/// KEYS: lock, queue, leases, tickets. ARGV: token, waiter id, waiter lease ms.
 /// A fair waiter won the lock but too late (its round used up the validity): it gives the lock
 /// back and, in the same step, takes its place at the head of the queue again — so nobody who
-/// queued after it can slip in between.
+/// queued after it can slip in between. It renews the queue's keys like `FAIR_ACQUIRE`, the
+/// ticket counter included: were that to expire while others queue, newcomers would draw
+/// tickets from 1 again, ahead of everyone.
 pub(crate) static FAIR_GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -136,7 +138,7 @@ local score = 0
 if head[2] then score = tonumber(head[2]) - 1 end
 redis.call('ZADD', KEYS[2], score, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], now_ms + lease)
-for i = 2, 3 do redis.call('PEXPIRE', KEYS[i], lease * 4) end
+for i = 2, 4 do redis.call('PEXPIRE', KEYS[i], lease * 4) end
 return 1",
     )
 });

@@ -1,0 +1,107 @@
+//! Quorum rounds say "refused" and "lost" only on evidence, and a release reaches every node
+//! that may hold the lock. Real redis-server processes; `FLUSHALL` (a node that lost the key),
+//! `CLIENT PAUSE` (a node a few milliseconds late) and SIGSTOP (a node suspected hung).
+
+mod common;
+
+use common::{connection, exists, lock_key, unique};
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::RedisServer;
+use std::time::{Duration, Instant};
+
+fn start_nodes(count: usize) -> (Vec<RedisServer>, Vec<String>) {
+    let nodes: Vec<RedisServer> = (0..count).map(|_| RedisServer::start()).collect();
+    let urls = nodes.iter().map(RedisServer::url).collect();
+    (nodes, urls)
+}
+
+async fn command(url: &str, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    let () = cmd.query_async(&mut connection(url).await).await.unwrap();
+}
+
+/// #18.2: the lock is held on nodes 1 and 2; node 3 lost it (FLUSHALL). An extension gets
+/// node 1's yes and node 3's no at once and node 2's yes 30 ms later (CLIENT PAUSE), well
+/// within the per-node budget. A majority holds the lock all along: the extension must be
+/// confirmed, not refused — before, the round stopped on the split and said "refused", and the
+/// guard reported the lock lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_extension_with_a_late_yes_is_confirmed_not_refused() {
+    let (_nodes, urls) = start_nodes(3);
+    let locker = Locker::new(LockerConfig::new(urls.clone())).unwrap();
+    let options = LockOptions::new().ttl(Duration::from_secs(3));
+    for round in 0..5 {
+        let resource = unique("split-extend");
+        let guard = locker.acquire(&resource, &options).await.unwrap();
+        command(&urls[2], &["FLUSHALL"]).await;
+        command(&urls[1], &["CLIENT", "PAUSE", "30", "ALL"]).await;
+        let extended = guard.extend(Duration::from_secs(3)).await;
+        assert!(
+            matches!(extended, Ok(true)),
+            "round {round}: {extended:?}; a majority (nodes 1 and 2) held the lock"
+        );
+        assert!(!guard.is_lost(), "round {round}: reported lost while held");
+        assert!(guard.release().await.unwrap());
+    }
+}
+
+/// #18.7: a node suspected hung when the lock is released is skipped by the release round;
+/// once it answers again the release must reach it, soon, rather than leave the key there for
+/// the whole TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reaches_a_node_that_was_skipped_as_suspect() {
+    let (nodes, urls) = start_nodes(3);
+    let locker =
+        Locker::new(LockerConfig::new(urls.clone()).node_timeout(Duration::from_millis(100)))
+            .unwrap();
+    let resource = unique("suspect-release");
+    let options = LockOptions::new().ttl(Duration::from_secs(8));
+    let guard = locker.acquire(&resource, &options).await.unwrap();
+    assert!(exists(&urls[2], &lock_key(&resource)).await);
+    // Node 3 stops answering; a round on another resource leaves a call on it, which gets no
+    // answer within the node timeout: node 3 is suspected hung.
+    nodes[2].pause();
+    let other = locker
+        .acquire(&unique("suspect-other"), &options)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(guard.release().await.unwrap());
+    nodes[2].resume();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while exists(&urls[2], &lock_key(&resource)).await {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 still holds the released lock 3 s later (TTL 8 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    other.release().await.unwrap();
+}
+
+/// #18.12: once a guard's validity has run out it stays lost, even if its key happens to
+/// live on in Redis and a later extension is confirmed: the work done meanwhile was not safe.
+/// (The test's clock jumps past the validity; Redis's keeps the key alive.)
+#[tokio::test]
+async fn a_guard_whose_validity_ran_out_stays_lost() {
+    let redis = RedisServer::start();
+    let locker = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let guard = locker
+        .acquire(
+            &unique("stays-lost"),
+            &LockOptions::new().ttl(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    tokio::time::resume();
+    assert!(guard.is_lost());
+    let extended = guard.extend(Duration::from_secs(30)).await;
+    assert!(matches!(extended, Ok(false)), "{extended:?}");
+    assert!(guard.is_lost(), "an extension revived a lost guard");
+    assert!(guard.lost_token().is_cancelled());
+}
