@@ -18,7 +18,8 @@
 //! The single-node `hot` runs (ours and rslock's) keep the counter in the lock's own Redis, as
 //! an application with one Redis would; quorum runs keep it in a separate one.
 //!
-//! `BENCH_SECONDS` sets the hot run's length (default 10); `BENCH_MAX_LOCAL_HANDOFFS` and
+//! `BENCH_SECONDS` sets the hot run's length (default 10); `BENCH_CONFIRM_PASS_ON=0` turns the
+//! pass-on confirmation off; `BENCH_MAX_LOCAL_HANDOFFS` and
 //! `BENCH_YIELD_WINDOW_US` override those locker settings. Arguments filter the runs by
 //! `bench/mode` substring, as other bench harnesses do: `cargo xtask bench hot/single`.
 
@@ -149,6 +150,9 @@ fn locker(urls: &[String]) -> Locker {
         .and_then(|v| v.parse().ok())
     {
         config = config.yield_window(Duration::from_micros(micros));
+    }
+    if std::env::var("BENCH_CONFIRM_PASS_ON").is_ok_and(|v| v == "0") {
+        config = config.confirm_pass_on(false);
     }
     Locker::new(config).expect("config")
 }

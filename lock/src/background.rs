@@ -1,13 +1,11 @@
-//! The runtime for work that must outlive its caller: the release of a dropped guard, the
-//! auto-extend watchdog, leaving a fair queue, bb8's reaper. One background thread per process,
-//! with a current-thread runtime.
+//! The runtime for work that must not depend on any caller's runtime: every Redis connection's
+//! I/O (pooled and pub/sub), releases (of dropped guards and by `release()`), the auto-extend
+//! watchdog, leaving a fair queue, bb8's reaper. One per process, on threads of its own.
 //!
-//! Not the caller's runtime: a runtime that shuts down drops its tasks, and with them their
-//! guards; a release spawned there would never run and the lock would wait out its TTL.
-//!
-//! The hot path stays off this thread: pooled connections and pub/sub drivers run on the
-//! callers' runtimes (no thread hop per call), and are replaced when their runtime stops
-//! (see `node.rs` and `notify.rs`).
+//! Not a caller's runtime: a runtime that shuts down drops its tasks, and with them their
+//! guards, and a runtime that blocks (an actix worker in a blocking call) stalls whatever I/O
+//! it runs — before, that was every call routed over a connection it had made, other
+//! runtimes' and the watchdogs' included. Callers' futures only wait for answers from here.
 
 use std::sync::LazyLock;
 use tokio::runtime::Handle;

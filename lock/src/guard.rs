@@ -1,7 +1,8 @@
 //! [`Guard`]: a held lock. Release it with [`Guard::release`], or drop it: the release then
 //! runs in a task on the background runtime (never blocking in `Drop`), so a panic or a
-//! cancelled future frees the lock at once instead of after the TTL. A `release` whose own
-//! future is dropped half-way finishes on the background runtime too.
+//! cancelled future frees the lock at once instead of after the TTL. A `release` runs there too
+//! (its future only waits for it), so it finishes even if its caller gives up or its caller's
+//! runtime stops.
 
 use crate::background;
 use crate::locker::{HandoffFailed, Inner};
@@ -9,11 +10,9 @@ use crate::options::LockOptions;
 use crate::resource::ResourceKeys;
 use crate::rounds::Grant;
 use crate::{observe, LockError};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -95,6 +94,10 @@ pub(crate) struct Hold {
     pub options: LockOptions,
     /// Cancelled to stop the auto-extend watchdog.
     pub stop_watchdog: CancellationToken,
+    /// A lock passed on without a round trip is confirmed by its releaser afterwards; this
+    /// hold's own release waits for that first (so the confirmation cannot mistake our own
+    /// release for a loss).
+    pub confirmed: Option<oneshot::Receiver<()>>,
 }
 
 /// A held distributed lock.
@@ -127,6 +130,7 @@ impl Guard {
             lease: Arc::new(Lease::new(grant.valid_until)),
             options,
             stop_watchdog: CancellationToken::new(),
+            confirmed: None,
         };
         tracing::debug!(resource = %hold.resource, fence = hold.fence, "lock acquired");
         if hold.options.auto_extend {
@@ -141,6 +145,12 @@ impl Guard {
     fn hold(&self) -> &Hold {
         self.hold
             .as_ref()
+            .expect("a live guard always has its hold")
+    }
+
+    fn hold_mut(&mut self) -> &mut Hold {
+        self.hold
+            .as_mut()
             .expect("a live guard always has its hold")
     }
 
@@ -234,7 +244,18 @@ impl Guard {
     /// background and finishes as soon as Redis answers.
     pub async fn release(mut self) -> Result<bool, LockError> {
         let hold = self.hold.take().expect("a live guard always has its hold");
-        FinishInBackgroundIfDropped(Some(Box::pin(finish(Arc::clone(&self.inner), hold)))).await
+        // The whole release runs on the background runtime, timers included: had it run here
+        // and been moved there when dropped, a future still tied to this runtime's timers
+        // would panic once this runtime shut down, and the release would never land. Dropping
+        // the handle leaves the task running.
+        let finishing = background::runtime().spawn(finish(Arc::clone(&self.inner), hold));
+        match finishing.await {
+            Ok(outcome) => outcome,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(err) => unreachable!("the background runtime never cancels a task: {err}"),
+            },
+        }
     }
 
     /// Takes the hold back out (a handoff the waiter did not take), stopping its watchdog.
@@ -256,39 +277,6 @@ impl Drop for Guard {
     }
 }
 
-/// Runs a future to completion here, or — if dropped first — on the background runtime, from
-/// wherever it had got to. (A boxed future can move while pinned: only the box moves.)
-struct FinishInBackgroundIfDropped<F: Future + Send + 'static>(Option<Pin<Box<F>>>)
-where
-    F::Output: Send;
-
-impl<F: Future + Send + 'static> Future for FinishInBackgroundIfDropped<F>
-where
-    F::Output: Send,
-{
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let future = self.0.as_mut().expect("polled after completion");
-        let output = future.as_mut().poll(cx);
-        if output.is_ready() {
-            self.0 = None;
-        }
-        output
-    }
-}
-
-impl<F: Future + Send + 'static> Drop for FinishInBackgroundIfDropped<F>
-where
-    F::Output: Send,
-{
-    fn drop(&mut self) {
-        if let Some(unfinished) = self.0.take() {
-            background::runtime().spawn(unfinished);
-        }
-    }
-}
-
 impl Hold {
     /// The lock for the next local waiter without asking Redis, if that is safe: the lock
     /// stays under this process's token in Redis (it never becomes free), the waiter gets the
@@ -300,9 +288,11 @@ impl Hold {
     /// fence left in the block, the time off, or a waiter with `min_hold`, whose minimum Redis
     /// must keep exactly) the handoff goes through Redis, which sets the waiter's TTL.
     ///
-    /// A lock deleted behind this process's back (`force_unlock`, a Redis restart that lost
-    /// it) is noticed at the next round trip rather than at the next handoff: within a streak
-    /// that is at most about a tenth of a TTL later. Fencing is what protects the data then.
+    /// The releaser confirms the token in Redis right after (`confirm_passed_on`): a lock
+    /// deleted behind this process's back (`force_unlock`, a Redis restart that lost it) makes
+    /// the releaser's `release()` answer `Ok(false)` and the recipient's guard lost within one
+    /// round trip. Until then the recipient works under a lock Redis may have lost, as any
+    /// holder does between round trips; fencing is what protects the data then.
     fn pass_on(&self, options: &LockOptions) -> Option<Grant> {
         let now = Instant::now();
         let left = self.lease.valid_until().saturating_duration_since(now);
@@ -330,7 +320,17 @@ const PASS_ON_VALIDITY_DIVISOR: u32 = 10;
 
 /// Ends a hold: stop the watchdog, then hand the lock to a local waiter if one is queued (and
 /// the streak and `min_hold` allow), else release it on the nodes.
+///
+/// A lock passed on without a round trip (`Hold::pass_on`) is confirmed right after (the
+/// `CONFIRM` script under the shared token), unless `LockerConfig::confirm_pass_on` is off. It tells the releaser the truth — `Ok(true)` only
+/// if the lock was still ours in Redis, so nobody else can have been granted it during our
+/// hold — or declares the recipient's lock lost (Redis lost it behind our back: a restart,
+/// `FLUSHALL`, eviction, `force_unlock`). The recipient starts at once; only its own release
+/// waits for the confirmation.
 async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
+    if let Some(confirmed) = hold.confirmed.take() {
+        let _ = confirmed.await;
+    }
     hold.stop_watchdog.cancel();
     let held_for = hold.acquired_at.elapsed();
     let keep = hold.options.min_hold.saturating_sub(held_for);
@@ -339,26 +339,43 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
             .local
             .next_for_handoff(&hold.resource, inner.max_local_handoffs())
         {
-            let passed_on = match hold.pass_on(&waiter.options) {
+            let without_asking = hold.pass_on(&waiter.options);
+            let confirm = without_asking.is_some() && inner.confirms_pass_on();
+            let passed_on = match without_asking {
                 Some(grant) => Ok(grant),
                 None => inner.handoff(&hold, &waiter.options).await,
             };
             match passed_on {
                 Ok(grant) => {
-                    let guard = Guard::start(
+                    let mut guard = Guard::start(
                         Arc::clone(&inner),
                         Arc::clone(&hold.resource),
                         Arc::clone(&hold.keys),
                         grant,
                         waiter.options.clone(),
                     );
+                    let (done, confirmed) = oneshot::channel();
+                    let recipient = Arc::clone(&guard.hold().lease);
+                    if confirm {
+                        guard.hold_mut().confirmed = Some(confirmed);
+                    }
                     match waiter.grant.send(guard) {
+                        Ok(()) if confirm => {
+                            let outcome =
+                                confirm_passed_on(&inner, &hold, &recipient, &waiter.options).await;
+                            drop(done);
+                            observe::released("handoff", held_for);
+                            return outcome;
+                        }
                         Ok(()) => {
                             observe::released("handoff", held_for);
                             return Ok(true);
                         }
                         // The waiter gave up meanwhile: the lock is ours again, under the new token.
-                        Err(guard) => hold = guard.into_hold(),
+                        Err(guard) => {
+                            hold = guard.into_hold();
+                            hold.confirmed = None;
+                        }
                     }
                 }
                 Err(HandoffFailed::NotOurs) => {
@@ -403,6 +420,30 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
             observe::unavailable();
             Err(inner.unavailable(&hold.resource, errors))
         }
+    }
+}
+
+/// After a pass-on without a round trip: confirms in Redis that the shared token still owns the
+/// lock (see [`finish`]).
+async fn confirm_passed_on(
+    inner: &Inner,
+    hold: &Hold,
+    recipient: &Lease,
+    options: &LockOptions,
+) -> Result<bool, LockError> {
+    let timeout = inner.release_timeout(options.effective_ttl());
+    match inner
+        .confirm_on_nodes(&hold.keys, &hold.token, timeout)
+        .await
+    {
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            observe::lost();
+            tracing::warn!(resource = %hold.resource, fence = hold.fence, "lock was no longer held when passed on: the recipient's lock is lost");
+            recipient.lost.cancel();
+            Ok(false)
+        }
+        Err(errors) => Err(inner.unavailable(&hold.resource, errors)),
     }
 }
 

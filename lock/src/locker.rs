@@ -540,6 +540,27 @@ impl Inner {
         }
     }
 
+    /// Whether `token` still owns the lock on a majority: `Ok(true)`, `Ok(false)` when the
+    /// refusals alone say it does not, `Err` when too few answered to tell.
+    pub(crate) async fn confirm_on_nodes(
+        &self,
+        keys: &ResourceKeys,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<bool, Vec<NodeError>> {
+        let call = ScriptCall {
+            script: &scripts::CONFIRM,
+            repeatable: true,
+            keys: &[&keys.lock],
+            args: &[token],
+        };
+        match self.cluster.confirm(&call, timeout, None).await {
+            Verdict::Confirmed => Ok(true),
+            Verdict::Refused => Ok(false),
+            Verdict::Undecided(errors) => Err(errors),
+        }
+    }
+
     /// Passes `hold`'s lock to a waiter of this process with `options`: new token, full TTL,
     /// fresh fence, one round trip, and the lock is never free in between.
     pub(crate) async fn handoff(
@@ -628,6 +649,10 @@ impl Inner {
 
     pub(crate) fn max_local_handoffs(&self) -> u32 {
         self.config.max_local_handoffs
+    }
+
+    pub(crate) fn confirms_pass_on(&self) -> bool {
+        self.config.confirm_pass_on
     }
 
     pub(crate) fn yield_window(&self) -> Duration {

@@ -9,7 +9,7 @@ use redis::{FromRedisValue, RedisError, Script};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// bb8-redis's manager, plus a way to retire a connection that a command found broken.
@@ -38,19 +38,9 @@ struct NodeConnection {
     redis: MultiplexedConnection,
     generation: u64,
     broken: bool,
-    /// Closed when the runtime that made the connection (and runs its I/O) has stopped.
-    runtime_stopped: oneshot::Receiver<()>,
 }
 
 impl NodeConnection {
-    /// Whether the runtime running this connection's I/O is gone (the connection with it).
-    fn orphaned(&mut self) -> bool {
-        matches!(
-            self.runtime_stopped.try_recv(),
-            Err(oneshot::error::TryRecvError::Closed)
-        )
-    }
-
     /// Records a failed command; errors that mean the connection is gone retire it (and say so).
     fn failed(&mut self, err: &RedisError, generation: &AtomicU64) -> bool {
         let gone = err.is_io_error()
@@ -71,27 +61,30 @@ impl bb8::ManageConnection for NodeConnections {
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let redis = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
+        let (client, config) = (self.client.clone(), self.config.clone());
+        // Made on the background runtime, where the connection's I/O task then lives: never on
+        // a caller's runtime, which may block (an actix worker in a blocking call) or stop, and
+        // would take every call routed over this pooled connection down with it — other
+        // runtimes' calls and the watchdogs included.
+        let made = background::runtime().spawn(async move {
+            let redis = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            // All scripts at once (pipelined on the multiplexed connection: one round trip).
+            futures_util::future::try_join_all(crate::scripts::all().into_iter().map(|script| {
+                let mut conn = redis.clone();
+                async move { script.load_async(&mut conn).await }
+            }))
             .await?;
-        // All scripts at once (pipelined on the multiplexed connection: one round trip).
-        futures_util::future::try_join_all(crate::scripts::all().into_iter().map(|script| {
-            let mut conn = redis.clone();
-            async move { script.load_async(&mut conn).await }
-        }))
-        .await?;
-        // The connection's I/O task lives on the runtime that made it (the caller's: fastest,
-        // no thread hop) and dies with it. A sentinel task beside it tells checkout when that
-        // runtime has stopped, so a dead connection is retired before anyone uses it.
-        // (It ends with the connection: `closed` resolves once the receiver is dropped.)
-        let (mut alive, runtime_stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move { alive.closed().await });
+            Ok::<_, RedisError>(redis)
+        });
+        let redis = made
+            .await
+            .map_err(|err| RedisError::from(std::io::Error::other(err.to_string())))??;
         Ok(NodeConnection {
             redis,
             generation,
             broken: false,
-            runtime_stopped,
         })
     }
 
@@ -494,7 +487,7 @@ impl Node {
     async fn connection(&self) -> Result<bb8::PooledConnection<'_, NodeConnections>, NodeError> {
         loop {
             let mut conn = self.checkout().await?;
-            if conn.generation >= self.generation.load(Ordering::SeqCst) && !conn.orphaned() {
+            if conn.generation >= self.generation.load(Ordering::SeqCst) {
                 return Ok(conn);
             }
             conn.broken = true;

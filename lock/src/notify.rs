@@ -1,8 +1,8 @@
 //! Release notifications: one pub/sub connection per node, shared by every waiter of the process.
 //!
 //! Pooled (multiplexed) connections cannot SUBSCRIBE, so each node gets one dedicated pub/sub
-//! connection, owned by a driver task (on the runtime of the waiter that started it; the next
-//! waiter starts a new one if that runtime has stopped). Waiters hold a [`Listener`] on their
+//! connection, owned by a driver task on the background runtime (no caller's runtime, which may
+//! block or stop, can stall it). Waiters hold a [`Listener`] on their
 //! resource's channel; a message bumps a `watch` counter, which cannot lose a wake-up: a waiter
 //! that subscribed before its last attempt sees any release that happened after it. A release
 //! message carries the releasing locker's id, so a waiter can tell whether another process
@@ -10,6 +10,7 @@
 //! go through the driver, one at a time, so they can never be reordered. After a reconnect every
 //! listener is woken, because messages may have been missed while the connection was down.
 
+use crate::background;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,11 +96,10 @@ impl Notifier {
         }
     }
 
-    /// The running driver's command queue, starting a driver on the caller's runtime if there
-    /// is none yet or the last one's runtime has stopped (its task, and so its queue's
-    /// receiver, was dropped). On the caller's runtime, not a thread of our own: on a busy
-    /// 2-core machine an extra thread waits for the OS to schedule it on every release message
-    /// (hot bench wait p99 ~20 → ~30 ms when we tried).
+    /// The running driver's command queue, starting a driver if there is none yet (or the last
+    /// one ended). On the background runtime, never a caller's: a caller's runtime may block
+    /// or stop, and every waiter of the process, on any runtime, hears releases through this
+    /// one connection.
     fn driver(&self) -> mpsc::UnboundedSender<Command> {
         let mut driver = self.driver.lock().expect("driver lock");
         if let Some(commands) = driver.as_ref().filter(|commands| !commands.is_closed()) {
@@ -111,7 +111,7 @@ impl Notifier {
             .lock()
             .expect("channels lock")
             .wake_all_and_forget_subscriptions();
-        tokio::spawn(drive(
+        background::runtime().spawn(drive(
             self.client.clone(),
             Arc::clone(&self.own_id),
             Arc::clone(&self.channels),

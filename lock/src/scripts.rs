@@ -199,6 +199,13 @@ return 1",
     )
 });
 
+/// KEYS: lock. ARGV: token. Whether the token still owns the lock: 1 or 0. Changes nothing.
+/// Confirms a lock passed on in-process without a round trip (`confirm_passed_on` in
+/// `guard.rs`): as small as a script can be, since it runs once per pass-on.
+pub(crate) static CONFIRM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end return 0")
+});
+
 /// KEYS: lock, fence. Returns `{PTTL of the lock, last fence issued or reserved, holder}`: PTTL
 /// -2 when the resource is free, -1 when its key has no expiry; fence (as text) 0 when no
 /// counter lives;
@@ -263,9 +270,10 @@ return 1"
 /// Every script, for loading them onto a connection as soon as it is made: the first use of a
 /// script (on a new or restarted Redis) then costs no NOSCRIPT round trips in the middle of a
 /// round, where they would eat the lock's validity.
-pub(crate) fn all() -> [&'static Script; 10] {
+pub(crate) fn all() -> [&'static Script; 11] {
     [
         &ACQUIRE,
+        &CONFIRM,
         &FAIR_ACQUIRE,
         &FAIR_GIVE_BACK,
         &FAIR_LEAVE,

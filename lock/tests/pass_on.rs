@@ -1,0 +1,63 @@
+//! The in-process pass-on (a lock handed to a waiter of the same process under the same token,
+//! without a round trip) never hides a lost lock: the releaser's `Ok(true)` means Redis
+//! confirmed that nobody else was granted the lock meanwhile, and a recipient of a lock that
+//! turns out lost hears so. Real redis-server processes.
+
+mod common;
+
+use common::{connection, unique};
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::RedisServer;
+use std::time::{Duration, Instant};
+
+/// #18.3: Redis loses the key (FLUSHALL) while A holds it and B, in the same process, waits;
+/// another process takes the lock. A's release passes the lock on to B: A must hear
+/// `Ok(false)`, and B must learn that its lock is lost — before, A got `Ok(true)` and B worked
+/// on with `is_lost() == false` while the other process held the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_lost_in_redis_is_not_passed_on_as_held() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let ours = Locker::new(LockerConfig::new([url.clone()])).unwrap();
+    let theirs = Locker::new(LockerConfig::new([url.clone()])).unwrap();
+    let resource = unique("pass-on-lost");
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(5));
+    let holder = ours.acquire(&resource, &options).await.unwrap();
+    let waiter = tokio::spawn({
+        let (ours, resource, options) = (ours.clone(), resource.clone(), options.clone());
+        async move { ours.acquire(&resource, &options).await }
+    });
+    // B has made its attempt and queued for the handoff.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut connection(&url).await)
+        .await
+        .unwrap();
+    let other = theirs
+        .acquire(&resource, &options.clone().wait(Duration::ZERO))
+        .await
+        .expect("the key is gone: another process takes the lock");
+
+    let released = holder.release().await;
+    assert!(
+        matches!(released, Ok(false)),
+        "the releaser's lock was lost, yet release said {released:?}"
+    );
+    // B got the lock passed on (or asked Redis, and waits behind the other process): either
+    // way it must not believe it holds a lock another process holds.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let passed_on = tokio::time::timeout(Duration::from_millis(500), waiter).await;
+    if let Ok(passed_on) = passed_on {
+        let guard = passed_on.unwrap().expect("B's acquire");
+        while !guard.is_lost() {
+            assert!(
+                Instant::now() < deadline,
+                "B holds a lock another process holds, and does not know it"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    other.release().await.unwrap();
+}
