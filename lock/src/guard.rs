@@ -112,7 +112,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Wraps a fresh grant, starting the auto-extend watchdog if asked.
+    /// Wraps a fresh grant; its holder calls [`Guard::taken`] once it has it in hand.
     pub(crate) fn start(
         inner: Arc<Inner>,
         resource: Arc<str>,
@@ -133,13 +133,22 @@ impl Guard {
             confirmed: None,
         };
         tracing::debug!(resource = %hold.resource, fence = hold.fence, "lock acquired");
-        if hold.options.auto_extend {
-            spawn_watchdog(&inner, &hold);
-        }
         Guard {
             hold: Some(hold),
             inner,
         }
+    }
+
+    /// The guard's holder has it in hand: starts the auto-extend watchdog if asked. A guard
+    /// handed to a local waiter is started only once that waiter takes it — a future that is
+    /// alive but not polled must not keep a lock alive that nobody uses; untaken, the lock
+    /// expires by its TTL (and is released when the waiter's future is dropped).
+    pub(crate) fn taken(self) -> Guard {
+        let hold = self.hold();
+        if hold.options.auto_extend && !hold.stop_watchdog.is_cancelled() {
+            spawn_watchdog(&self.inner, hold);
+        }
+        self
     }
 
     fn hold(&self) -> &Hold {
@@ -462,7 +471,10 @@ fn spawn_watchdog(inner: &Arc<Inner>, hold: &Hold) {
     let period = (ttl / 3).max(Duration::from_millis(1));
     let retry_pause = (ttl / 20).max(Duration::from_millis(1));
     background::runtime().spawn(async move {
-        let mut next = Instant::now() + period;
+        // A guard taken late (handed over to a waiter that was busy elsewhere) may have less
+        // validity left than a period: the first extension comes by half of what is left.
+        let left = lease.valid_until().saturating_duration_since(Instant::now());
+        let mut next = Instant::now() + period.min(left / 2);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,

@@ -157,6 +157,13 @@ impl Locker {
     /// directly by a holder in this process) and the next waiter takes it at once; a jittered
     /// timer, never later than the holder's TTL, covers expiry and lost messages.
     ///
+    /// A future that is alive but not polled (parked in a `select!` whose other branch runs
+    /// long) holds its place in this process's queue for the resource, and, in fair mode, its
+    /// place in the fair queue until its `fair_waiter_lease` runs out. The other waiters of the
+    /// process still ask Redis when their timers fire, so it cannot keep them from a free lock.
+    /// A lock handed to it meanwhile stays with it unrenewed (its auto-extend starts only when
+    /// the future takes it) and expires by its TTL; dropping the future releases it at once.
+    ///
     /// # Errors
     /// [`LockError::Busy`] when the wait budget is spent, [`LockError::Unavailable`] at once when
     /// Redis (or a majority of nodes) cannot be reached, [`LockError::InvalidResource`] and
@@ -254,7 +261,8 @@ impl Inner {
                         keys,
                         grant,
                         options.clone(),
-                    ));
+                    )
+                    .taken());
                 }
                 Attempt::Unavailable(errors) => return Err(self.unavailable(&resource, errors)),
                 Attempt::Busy { retry_after, split } => (retry_after, split),
@@ -263,7 +271,7 @@ impl Inner {
             if now >= deadline {
                 // A holder may have handed us the lock while we were out asking Redis.
                 if let Some(guard) = local.as_mut().and_then(LocalTicket::try_take) {
-                    return Ok(guard);
+                    return Ok(guard.taken());
                 }
                 return Err(LockError::Busy {
                     resource: resource.to_string(),
@@ -293,12 +301,13 @@ impl Inner {
             attempt = attempt.saturating_add(1);
             let timer = tokio::time::sleep(delay);
             tokio::pin!(timer);
+            let mut timer_fired = false;
             loop {
                 tokio::select! {
                     biased;
                     guard = LocalTicket::granted(&mut local) => {
                         observe::acquired("handoff", started.elapsed());
-                        return Ok(guard);
+                        return Ok(guard.taken());
                     }
                     (heard, ..) = select_all(listeners.iter_mut().map(|l| Box::pin(l.released()))) => {
                         if let (true, Some(ticket)) = (heard.from_elsewhere, &local) {
@@ -311,7 +320,7 @@ impl Inner {
                             continue;
                         }
                     }
-                    () = &mut timer => {}
+                    () = &mut timer => timer_fired = true,
                 }
                 // This process just had its turn and others wait: let one of them go first.
                 match local.as_ref().and_then(LocalTicket::yielding_until) {
@@ -321,10 +330,12 @@ impl Inner {
                     _ => break,
                 }
             }
-            // Only the first local waiter asks Redis; the others are served by handoff (or
-            // become first). A thousand waiters in one process then cost one poller, not a
-            // thousand.
-            attempt_now = local.as_ref().is_none_or(LocalTicket::is_first);
+            // Only the first local waiter answers release messages; the others are served by
+            // handoff (or become first), and ask Redis only when their own backed-off timer
+            // fires. A thousand waiters in one process then cost one contender per release,
+            // not a thousand — and a first waiter whose future is alive but not polled (parked
+            // in a `select!`) cannot keep the others from a lock that is free.
+            attempt_now = timer_fired || local.as_ref().is_none_or(LocalTicket::is_first);
         }
     }
 

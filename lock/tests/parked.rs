@@ -1,0 +1,84 @@
+//! Futures that are alive but not polled — an `acquire` parked in a `select!` whose other
+//! branch runs long — cannot keep a lock from anyone: not from the other waiters of their own
+//! process, and not (by renewing it) from other processes. Real redis-server processes.
+
+mod common;
+
+use common::unique;
+use fencelock::{LockOptions, Locker, LockerConfig};
+use fencelock_testkit::RedisServer;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+/// Polls `future` for `for_how_long` (it makes its attempt and queues), then stops polling it
+/// and hands it back, alive.
+async fn poll_then_park<F: Future + Unpin>(mut future: F, for_how_long: Duration) -> F {
+    tokio::select! {
+        _ = &mut future => panic!("the parked acquire was not supposed to finish"),
+        () = tokio::time::sleep(for_how_long) => {}
+    }
+    future
+}
+
+/// #18.6a: another process holds the lock; in ours, the first waiter is parked and a second
+/// one waits. When the other process releases, the second waiter must get the lock — before,
+/// only the first local waiter ever asked Redis, and the second got `lock_busy` 3 s later
+/// with the lock free all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_first_waiter_does_not_starve_the_others() {
+    let redis = RedisServer::start();
+    let ours = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let theirs = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let resource = unique("parked-first");
+    let options = LockOptions::new().wait(Duration::from_secs(3));
+    let held_elsewhere = theirs.acquire(&resource, &options).await.unwrap();
+    let parked: Pin<Box<_>> = Box::pin(ours.acquire(&resource, &options));
+    let parked = poll_then_park(parked, Duration::from_millis(100)).await;
+    let second = tokio::spawn({
+        let (ours, resource, options) = (ours.clone(), resource.clone(), options.clone());
+        async move {
+            let asked = Instant::now();
+            (ours.acquire(&resource, &options).await, asked.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(held_elsewhere.release().await.unwrap());
+    let (second, waited) = second.await.unwrap();
+    let guard = second.expect("the second waiter gets the free lock");
+    assert!(waited < Duration::from_secs(2), "it waited {waited:?}");
+    guard.release().await.unwrap();
+    drop(parked);
+}
+
+/// #18.6b: the lock is handed to an auto-extending waiter of our process whose future is
+/// parked. Its watchdog must not keep the lock alive for a guard nobody took: another process
+/// gets it once the TTL has run out — before, it got `lock_busy` after waiting 4 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_handed_to_a_parked_waiter_is_not_renewed() {
+    let redis = RedisServer::start();
+    let ours = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let theirs = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let resource = unique("parked-handoff");
+    let options = LockOptions::new()
+        .ttl(Duration::from_millis(600))
+        .wait(Duration::from_secs(4))
+        .auto_extend(true);
+    let holder = ours.acquire(&resource, &options).await.unwrap();
+    let parked: Pin<Box<_>> = Box::pin(ours.acquire(&resource, &options));
+    let parked = poll_then_park(parked, Duration::from_millis(100)).await;
+    assert!(
+        holder.release().await.unwrap(),
+        "handed to the parked waiter"
+    );
+    let asked = Instant::now();
+    let taken = theirs.acquire(&resource, &options).await;
+    let guard = taken.expect("the other process gets the lock the parked waiter never took");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "after {:?}",
+        asked.elapsed()
+    );
+    guard.release().await.unwrap();
+    drop(parked);
+}
