@@ -1,8 +1,11 @@
 //! The seeded fault-injection stress suite (see `common/stress.rs`): several lockers hammer a few
 //! resources through a fault proxy in front of each real redis-server while a nemesis adds
-//! latency, black-holes and resets links, pauses Redis (`CLIENT PAUSE`, SIGSTOP) and kills and
-//! restarts nodes, and workers cancel their futures at random points. Then the safety,
-//! liveness and hygiene checkers run.
+//! latency, black-holes and resets links, pauses Redis (`CLIENT PAUSE`, bursts of millisecond
+//! pauses, `DEBUG SLEEP` stalls, SIGSTOP), kills and restarts nodes (delayed, or at once and
+//! empty), flushes them, and blocks a thread of the callers' runtime; workers cancel their
+//! futures at random points and park acquisitions. Then the safety (no overlap, fences rising,
+//! no overlap with a confirmed release even across data loss), no-false-refusal, liveness and
+//! hygiene checkers run. The runs of one process go one at a time, so each verdict is its own.
 //!
 //! CI runs each mode for a few seconds; `cargo xtask soak [--seconds N] [--seed S]` runs the
 //! `soak` test below for longer, cycling through the modes with fresh seeds.

@@ -115,6 +115,8 @@ impl RedisServer {
         self.kill();
         let log = self.dir.join("redis.log");
         let mut args = ephemeral_args(self.port, &self.dir);
+        // Tests stall a node for milliseconds with `DEBUG SLEEP` (from loopback only).
+        args.extend(["--enable-debug-command".into(), "local".into()]);
         if let Some((port, [cert, key, ca])) = &self.tls {
             for (option, value) in [
                 ("--tls-port", port.to_string()),

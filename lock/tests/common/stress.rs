@@ -3,16 +3,29 @@
 //! Jepsen's shape: workers record a *history* of holds, a *nemesis* injects faults on its own
 //! schedule, and *checkers* state the properties afterwards:
 //! - safety: no two holds of one resource overlap while both holders believed they held it
-//!   (from `acquired_at` to the last moment the holder saw `!is_lost()`), and fences rise in
-//!   the order of the holds; a fenced register accepts every believed holder's write;
+//!   (from `acquired_at` to the last moment the holder saw `!is_lost()`) — unless a node lost
+//!   its data between the two acquisitions (`FLUSHALL`, a restart empty: no lock algorithm on
+//!   Redis without persistence survives that, which is what fences are for) — and fences rise
+//!   in the order of the holds, data loss or not;
+//! - no false "lost": a holder that kept within its TTL sees its lock lost only if a fault was
+//!   active since shortly before it acquired;
 //! - liveness: once the faults are lifted, every locker takes every resource within the TTL
 //!   plus a stated slack;
-//! - hygiene: no panic anywhere, and afterwards no lock key on any node, every key expiring.
+//! - hygiene: no panic anywhere during the run, and no lock key on any node once the longest
+//!   TTL has passed after the last release (the bound the crate promises: a release reaches
+//!   every node that answers, else the key expires), every key expiring.
+//!
+//! The nemesis: proxy latency, black holes and resets; `CLIENT PAUSE` (long, and bursts of a
+//! few milliseconds); `DEBUG SLEEP` stalls of a few milliseconds on one node while the others
+//! answer; SIGSTOP; kills with a delayed restart; data loss (`FLUSHALL`, kill + restart empty
+//! at once); a blocked thread of the callers' runtime. Workers cancel futures at random
+//! points and park acquisitions (alive, unpolled) now and then; half the lockers use the
+//! highest `max_local_handoffs` the crate accepts.
 //!
 //! Every random choice comes from one seed, printed first, so a failing schedule can be run
 //! again (`FENCELOCK_STRESS_SEED`); the interleaving itself is up to the machine.
 
-use fencelock::{Guard, LockError, LockOptions, Locker, LockerConfig};
+use fencelock::{Guard, LockError, LockOptions, Locker, LockerConfig, MAX_LOCAL_HANDOFFS_LIMIT};
 use fencelock_testkit::{Fault, FaultProxy, RedisServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,6 +38,9 @@ use std::time::{Duration, Instant};
 /// The longest TTL a worker asks for: restarts are delayed past it (Redlock's rule for nodes
 /// without persistence), and liveness allows it plus [`LIVENESS_SLACK`].
 pub const MAX_TTL: Duration = Duration::from_millis(600);
+/// How soon after the last release (and the faults lifted) no lock key may be left: two node
+/// timeouts of the stress lockers (150 ms) and a probe interval (100 ms), plus scheduling slack.
+pub const HYGIENE_BOUND: Duration = Duration::from_millis(500);
 /// What liveness allows on top of a TTL: retry delays and a node probe or two.
 pub const LIVENESS_SLACK: Duration = Duration::from_secs(2);
 
@@ -70,12 +86,18 @@ pub struct Hold {
     pub start_ns: u128,
     /// The last moment the holder saw its lock valid (`!is_lost()`).
     pub believed_ns: u128,
+    /// When `release()` returned `Ok(true)`: Redis confirmed nobody else was granted the lock
+    /// during this hold (the one it was handed to aside). `None` for any other outcome.
+    pub confirmed_ns: Option<u128>,
 }
 
 impl Hold {
     fn to_line(self) -> String {
+        let confirmed = self
+            .confirmed_ns
+            .map_or("-".to_string(), |ns| ns.to_string());
         format!(
-            "{} {} {} {}\n",
+            "{} {} {} {} {confirmed}\n",
             self.resource, self.fence, self.start_ns, self.believed_ns
         )
     }
@@ -87,6 +109,7 @@ impl Hold {
             fence: fields[1].parse().unwrap(),
             start_ns: fields[2].parse().unwrap(),
             believed_ns: fields[3].parse().unwrap(),
+            confirmed_ns: fields[4].parse().ok(),
         }
     }
 }
@@ -122,7 +145,39 @@ pub struct Counts {
     pub cancelled_holds: AtomicUsize,
     pub cancelled_releases: AtomicUsize,
     pub faults: AtomicUsize,
+    pub data_losses: AtomicUsize,
+    pub parked_acquires: AtomicUsize,
     pub register_rejections: AtomicUsize,
+}
+
+/// When faults were active, for the checkers (CLOCK_MONOTONIC ns).
+#[derive(Debug, Default)]
+pub struct FaultLog {
+    /// Every fault, from injection to lifting.
+    pub windows: Mutex<Vec<(u128, u128)>>,
+    /// When a node lost its data.
+    pub data_losses: Mutex<Vec<u128>>,
+}
+
+impl FaultLog {
+    fn lost_data_between(&self, from: u128, to: u128) -> bool {
+        self.data_losses
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|&at| from <= at && at <= to)
+    }
+}
+
+/// A lock declared lost (an extension refused), or a release answered `Ok(false)`, while the
+/// holder's validity had not run out and no node had lost its data: then a majority still
+/// held the lock, and "refused" was not true.
+#[derive(Debug, Clone, Copy)]
+pub struct FalseLoss {
+    pub resource: usize,
+    pub fence: u64,
+    pub held_ms: u128,
+    pub at_release: bool,
 }
 
 struct Node {
@@ -138,6 +193,8 @@ pub struct Stress {
     /// Fenced registers, one per resource: a write carrying a fence below the last one is a
     /// stale writer getting through.
     registers: Arc<Vec<AtomicU64>>,
+    faults: Arc<FaultLog>,
+    false_losses: Arc<Mutex<Vec<FalseLoss>>>,
     pub counts: Arc<Counts>,
 }
 
@@ -161,6 +218,8 @@ impl Stress {
             nodes: Arc::new(nodes),
             history: Arc::default(),
             counts: Arc::default(),
+            faults: Arc::default(),
+            false_losses: Arc::default(),
         }
     }
 
@@ -172,13 +231,18 @@ impl Stress {
             .collect()
     }
 
-    pub fn locker(&self) -> Locker {
-        stress_locker(self.urls())
+    pub fn locker(&self, index: usize) -> Locker {
+        stress_locker(self.urls(), index)
     }
 
     /// The whole run: workload and nemesis, then lift the faults, then the checks. Panics with
     /// the seed in the message on any violation.
     pub async fn run(&self) {
+        // One run at a time per process: each run's verdict (its panics above all, counted
+        // process-wide) is its own, and a loaded machine is not loaded further by parallel runs.
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _alone = ONE_AT_A_TIME.lock().await;
+        let panics_before = PANICS.load(Ordering::SeqCst);
         let config = &self.config;
         eprintln!(
             "stress: seed {} ({} node(s), {} lockers + {} child processes × 2 lockers, × {} tasks each, {} resources, {:?}); replay with FENCELOCK_STRESS_SEED={}",
@@ -191,7 +255,7 @@ impl Stress {
             config.run_for,
             config.seed
         );
-        let lockers: Vec<Locker> = (0..config.lockers).map(|_| self.locker()).collect();
+        let lockers: Vec<Locker> = (0..config.lockers).map(|l| self.locker(l)).collect();
         let deadline = Instant::now() + config.run_for;
         let children: Vec<_> = (0..config.child_processes)
             .map(|child| self.spawn_child(child))
@@ -202,15 +266,20 @@ impl Stress {
             config.tasks_per_locker,
             deadline,
             config.resources,
-            &self.history,
-            &self.registers,
-            &self.counts,
+            &Records {
+                history: Arc::clone(&self.history),
+                registers: Arc::clone(&self.registers),
+                counts: Arc::clone(&self.counts),
+                faults: Some(Arc::clone(&self.faults)),
+                false_losses: Arc::clone(&self.false_losses),
+            },
         );
         let nemesis = tokio::spawn(nemesis(
             Arc::clone(&self.nodes),
             StdRng::seed_from_u64(config.seed),
             deadline,
             Arc::clone(&self.counts),
+            Arc::clone(&self.faults),
         ));
         for worker in workers {
             worker.await.expect("a worker panicked");
@@ -222,8 +291,9 @@ impl Stress {
         self.lift_faults();
         self.check_liveness(&lockers).await;
         self.check_safety();
+        self.check_false_losses();
         self.check_hygiene().await;
-        let panics = PANICS.load(Ordering::SeqCst);
+        let panics = PANICS.load(Ordering::SeqCst) - panics_before;
         assert_eq!(
             panics, 0,
             "seed {}: {panics} panic(s) during the run",
@@ -283,7 +353,7 @@ impl Stress {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} holds, {} busy, {} unavailable, {} lost, cancelled: {} acquires / {} holds / {} releases, {} faults, {} stale register writes rejected",
+            "{} holds, {} busy, {} unavailable, {} lost, cancelled: {} acquires / {} holds / {} releases, {} parked acquires, {} faults ({} data losses), {} stale register writes rejected",
             c.holds.load(Ordering::Relaxed),
             c.busy.load(Ordering::Relaxed),
             c.unavailable.load(Ordering::Relaxed),
@@ -291,7 +361,9 @@ impl Stress {
             c.cancelled_acquires.load(Ordering::Relaxed),
             c.cancelled_holds.load(Ordering::Relaxed),
             c.cancelled_releases.load(Ordering::Relaxed),
+            c.parked_acquires.load(Ordering::Relaxed),
             c.faults.load(Ordering::Relaxed),
+            c.data_losses.load(Ordering::Relaxed),
             c.register_rejections.load(Ordering::Relaxed),
         )
     }
@@ -330,19 +402,30 @@ impl Stress {
     }
 
     fn check_safety(&self) {
-        check_history(self.config.seed, &self.history.lock().unwrap());
+        let data_losses = self.faults.data_losses.lock().unwrap().clone();
+        check_history(
+            self.config.seed,
+            &self.history.lock().unwrap(),
+            &data_losses,
+        );
     }
 
-    /// After every release: no lock key anywhere, and every key expires.
+    fn check_false_losses(&self) {
+        let false_losses = self.false_losses.lock().unwrap();
+        assert!(
+            false_losses.is_empty(),
+            "seed {}: refused while a majority held the lock (validity left, no data lost): {:?}",
+            self.config.seed,
+            *false_losses
+        );
+    }
+
+    /// Shortly after every release (the faults lifted): no lock key anywhere, and every key
+    /// expires. The bound is what the crate promises: a release, and the undo of an attempt
+    /// cut short, reach every node within a couple of node timeouts and a probe once it
+    /// answers again (resent until it does), not only when the key expires.
     async fn check_hygiene(&self) {
-        // A child process may have ended while a fault kept its last release from a node: like
-        // any holder that is gone, its lock may then live out its TTL.
-        let settle = if self.config.child_processes > 0 {
-            MAX_TTL
-        } else {
-            Duration::from_millis(200)
-        };
-        tokio::time::sleep(settle).await;
+        tokio::time::sleep(HYGIENE_BOUND).await;
         for (index, node) in self.nodes.iter().enumerate() {
             let url = node.lock().unwrap().server.url();
             let mut conn = redis::Client::open(url)
@@ -370,7 +453,7 @@ impl Stress {
 
 /// The safety checker: per resource, holds sorted by start must not overlap and their fences
 /// must rise.
-pub fn check_history(seed: u64, history: &[Hold]) {
+pub fn check_history(seed: u64, history: &[Hold], data_losses: &[u128]) {
     let mut by_resource: HashMap<usize, Vec<Hold>> = HashMap::new();
     for hold in history {
         by_resource.entry(hold.resource).or_default().push(*hold);
@@ -379,9 +462,15 @@ pub fn check_history(seed: u64, history: &[Hold]) {
         holds.sort_by_key(|hold| hold.start_ns);
         for pair in holds.windows(2) {
             let (a, b) = (pair[0], pair[1]);
+            // Data loss excuses an overlap — unless the earlier holder's release said `Ok(true)`:
+            // Redis confirmed nobody else was granted the lock during its hold.
+            let lost_data_between = data_losses
+                .iter()
+                .any(|&at| a.start_ns <= at && at <= b.start_ns);
+            let excused = lost_data_between && a.confirmed_ns.is_none();
             assert!(
-                a.believed_ns <= b.start_ns,
-                "seed {seed}: safety: two holds of resource {resource} overlapped by {} µs: {a:?} and {b:?}",
+                a.believed_ns <= b.start_ns || excused,
+                "seed {seed}: safety: two holds of resource {resource} overlapped by {} µs (data lost between: {lost_data_between}): {a:?} and {b:?}",
                 (a.believed_ns - b.start_ns) / 1000
             );
             assert!(
@@ -393,16 +482,13 @@ pub fn check_history(seed: u64, history: &[Hold]) {
 }
 
 /// Starts `tasks_per_locker` workers on each locker, each with its own seeded generator.
-#[allow(clippy::too_many_arguments)]
 fn spawn_workers(
     lockers: &[Locker],
     seed: u64,
     tasks_per_locker: usize,
     deadline: Instant,
     resources: usize,
-    history: &Arc<Mutex<Vec<Hold>>>,
-    registers: &Arc<Vec<AtomicU64>>,
-    counts: &Arc<Counts>,
+    records: &Records,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut workers = Vec::new();
     for (l, locker) in lockers.iter().enumerate() {
@@ -413,13 +499,22 @@ fn spawn_workers(
                 rng,
                 deadline,
                 resources,
-                Arc::clone(history),
-                Arc::clone(registers),
-                Arc::clone(counts),
+                records.clone(),
             )));
         }
     }
     workers
+}
+
+/// Where workers record what happened.
+#[derive(Clone)]
+struct Records {
+    history: Arc<Mutex<Vec<Hold>>>,
+    registers: Arc<Vec<AtomicU64>>,
+    counts: Arc<Counts>,
+    /// The fault log, in the process that runs the nemesis (a child process has none).
+    faults: Option<Arc<FaultLog>>,
+    false_losses: Arc<Mutex<Vec<FalseLoss>>>,
 }
 
 const CHILD_URLS: &str = "FENCELOCK_STRESS_CHILD_URLS";
@@ -443,14 +538,17 @@ pub async fn run_child() {
     let run_for = Duration::from_millis(var(CHILD_MILLIS).parse().unwrap());
     let resources: usize = var(CHILD_RESOURCES).parse().unwrap();
     let tasks: usize = var(CHILD_TASKS).parse().unwrap();
-    let lockers: Vec<Locker> = (0..2).map(|_| stress_locker(urls.clone())).collect();
+    let lockers: Vec<Locker> = (0..2).map(|l| stress_locker(urls.clone(), l)).collect();
     let history = Arc::new(Mutex::new(Vec::new()));
-    let registers = Arc::new((0..resources).map(|_| AtomicU64::new(0)).collect());
-    let counts = Arc::new(Counts::default());
+    let records = Records {
+        history: Arc::clone(&history),
+        registers: Arc::new((0..resources).map(|_| AtomicU64::new(0)).collect()),
+        counts: Arc::default(),
+        faults: None,
+        false_losses: Arc::default(),
+    };
     let deadline = Instant::now() + run_for;
-    let workers = spawn_workers(
-        &lockers, seed, tasks, deadline, resources, &history, &registers, &counts,
-    );
+    let workers = spawn_workers(&lockers, seed, tasks, deadline, resources, &records);
     for worker in workers {
         worker.await.expect("a worker panicked");
     }
@@ -466,12 +564,19 @@ pub async fn run_child() {
     std::fs::write(var(CHILD_OUT), lines).expect("write the child's history");
 }
 
-/// The lockers of a run: short node timeout, short yield window.
-fn stress_locker(urls: Vec<String>) -> Locker {
+/// The lockers of a run: short node timeout, short yield window; every other one passes the
+/// lock on locally as often as the crate allows.
+fn stress_locker(urls: Vec<String>, index: usize) -> Locker {
+    let handoffs = if index % 2 == 1 {
+        MAX_LOCAL_HANDOFFS_LIMIT
+    } else {
+        16
+    };
     Locker::new(
         LockerConfig::new(urls)
             .node_timeout(Duration::from_millis(150))
-            .yield_window(Duration::from_millis(1)),
+            .yield_window(Duration::from_millis(1))
+            .max_local_handoffs(handoffs),
     )
     .unwrap()
 }
@@ -481,10 +586,9 @@ async fn worker(
     mut rng: StdRng,
     deadline: Instant,
     resources: usize,
-    history: Arc<Mutex<Vec<Hold>>>,
-    registers: Arc<Vec<AtomicU64>>,
-    counts: Arc<Counts>,
+    records: Records,
 ) {
+    let counts = &records.counts;
     while Instant::now() < deadline {
         let index = rng.random_range(0..resources);
         let ttl = Duration::from_millis(rng.random_range(200..=MAX_TTL.as_millis() as u64));
@@ -493,8 +597,11 @@ async fn worker(
             .wait(Duration::from_millis(rng.random_range(0..800)))
             .auto_extend(rng.random_bool(0.3));
         let name = resource(index);
-        let acquire = locker.acquire(&name, &options);
-        // Cancel one acquisition in ten at a random point.
+        let mut acquire = Box::pin(locker.acquire(&name, &options));
+        let mut parked = false;
+        // Cancel one acquisition in ten at a random point; park one in twenty-five (alive,
+        // unpolled, as in a `select!` whose other branch runs long) and then either drop it or
+        // go on with it.
         let outcome = if rng.random_bool(0.1) {
             let cut = Duration::from_micros(rng.random_range(0..30_000));
             match tokio::time::timeout(cut, acquire).await {
@@ -502,6 +609,20 @@ async fn worker(
                 Err(_) => {
                     counts.cancelled_acquires.fetch_add(1, Ordering::Relaxed);
                     continue;
+                }
+            }
+        } else if rng.random_bool(0.04) {
+            counts.parked_acquires.fetch_add(1, Ordering::Relaxed);
+            let polled_for = Duration::from_micros(rng.random_range(0..20_000));
+            match tokio::time::timeout(polled_for, &mut acquire).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(10..300))).await;
+                    if rng.random_bool(0.5) {
+                        continue;
+                    }
+                    parked = true;
+                    acquire.await
                 }
             }
         } else {
@@ -523,11 +644,14 @@ async fn worker(
         counts.holds.fetch_add(1, Ordering::Relaxed);
         // Now and then a holder outlives its TTL (a stall, a GC pause): without auto-extend it
         // must then see its lock lost, and nobody else may have been in while it believed not.
-        let work = if rng.random_bool(0.03) {
+        let overlong = rng.random_bool(0.03);
+        let work = if overlong {
             ttl * 3 / 2
         } else {
             Duration::from_micros(rng.random_range(0..15_000))
         };
+        // A lock handed to a parked acquisition was not renewed meanwhile: it may be lost.
+        let may_be_lost = overlong || parked;
         let cancel_hold = rng.random_bool(0.05);
         if cancel_hold {
             // The holder's future is dropped mid-hold: the guard goes with it.
@@ -535,40 +659,107 @@ async fn worker(
                 tokio::time::sleep(work * 4).await;
             };
             let _ = tokio::time::timeout(work, hold).await;
-            record(&guard, index, &history, &registers, &counts);
+            record(&guard, index, &records, may_be_lost);
             counts.cancelled_holds.fetch_add(1, Ordering::Relaxed);
             drop(guard);
             continue;
         }
         tokio::time::sleep(work).await;
-        record(&guard, index, &history, &registers, &counts);
-        if rng.random_bool(0.1) {
-            let cut = Duration::from_micros(rng.random_range(0..2_000));
-            if tokio::time::timeout(cut, guard.release()).await.is_err() {
-                counts.cancelled_releases.fetch_add(1, Ordering::Relaxed);
+        let recorded = record(&guard, index, &records, may_be_lost);
+        let cut = rng
+            .random_bool(0.1)
+            .then(|| Duration::from_micros(rng.random_range(0..2_000)));
+        release(guard, index, recorded, &records, may_be_lost, cut).await;
+    }
+}
+
+/// How long before an acquisition a data loss still explains a lost lock: a round of the holder
+/// may have been in flight then.
+const FAULT_REACH: Duration = Duration::from_secs(1);
+
+/// Whether a refusal seen now by the holder of `guard` is explained: its validity ran out (the
+/// key may have expired), or a node lost its data since shortly before the acquisition. In a
+/// child process (no fault log) every refusal counts as explained.
+fn refusal_explained(guard: &Guard, records: &Records, may_be_lost: bool) -> bool {
+    let now = Instant::now();
+    let from = monotonic_ns(guard.acquired_at().into_std()).saturating_sub(FAULT_REACH.as_nanos());
+    may_be_lost
+        || guard.valid_until() <= tokio::time::Instant::from_std(now)
+        || records
+            .faults
+            .as_ref()
+            .is_none_or(|faults| faults.lost_data_between(from, monotonic_ns(now)))
+}
+
+fn false_loss(guard: &Guard, index: usize, records: &Records, at_release: bool) {
+    let start_ns = monotonic_ns(guard.acquired_at().into_std());
+    records.false_losses.lock().unwrap().push(FalseLoss {
+        resource: index,
+        fence: guard.fence(),
+        held_ms: (monotonic_ns(Instant::now()) - start_ns) / 1_000_000,
+        at_release,
+    });
+}
+
+/// Releases the hold at `recorded` (if it was recorded) and notes a confirmed release; an
+/// `Ok(false)` that nothing explains is a false loss.
+async fn release(
+    guard: Guard,
+    index: usize,
+    recorded: Option<usize>,
+    records: &Records,
+    may_be_lost: bool,
+    cut: Option<Duration>,
+) {
+    let explained = refusal_explained(&guard, records, may_be_lost);
+    let (fence, acquired_at) = (guard.fence(), guard.acquired_at());
+    let outcome = match cut {
+        Some(cut) => match tokio::time::timeout(cut, guard.release()).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                records
+                    .counts
+                    .cancelled_releases
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
             }
-        } else {
-            let _ = guard.release().await;
+        },
+        None => guard.release().await,
+    };
+    match outcome {
+        Ok(true) => {
+            if let Some(at) = recorded {
+                records.history.lock().unwrap()[at].confirmed_ns =
+                    Some(monotonic_ns(Instant::now()));
+            }
         }
+        Ok(false) if !explained => {
+            records.false_losses.lock().unwrap().push(FalseLoss {
+                resource: index,
+                fence,
+                held_ms: acquired_at.elapsed().as_millis(),
+                at_release: true,
+            });
+        }
+        _ => {}
     }
 }
 
 /// Records the hold if the holder still believes it holds the lock, writing its fence to the
-/// resource's register at that moment.
-fn record(
-    guard: &Guard,
-    index: usize,
-    history: &Mutex<Vec<Hold>>,
-    registers: &[AtomicU64],
-    counts: &Counts,
-) {
-    let mut history = history.lock().unwrap();
+/// resource's register at that moment; its place in the history. A lock declared lost by a
+/// refusal that nothing explains is a false loss.
+fn record(guard: &Guard, index: usize, records: &Records, may_be_lost: bool) -> Option<usize> {
+    let counts = &records.counts;
     if guard.is_lost() {
         counts.lost.fetch_add(1, Ordering::Relaxed);
-        return;
+        if !refusal_explained(guard, records, may_be_lost) {
+            false_loss(guard, index, records, false);
+        }
+        return None;
     }
+    let mut history = records.history.lock().unwrap();
     let believed_until = Instant::now();
-    let previous = registers[index].fetch_max(guard.fence(), Ordering::SeqCst);
+    let previous = records.registers[index].fetch_max(guard.fence(), Ordering::SeqCst);
     if previous >= guard.fence() {
         counts.register_rejections.fetch_add(1, Ordering::Relaxed);
     }
@@ -577,15 +768,19 @@ fn record(
         fence: guard.fence(),
         start_ns: monotonic_ns(guard.acquired_at().into_std()),
         believed_ns: monotonic_ns(believed_until),
+        confirmed_ns: None,
     });
+    Some(history.len() - 1)
 }
 
-/// Injects one fault at a time on a random node, on a seeded schedule, until the deadline.
+/// Injects one fault at a time on a random node, on a seeded schedule, until the deadline, and
+/// logs when each was active.
 async fn nemesis(
     nodes: Arc<Vec<Mutex<Node>>>,
     mut rng: StdRng,
     deadline: Instant,
     counts: Arc<Counts>,
+    log: Arc<FaultLog>,
 ) {
     loop {
         let pause = Duration::from_millis(rng.random_range(100..500));
@@ -596,7 +791,9 @@ async fn nemesis(
         let node = rng.random_range(0..nodes.len());
         let length = Duration::from_millis(rng.random_range(50..500));
         counts.faults.fetch_add(1, Ordering::Relaxed);
-        match rng.random_range(0..6) {
+        let started = monotonic_ns(Instant::now());
+        let url = nodes[node].lock().unwrap().server.url();
+        match rng.random_range(0..11) {
             0 => {
                 let latency = Duration::from_millis(rng.random_range(5..120));
                 nodes[node]
@@ -614,19 +811,11 @@ async fn nemesis(
             }
             2 => nodes[node].lock().unwrap().proxy.reset_connections(),
             3 => {
-                let url = nodes[node].lock().unwrap().server.url();
-                if let Ok(mut conn) = redis::Client::open(url)
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                {
-                    let _: Result<(), _> = redis::cmd("CLIENT")
-                        .arg("PAUSE")
-                        .arg(length.as_millis() as u64)
-                        .arg("ALL")
-                        .query_async(&mut conn)
-                        .await;
-                }
+                command(
+                    &url,
+                    &["CLIENT", "PAUSE", &length.as_millis().to_string(), "ALL"],
+                )
+                .await;
                 tokio::time::sleep(length).await;
             }
             4 => {
@@ -634,15 +823,82 @@ async fn nemesis(
                 tokio::time::sleep(length).await;
                 nodes[node].lock().unwrap().server.resume();
             }
-            _ => {
+            5 => {
                 // A crash, and a restart only after the longest TTL (Redlock's delayed restart:
                 // a node without persistence must not come back while locks it held could live).
                 tokio::task::block_in_place(|| nodes[node].lock().unwrap().server.kill());
                 tokio::time::sleep(length.max(MAX_TTL + Duration::from_millis(50))).await;
                 tokio::task::block_in_place(|| nodes[node].lock().unwrap().server.restart());
             }
+            6 => {
+                // Data loss: the node forgets every lock and fence counter at once.
+                log.data_losses
+                    .lock()
+                    .unwrap()
+                    .push(monotonic_ns(Instant::now()));
+                counts.data_losses.fetch_add(1, Ordering::Relaxed);
+                command(&url, &["FLUSHALL"]).await;
+            }
+            7 => {
+                // A crash and an immediate restart, empty (no persistence, no delay).
+                log.data_losses
+                    .lock()
+                    .unwrap()
+                    .push(monotonic_ns(Instant::now()));
+                counts.data_losses.fetch_add(1, Ordering::Relaxed);
+                tokio::task::block_in_place(|| nodes[node].lock().unwrap().server.restart());
+            }
+            8 => {
+                // Millisecond stalls of one node while the others answer: its answers come a
+                // few ms after theirs, so votes split and late yeses arrive.
+                let stall = format!("0.00{}", rng.random_range(1..=6));
+                let until = Instant::now() + length;
+                while Instant::now() < until {
+                    command(&url, &["DEBUG", "SLEEP", &stall]).await;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(5..50))).await;
+                }
+            }
+            9 => {
+                // Bursts of very short pauses: commands queue for a millisecond or three.
+                let until = Instant::now() + length;
+                while Instant::now() < until {
+                    let ms = rng.random_range(1..=3).to_string();
+                    command(&url, &["CLIENT", "PAUSE", &ms, "ALL"]).await;
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(2..20))).await;
+                }
+            }
+            _ => {
+                // A blocked thread of the callers' runtime (a handler calling something
+                // blocking): only the tasks on that thread may stall.
+                let blocked = tokio::spawn(async move { std::thread::sleep(length) });
+                let _ = blocked.await;
+            }
         }
+        log.windows
+            .lock()
+            .unwrap()
+            .push((started, monotonic_ns(Instant::now())));
     }
+}
+
+/// One command on a fresh connection to `url`, ignoring failures (the node may be down).
+async fn command(url: &str, args: &[&str]) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let connecting = client.get_multiplexed_async_connection();
+    let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(1), connecting).await else {
+        return;
+    };
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        cmd.query_async::<redis::Value>(&mut conn),
+    )
+    .await;
 }
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
