@@ -388,13 +388,12 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                     }
                 }
                 Err(HandoffFailed::NotOurs) => {
-                    inner.local.put_back(&hold.resource, waiter);
-                    inner.local.end_streak(&hold.resource, Duration::ZERO);
+                    inner.local.handoff_failed(&hold.resource, waiter);
                     observe::released("not_held", held_for);
                     return Ok(false);
                 }
                 Err(HandoffFailed::Unavailable(err)) => {
-                    inner.local.put_back(&hold.resource, waiter);
+                    inner.local.handoff_failed(&hold.resource, waiter);
                     observe::released("failed", held_for);
                     return Err(err);
                 }

@@ -45,7 +45,7 @@ pub(crate) struct Inner {
     pub(crate) id: Arc<str>,
     pub(crate) cluster: Cluster,
     pub(crate) config: LockerConfig,
-    pub(crate) local: LocalQueues,
+    pub(crate) local: LocalQueues<Guard>,
 }
 
 /// Whether a locker talks to one Redis or runs Redlock over several.
@@ -224,7 +224,7 @@ impl Inner {
         // the lock under a token of its own, so a late undo of one attempt cannot touch another.)
         let waiter_id = new_token();
         let mut listeners: Vec<Listener> = Vec::new();
-        let mut local: Option<LocalTicket> = None;
+        let mut local: Option<LocalTicket<Guard>> = None;
         let mut fair_place = FairPlace::default();
         let mut attempt = 0u32;
         let local_handoff = !options.fair && self.config.max_local_handoffs > 0;
