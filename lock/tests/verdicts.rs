@@ -105,3 +105,36 @@ async fn a_guard_whose_validity_ran_out_stays_lost() {
     assert!(guard.is_lost(), "an extension revived a lost guard");
     assert!(guard.lost_token().is_cancelled());
 }
+
+/// #18.11: the pool's only connection goes half-open (the peer vanished without a FIN or RST).
+/// A call on it times out; that must retire it, so the next call gets a fresh connection —
+/// before, the timed-out connection went back to the pool and every later call on it timed out
+/// too, until the kernel gave up on it (minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_call_timed_out_is_not_used_again() {
+    let redis = RedisServer::start();
+    let proxy = fencelock_testkit::FaultProxy::start(redis.port());
+    let locker = Locker::new(
+        LockerConfig::new([proxy.redis_url()])
+            .pool_size(1)
+            .node_timeout(Duration::from_millis(200)),
+    )
+    .unwrap();
+    let options = LockOptions::new().wait(Duration::ZERO);
+    let warm = locker
+        .acquire(&unique("half-open"), &options)
+        .await
+        .unwrap();
+    assert!(warm.release().await.unwrap());
+    proxy.hang_open_connections();
+    let timed_out = locker.acquire(&unique("half-open"), &options).await;
+    assert!(
+        matches!(timed_out, Err(fencelock::LockError::Unavailable { .. })),
+        "{timed_out:?}"
+    );
+    for attempt in 0..3 {
+        let next = locker.acquire(&unique("half-open"), &options).await;
+        let guard = next.unwrap_or_else(|err| panic!("attempt {attempt} after the timeout: {err}"));
+        assert!(guard.release().await.unwrap());
+    }
+}

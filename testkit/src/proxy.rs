@@ -33,6 +33,8 @@ struct Control {
     fault: watch::Sender<Fault>,
     /// Bumped to reset every open connection.
     resets: watch::Sender<u64>,
+    /// Bumped to hang every open connection for good.
+    hangs: watch::Sender<u64>,
 }
 
 /// A running proxy in front of `127.0.0.1:<upstream>`. Dropping it stops it.
@@ -56,6 +58,7 @@ impl FaultProxy {
         let control = Arc::new(Control {
             fault: watch::channel(Fault::None).0,
             resets: watch::channel(0).0,
+            hangs: watch::channel(0).0,
         });
         let connections = Arc::new(Mutex::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -112,6 +115,13 @@ impl FaultProxy {
         self.control.resets.send_modify(|resets| *resets += 1);
     }
 
+    /// Hangs every open connection for good — half-open, as when the peer vanished without a
+    /// FIN or RST: the sockets stay open and nothing more goes through them, either way. New
+    /// connections are served as usual.
+    pub fn hang_open_connections(&self) {
+        self.control.hangs.send_modify(|hangs| *hangs += 1);
+    }
+
     /// Connections accepted so far.
     pub fn connections_accepted(&self) -> u64 {
         *self.connections.lock().expect("connection count")
@@ -148,14 +158,23 @@ async fn accept_loop(
             let _ = server.set_nodelay(true);
             let mut resets = control.resets.subscribe();
             resets.borrow_and_update();
+            let mut hangs = control.hangs.subscribe();
+            hangs.borrow_and_update();
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
             let up = pump(client_read, server_write, control.fault.subscribe(), false);
             let down = pump(server_read, client_write, control.fault.subscribe(), true);
+            let pumps = async { tokio::join!(up, down) };
+            tokio::pin!(pumps);
             tokio::select! {
-                _ = async { tokio::join!(up, down) } => {}
+                _ = &mut pumps => {}
                 _ = resets.changed() => {
                     // Dropping the halves with linger 0 (set below) sends RST to both sides.
+                }
+                _ = hangs.changed() => {
+                    // Stop copying but keep the pumps, and so both sockets, until the proxy
+                    // stops.
+                    std::future::pending::<()>().await;
                 }
             }
         });
