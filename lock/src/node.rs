@@ -166,10 +166,43 @@ impl BorrowedCall<'_> {
     }
 }
 
-/// The connection a call went out on. Commands on one connection run in order, so a follow-up
-/// sent on it runs after the call, even if the call's reply never came (a timeout, a dropped
-/// future, a hung node): that is how an attempt with an unknown outcome is undone safely.
-pub(crate) type SentOn = Mutex<Option<MultiplexedConnection>>;
+/// The connection a call went out on, shared by the caller and the task that runs the call.
+/// Commands on one connection run in order, so a follow-up sent on it runs after the call, even
+/// if the call's reply never came (a timeout, a dropped future, a hung node): that is how an
+/// attempt with an unknown outcome is undone safely.
+///
+/// The call runs on the background runtime and may outlive the caller's interest in it, so the
+/// two meet under one lock: the task records the connection and sends only if the caller has
+/// not given up; a caller that gives up takes the connection. Either the caller finds the
+/// connection (the call may have gone out: its undo goes behind it) or the call is never sent.
+#[derive(Debug, Default)]
+pub(crate) struct SentOn(Mutex<SentOnState>);
+
+#[derive(Debug, Default)]
+struct SentOnState {
+    conn: Option<MultiplexedConnection>,
+    given_up: bool,
+}
+
+impl SentOn {
+    /// The call is about to go out on `conn`; `false` if the caller gave up (do not send).
+    fn record(&self, conn: &MultiplexedConnection) -> bool {
+        let mut state = self.0.lock().expect("sent_on lock");
+        if state.given_up {
+            return false;
+        }
+        state.conn = Some(conn.clone());
+        true
+    }
+
+    /// The caller gives up on the call: from now on it is not sent; the connection it went out
+    /// on, if it may have gone out.
+    pub(crate) fn give_up(&self) -> Option<MultiplexedConnection> {
+        let mut state = self.0.lock().expect("sent_on lock");
+        state.given_up = true;
+        state.conn.take()
+    }
+}
 
 /// While a node is suspected hung (a call or follow-up got no answer in time), quorum rounds
 /// skip it, and it is probed from the background (a PING) at most this often.
@@ -178,7 +211,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// A script with its keys and arguments, ready to run on any node.
 #[derive(Debug)]
 pub(crate) struct ScriptCall<'a> {
-    pub script: &'a Script,
+    pub script: &'static Script,
     /// Running it twice does no harm (release, extend, raise a fence): after a connection
     /// failure it gets one more go on a fresh connection. Not so for anything that takes a
     /// lock: had the first run taken it, the second would find the lock busy — held by us.
@@ -311,8 +344,8 @@ impl Node {
     }
 
     /// Runs a script, bounded by the node timeout (connection checkout included).
-    pub(crate) async fn run<T: FromRedisValue>(
-        &self,
+    pub(crate) async fn run<T: FromRedisValue + Send + 'static>(
+        self: &Arc<Self>,
         call: &ScriptCall<'_>,
         timeout: Duration,
     ) -> Result<T, NodeError> {
@@ -321,22 +354,28 @@ impl Node {
 
     /// Like [`Node::run`], recording in `sent_on` the connection the call goes out on, so that
     /// whoever gives up on it (or is dropped while waiting) can queue a follow-up behind it.
-    pub(crate) async fn run_recorded<T: FromRedisValue>(
-        &self,
+    pub(crate) async fn run_recorded<T: FromRedisValue + Send + 'static>(
+        self: &Arc<Self>,
         call: &ScriptCall<'_>,
         timeout: Duration,
-        sent_on: &SentOn,
+        sent_on: &Arc<SentOn>,
     ) -> Result<T, NodeError> {
         self.run_inner(call, timeout, Some(sent_on), true).await
     }
 
     /// `skip_if_suspect`: calls in rounds never wait on a suspect node (`probe_if_due` finds
     /// out when it answers again); a release resent from the background tries it anyway.
-    async fn run_inner<T: FromRedisValue>(
-        &self,
+    ///
+    /// The call — checkout, send, reply, return of the connection — runs as a task on the
+    /// background runtime; the caller only waits for its answer. So a caller whose runtime
+    /// blocks or stops holds no connection and stalls nobody else, and a caller that stops
+    /// waiting (a round's grace ran out, its future was dropped) leaves the call to finish
+    /// there, by the same deadline.
+    async fn run_inner<T: FromRedisValue + Send + 'static>(
+        self: &Arc<Self>,
         call: &ScriptCall<'_>,
         timeout: Duration,
-        sent_on: Option<&SentOn>,
+        sent_on: Option<&Arc<SentOn>>,
         skip_if_suspect: bool,
     ) -> Result<T, NodeError> {
         if skip_if_suspect && self.is_suspect() {
@@ -344,7 +383,35 @@ impl Node {
         }
         let node_timeout = self.timeout;
         let timeout = timeout.min(node_timeout);
-        match tokio::time::timeout(timeout, self.run_unbounded(call, sent_on)).await {
+        let deadline = Instant::now() + timeout;
+        // Silence for the node's whole timeout (not a caller's shorter budget) says the
+        // connection may be half-open: it is retired then.
+        let whole_timeout = timeout >= node_timeout;
+        let owned = OwnedCall {
+            script: call.script,
+            keys: call.keys.iter().map(|key| (*key).to_string()).collect(),
+            args: call.args.iter().map(|arg| (*arg).to_string()).collect(),
+        };
+        let repeatable = call.repeatable;
+        let node = Arc::clone(self);
+        let sent_on = sent_on.cloned();
+        let on_background = background::runtime().spawn(async move {
+            let borrowed = owned.borrowed();
+            let call = ScriptCall {
+                script: borrowed.script,
+                repeatable,
+                keys: &borrowed.keys,
+                args: &borrowed.args,
+            };
+            let bounded = node.run_until(&call, sent_on.as_deref(), deadline, whole_timeout);
+            tokio::time::timeout_at(deadline, bounded).await
+        });
+        let answer = match tokio::time::timeout_at(deadline, on_background).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => return Err(self.error(format!("call failed: {err}"))),
+            Err(elapsed) => Err(elapsed),
+        };
+        match answer {
             Ok(result) => {
                 if result.is_ok() {
                     self.answered();
@@ -442,10 +509,19 @@ impl Node {
         });
     }
 
-    async fn run_unbounded<T: FromRedisValue>(
+    /// Runs `call` on a pooled connection until `deadline`. A call that gets no reply by then
+    /// retires its connection if `retire_if_silent` (silence for the whole node timeout: the
+    /// connection may be half-open, and every later call on it would time out too). A call
+    /// merely abandoned — a round that stopped waiting, a dropped future — leaves its
+    /// connection in the pool: its late reply is read and discarded there.
+    ///
+    /// Cancel safety, with `sent_on`: see [`SentOn`].
+    async fn run_until<T: FromRedisValue>(
         &self,
         call: &ScriptCall<'_>,
         sent_on: Option<&SentOn>,
+        deadline: Instant,
+        retire_if_silent: bool,
     ) -> Result<T, NodeError> {
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
@@ -457,15 +533,14 @@ impl Node {
         let mut second_go = false;
         loop {
             let mut conn = self.connection().await?;
-            if let Some(sent_on) = sent_on {
-                *sent_on.lock().expect("sent_on lock") = Some(conn.redis.clone());
+            if sent_on.is_some_and(|sent_on| !sent_on.record(&conn.redis)) {
+                return Err(self.error("the caller gave up before the call was sent".into()));
             }
-            // Until the reply comes the connection counts as broken: a call abandoned half-way
-            // (its timeout, a dropped future) retires it, rather than hand the next caller a
-            // connection whose replies may never come (a half-open TCP connection).
-            conn.broken = true;
-            let reply = invocation.invoke_async(&mut conn.redis).await;
-            conn.broken = false;
+            let invoked = invocation.invoke_async(&mut conn.redis);
+            let Ok(reply) = tokio::time::timeout_at(deadline, invoked).await else {
+                conn.broken |= retire_if_silent;
+                return Err(self.error("no answer in time".into()));
+            };
             match reply {
                 Ok(reply) => return Ok(reply),
                 Err(err) => {
@@ -494,6 +569,10 @@ impl Node {
         }
     }
 
+    /// A pooled connection. Called on the background runtime only (see [`Node::run_inner`]):
+    /// when the pool has none idle, bb8 makes one in a task of the runtime that asked, and that
+    /// task (owning the pool's count of pending connections) must not live on a caller's
+    /// runtime, which may block or stop half-way.
     async fn checkout(&self) -> Result<bb8::PooledConnection<'_, NodeConnections>, NodeError> {
         let connect_failed = self.connect_failures.notify.notified();
         tokio::pin!(connect_failed);
@@ -519,7 +598,16 @@ impl Node {
 
     /// PING, bounded by the node timeout. A dead pooled connection gets one retry on a fresh
     /// one (PING is harmless to repeat), so a restarted node reads as up.
-    pub(crate) async fn ping(&self) -> bool {
+    pub(crate) async fn ping(self: &Arc<Self>) -> bool {
+        // On the background runtime, like every call (see `run_inner`).
+        let node = Arc::clone(self);
+        background::runtime()
+            .spawn(async move { node.ping_here().await })
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn ping_here(&self) -> bool {
         let ping = async {
             for _ in 0..2 {
                 let mut conn = self.connection().await.ok()?;

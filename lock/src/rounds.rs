@@ -26,7 +26,7 @@ use crate::resource::ResourceKeys;
 use crate::scripts;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::FromRedisValue;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -153,9 +153,9 @@ impl Answers {
 pub(crate) type Undo<'a> = &'a (dyn Fn() -> Vec<OwnedCall> + Sync);
 
 /// A fresh round over `count` nodes: no connection recorded, no answer yet.
-fn fresh_round(count: usize) -> (Vec<SentOn>, Answers) {
+fn fresh_round(count: usize) -> (Vec<Arc<SentOn>>, Answers) {
     (
-        (0..count).map(|_| Mutex::new(None)).collect(),
+        (0..count).map(|_| Arc::new(SentOn::default())).collect(),
         Answers((0..count).map(|_| Answer::Pending).collect()),
     )
 }
@@ -164,7 +164,7 @@ fn fresh_round(count: usize) -> (Vec<SentOn>, Answers) {
 /// before it settled (a cancelled acquire or handoff).
 struct UndoOnDrop<'a> {
     cluster: &'a Cluster,
-    sent_on: &'a [SentOn],
+    sent_on: &'a [Arc<SentOn>],
     undo: Undo<'a>,
     armed: bool,
 }
@@ -176,7 +176,7 @@ impl Drop for UndoOnDrop<'_> {
         }
         let mut calls = None;
         for (node, sent_on) in self.cluster.nodes.iter().zip(self.sent_on) {
-            if let Some(conn) = sent_on.lock().expect("sent_on lock").take() {
+            if let Some(conn) = sent_on.give_up() {
                 let calls = calls.get_or_insert_with(|| (self.undo)());
                 node.follow_up(Some(conn), calls.clone());
             }
@@ -220,7 +220,7 @@ impl Cluster {
         call: &ScriptCall<'_>,
         to: &[usize],
         timeout: Duration,
-        sent_on: &[SentOn],
+        sent_on: &[Arc<SentOn>],
         answers: &mut Answers,
         yes_needed: usize,
         split_grace: bool,
@@ -319,7 +319,7 @@ impl Cluster {
             match answer {
                 Answer::Yes(_) if grant.is_none() => issued.push(node),
                 Answer::Pending | Answer::Failed(_) => {
-                    let conn = sent_on[node].lock().expect("sent_on lock").take();
+                    let conn = sent_on[node].give_up();
                     if conn.is_some() {
                         let calls = calls.get_or_insert_with(undo);
                         self.nodes[node].follow_up(conn, calls.clone());
@@ -466,7 +466,7 @@ impl Cluster {
             if matches!(answer, Answer::Yes(_) | Answer::No(_)) {
                 continue;
             }
-            let conn = sent_on[node].lock().expect("sent_on lock").take();
+            let conn = sent_on[node].give_up();
             match resend {
                 Some((call, until)) => self.nodes[node].resend(conn, call(), until),
                 None if matches!(answer, Answer::Pending) => {
@@ -490,7 +490,7 @@ impl Cluster {
     /// Runs `call` on every node at once, each bounded by the node timeout; the replies in node
     /// order. For operator calls (inspect, force-unlock), which decide on the replies
     /// themselves.
-    pub(crate) async fn ask_all<T: FromRedisValue>(
+    pub(crate) async fn ask_all<T: FromRedisValue + Send + 'static>(
         &self,
         call: &ScriptCall<'_>,
     ) -> Vec<Result<T, NodeError>> {
@@ -503,7 +503,7 @@ impl Cluster {
     }
 
     /// Runs `call` on node `node` only, bounded by the node timeout.
-    pub(crate) async fn ask_one<T: FromRedisValue>(
+    pub(crate) async fn ask_one<T: FromRedisValue + Send + 'static>(
         &self,
         node: usize,
         call: &ScriptCall<'_>,
