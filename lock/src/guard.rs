@@ -34,7 +34,7 @@ impl Lease {
         }
     }
 
-    fn valid_until(&self) -> Instant {
+    pub(crate) fn valid_until(&self) -> Instant {
         *self.valid_until.lock().expect("lease lock")
     }
 

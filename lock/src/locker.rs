@@ -271,7 +271,9 @@ impl Inner {
             if now >= deadline {
                 // A holder may have handed us the lock while we were out asking Redis.
                 if let Some(guard) = local.as_mut().and_then(LocalTicket::try_take) {
-                    return Ok(guard.taken());
+                    if !guard.is_lost() {
+                        return Ok(guard.taken());
+                    }
                 }
                 return Err(LockError::Busy {
                     resource: resource.to_string(),
@@ -306,8 +308,17 @@ impl Inner {
                 tokio::select! {
                     biased;
                     guard = LocalTicket::granted(&mut local) => {
-                        observe::acquired("handoff", started.elapsed());
-                        return Ok(guard.taken());
+                        if !guard.is_lost() {
+                            observe::acquired("handoff", started.elapsed());
+                            return Ok(guard.taken());
+                        }
+                        // Handed over while this future was not polled, and its validity ran
+                        // out meanwhile: not a lock any more (dropping it releases what is
+                        // left of it). Queue again and ask Redis.
+                        drop(guard);
+                        local = Some(self.local.enqueue(&resource, options.clone()));
+                        timer_fired = true;
+                        break;
                     }
                     (heard, ..) = select_all(listeners.iter_mut().map(|l| Box::pin(l.released()))) => {
                         if let (true, Some(ticket)) = (heard.from_elsewhere, &local) {
@@ -407,6 +418,8 @@ impl Inner {
         let terms = Terms {
             ttl,
             reserve: self.fence_reserve(options),
+            stop_on_split: true,
+            undo_unsent_until: None,
         };
         let reserve = terms.reserve.to_string();
         let fair_keys = options.fair.then(|| keys.fair());
@@ -582,9 +595,17 @@ impl Inner {
         let ttl = options.effective_ttl();
         let ttl_ms = ttl.as_millis().to_string();
         let token = new_token();
+        // The old lock lives at most its TTL past now (or what is left of a longer extension).
+        let old_lock_left = hold
+            .lease
+            .valid_until()
+            .saturating_duration_since(Instant::now())
+            .max(hold.options.effective_ttl());
         let terms = Terms {
             ttl,
             reserve: self.fence_reserve(options),
+            stop_on_split: false,
+            undo_unsent_until: Some(Instant::now() + old_lock_left + self.config.node_timeout),
         };
         let reserve = terms.reserve.to_string();
         let call = ScriptCall {

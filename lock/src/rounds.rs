@@ -60,6 +60,14 @@ pub(crate) struct Terms {
     pub ttl: Duration,
     /// How many fences it takes: the holder's and those its process may pass on (≥ 1).
     pub reserve: u64,
+    /// Stop waiting on a split vote (see `quorum::Tally`): right for an acquisition, which a
+    /// retry decides a few milliseconds later; wrong for a handoff, where "no" only means a
+    /// node never had the lock, and a late yes makes the majority.
+    pub stop_on_split: bool,
+    /// A handoff: the nodes the call never reached (skipped as suspect, no connection) may
+    /// still hold the old lock, so the undo is resent to them from the background until they
+    /// answer or this instant passes (the old lock has expired by then).
+    pub undo_unsent_until: Option<Instant>,
 }
 
 /// Why a take round did not produce a grant.
@@ -269,7 +277,12 @@ impl Cluster {
         give_back: Undo<'_>,
         terms: Terms,
     ) -> Result<Grant, NotTaken> {
-        let Terms { ttl, reserve } = terms;
+        let Terms {
+            ttl,
+            reserve,
+            stop_on_split,
+            undo_unsent_until,
+        } = terms;
         let count = self.nodes.len();
         let (sent_on, mut answers) = fresh_round(count);
         let mut undo_on_drop = UndoOnDrop {
@@ -287,7 +300,7 @@ impl Cluster {
             &sent_on,
             &mut answers,
             quorum::majority(count),
-            true,
+            stop_on_split,
         )
         .await;
         let mut grant = None;
@@ -323,6 +336,10 @@ impl Cluster {
                     if conn.is_some() {
                         let calls = calls.get_or_insert_with(undo);
                         self.nodes[node].follow_up(conn, calls.clone());
+                    } else if let Some(until) = undo_unsent_until {
+                        for call in calls.get_or_insert_with(undo).clone() {
+                            self.nodes[node].resend(None, call, until);
+                        }
                     }
                 }
                 _ => {}

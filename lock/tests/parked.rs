@@ -79,6 +79,21 @@ async fn a_lock_handed_to_a_parked_waiter_is_not_renewed() {
         "after {:?}",
         asked.elapsed()
     );
-    guard.release().await.unwrap();
-    drop(parked);
+    // The parked future wakes up at last: the lock handed to it has expired and is held
+    // elsewhere, so it must not return it as held — it waits for the other process instead.
+    let their_fence = guard.fence();
+    let release_later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        guard.release().await.unwrap()
+    });
+    let woken = parked
+        .await
+        .expect("the parked waiter gets the lock once it is free");
+    assert!(
+        woken.fence() > their_fence && !woken.is_lost(),
+        "an expired hand-over returned as held (fence {} vs theirs {their_fence})",
+        woken.fence()
+    );
+    assert!(release_later.await.unwrap());
+    woken.release().await.unwrap();
 }

@@ -138,3 +138,35 @@ async fn a_connection_whose_call_timed_out_is_not_used_again() {
         assert!(guard.release().await.unwrap());
     }
 }
+
+/// #18.10 and review: a handoff through Redis (the waiter asks for a `min_hold`, so no
+/// in-process pass-on) finds the lock on nodes 1 and 2 — node 3 lost it — with node 2's yes
+/// 30 ms late. A majority held the lock all along: the handoff must go through, not stop on
+/// the split and undo it (which answered `Ok(false)`, later `Unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_handoff_with_a_late_yes_goes_through() {
+    let (_nodes, urls) = start_nodes(3);
+    let locker = Locker::new(LockerConfig::new(urls.clone())).unwrap();
+    let resource = unique("split-handoff");
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(3))
+        .wait(Duration::from_secs(5))
+        .min_hold(Duration::from_millis(1));
+    let holder = locker.acquire(&resource, &options).await.unwrap();
+    let waiter = tokio::spawn({
+        let (locker, resource, options) = (locker.clone(), resource.clone(), options.clone());
+        async move { locker.acquire(&resource, &options).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    command(&urls[2], &["FLUSHALL"]).await;
+    command(&urls[1], &["CLIENT", "PAUSE", "30", "ALL"]).await;
+    let released = holder.release().await;
+    assert!(matches!(released, Ok(true)), "{released:?}");
+    let next = tokio::time::timeout(Duration::from_millis(500), waiter)
+        .await
+        .expect("handed over at once")
+        .unwrap()
+        .unwrap();
+    assert!(!next.is_lost());
+    assert!(next.release().await.unwrap());
+}

@@ -155,17 +155,14 @@ pub struct Counts {
 pub struct FaultLog {
     /// Every fault, from injection to lifting.
     pub windows: Mutex<Vec<(u128, u128)>>,
-    /// When a node lost its data.
-    pub data_losses: Mutex<Vec<u128>>,
+    /// When a node lost its data: from just before the fault was injected to just after it
+    /// took effect (a kill lands some time after it is asked for).
+    pub data_losses: Mutex<Vec<(u128, u128)>>,
 }
 
 impl FaultLog {
     fn lost_data_between(&self, from: u128, to: u128) -> bool {
-        self.data_losses
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|&at| from <= at && at <= to)
+        lost_data_between(&self.data_losses.lock().unwrap(), from, to)
     }
 }
 
@@ -453,7 +450,14 @@ impl Stress {
 
 /// The safety checker: per resource, holds sorted by start must not overlap and their fences
 /// must rise.
-pub fn check_history(seed: u64, history: &[Hold], data_losses: &[u128]) {
+/// Whether some data loss may have happened between `from` and `to`.
+fn lost_data_between(data_losses: &[(u128, u128)], from: u128, to: u128) -> bool {
+    data_losses
+        .iter()
+        .any(|&(started, ended)| started <= to && ended >= from)
+}
+
+pub fn check_history(seed: u64, history: &[Hold], data_losses: &[(u128, u128)]) {
     let mut by_resource: HashMap<usize, Vec<Hold>> = HashMap::new();
     for hold in history {
         by_resource.entry(hold.resource).or_default().push(*hold);
@@ -464,9 +468,7 @@ pub fn check_history(seed: u64, history: &[Hold], data_losses: &[u128]) {
             let (a, b) = (pair[0], pair[1]);
             // Data loss excuses an overlap — unless the earlier holder's release said `Ok(true)`:
             // Redis confirmed nobody else was granted the lock during its hold.
-            let lost_data_between = data_losses
-                .iter()
-                .any(|&at| a.start_ns <= at && at <= b.start_ns);
+            let lost_data_between = lost_data_between(data_losses, a.start_ns, b.start_ns);
             let excused = lost_data_between && a.confirmed_ns.is_none();
             assert!(
                 a.believed_ns <= b.start_ns || excused,
@@ -832,21 +834,17 @@ async fn nemesis(
             }
             6 => {
                 // Data loss: the node forgets every lock and fence counter at once.
-                log.data_losses
-                    .lock()
-                    .unwrap()
-                    .push(monotonic_ns(Instant::now()));
                 counts.data_losses.fetch_add(1, Ordering::Relaxed);
                 command(&url, &["FLUSHALL"]).await;
+                let ended = monotonic_ns(Instant::now());
+                log.data_losses.lock().unwrap().push((started, ended));
             }
             7 => {
                 // A crash and an immediate restart, empty (no persistence, no delay).
-                log.data_losses
-                    .lock()
-                    .unwrap()
-                    .push(monotonic_ns(Instant::now()));
                 counts.data_losses.fetch_add(1, Ordering::Relaxed);
                 tokio::task::block_in_place(|| nodes[node].lock().unwrap().server.restart());
+                let ended = monotonic_ns(Instant::now());
+                log.data_losses.lock().unwrap().push((started, ended));
             }
             8 => {
                 // Millisecond stalls of one node while the others answer: its answers come a
