@@ -234,7 +234,21 @@ pub(crate) struct Node {
     skip_when_suspect: bool,
     /// Set when the node failed to answer in time; cleared by any reply.
     suspect: Mutex<Option<Suspicion>>,
+    /// Releases waiting for this node to answer again (see [`Node::resend`]).
+    resends: Mutex<Resends>,
 }
+
+/// Releases to send to a node once it answers: each with the instant after which its lock
+/// has expired anyway. One task sends them all, however many pile up while a node is down.
+#[derive(Debug, Default)]
+struct Resends {
+    calls: Vec<(OwnedCall, Instant)>,
+    sending: bool,
+}
+
+/// At most this many releases wait for one node; more are dropped (their locks expire by
+/// their TTL): a node down under a high release rate must not grow memory without bound.
+const MAX_WAITING_RESENDS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Suspicion {
@@ -285,6 +299,7 @@ impl Node {
             timeout,
             skip_when_suspect,
             suspect: Mutex::new(None),
+            resends: Mutex::default(),
         })
     }
 
@@ -432,9 +447,9 @@ impl Node {
 
     /// Sends `call` (a release) to this node from the background until it answers or `until`
     /// passes: first behind the call it repeats, on `conn` (the connection that call went out
-    /// on, if any), then on fresh connections — suspect or not — every [`PROBE_EVERY`]. A
-    /// release must reach every node that may hold the lock; after `until` the key has expired
-    /// anyway.
+    /// on, if any), then with the node's other waiting releases, on fresh connections —
+    /// suspect or not — every [`PROBE_EVERY`] until the node answers. A release must reach
+    /// every node that may hold the lock; after `until` the key has expired anyway.
     pub(crate) fn resend(
         self: &Arc<Self>,
         conn: Option<MultiplexedConnection>,
@@ -452,17 +467,58 @@ impl Node {
                     Err(_) => node.unanswered(),
                 }
             }
-            while Instant::now() < until {
-                let borrowed = call.borrowed();
-                let tried = node
-                    .run_inner::<redis::Value>(&borrowed.call(), node.timeout, None, false)
-                    .await;
-                if tried.is_ok() {
-                    return;
-                }
-                tokio::time::sleep_until(until.min(Instant::now() + PROBE_EVERY)).await;
-            }
+            node.resend_later(call, until);
         });
+    }
+
+    /// Queues `call` for the node's resend task, starting it if none runs.
+    fn resend_later(self: &Arc<Self>, call: OwnedCall, until: Instant) {
+        {
+            let mut resends = self.resends.lock().expect("resends lock");
+            if resends.calls.len() >= MAX_WAITING_RESENDS {
+                tracing::warn!(node = self.index, address = %self.address, "too many releases wait for this node; the lock expires by its TTL");
+                return;
+            }
+            resends.calls.push((call, until));
+            if resends.sending {
+                return;
+            }
+            resends.sending = true;
+        }
+        let node = Arc::clone(self);
+        background::runtime().spawn(async move { node.send_resends().await });
+    }
+
+    /// Sends the waiting releases one after another; at the first that gets no answer, waits a
+    /// probe interval and starts over. Ends when none is left (expired ones are dropped).
+    async fn send_resends(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut resends = self.resends.lock().expect("resends lock");
+                let now = Instant::now();
+                resends.calls.retain(|(_, until)| *until > now);
+                match resends.calls.pop() {
+                    Some(next) => next,
+                    None => {
+                        resends.sending = false;
+                        return;
+                    }
+                }
+            };
+            let (call, until) = next;
+            let borrowed = call.borrowed();
+            let tried = self
+                .run_inner::<redis::Value>(&borrowed.call(), self.timeout, None, false)
+                .await;
+            if tried.is_err() {
+                self.resends
+                    .lock()
+                    .expect("resends lock")
+                    .calls
+                    .push((call, until));
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+        }
     }
 
     /// Sends `calls` in order on `conn` (the connection an abandoned call went out on, so they
