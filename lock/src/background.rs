@@ -1,6 +1,7 @@
-//! The runtime for work that must not depend on any caller's runtime: every Redis connection's
-//! I/O (pooled and pub/sub), releases (of dropped guards and by `release()`), the auto-extend
-//! watchdog, leaving a fair queue, bb8's reaper. One per process, on threads of its own.
+//! The runtime for work that must not depend on any caller's runtime: every Redis call and all
+//! connection I/O (pooled and pub/sub), releases (of dropped guards and by `release()`), the
+//! auto-extend watchdog, leaving a fair queue, bb8's reaper. One per process: a current-thread
+//! runtime on a thread of its own (a multi-thread one measured slower on the hot key here).
 //!
 //! Not a caller's runtime: a runtime that shuts down drops its tasks, and with them their
 //! guards, and a runtime that blocks (an actix worker in a blocking call) stalls whatever I/O

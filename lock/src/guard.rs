@@ -246,8 +246,15 @@ impl Guard {
     /// still ours: `Ok(false)` means it had expired or been taken over, so the work done under it
     /// may have overlapped another holder's.
     ///
+    /// After an in-process pass-on (see [`crate::LockerConfig::confirm_pass_on`]), `Ok(true)`
+    /// means Redis confirmed, after this hold, that the lock was still ours; `Ok(false)` that it
+    /// was not (the lock had been lost, and the waiter it was passed to is told it is lost).
+    ///
     /// # Errors
-    /// [`LockError::Unavailable`] when Redis could not be told; the lock then expires by its TTL.
+    /// [`LockError::Unavailable`] when too few nodes answered to tell: the release (or, after a
+    /// pass-on, its confirmation) is resent to the silent nodes until they answer or the lock
+    /// has expired by its TTL; whether another holder was granted the lock meanwhile is
+    /// unknown.
     ///
     /// Cancel-safe: if this future is dropped before it completes, the release goes on in the
     /// background and finishes as soon as Redis answers.

@@ -78,23 +78,46 @@
 //! - [`Locker::acquire`]: a round already sent is undone on the connection it went out on, so
 //!   the undo runs after it whenever it runs (also when Redis answers only later); a waiter's
 //!   place in the local queue and, in fair mode, in the Redis queue is given up.
-//! - [`Guard::release`]: if dropped half-way, the release finishes in the background.
+//! - [`Guard::release`]: it runs on the crate's background runtime (its future only waits for
+//!   the answer), so it finishes if the future is dropped or the caller's runtime stops.
 //! - A dropped [`Guard`] is released from the background at once.
 //! - The attribute's generated code is made of the above.
 //!
-//! Once Redis answers, such a lock is gone within a round trip or two; it never lives out its
-//! TTL. Nothing panics and no local queue is left with a waiter that is gone.
+//! Once Redis answers, such a lock is gone within a round trip or two (a release to a node that
+//! does not answer is resent until it does, or until the lock has expired anyway). Nothing
+//! panics and no local queue is left with a waiter that is gone. A future that is alive but
+//! not polled is another matter: see [`Locker::acquire`] for what it holds.
+//!
+//! # Runtimes
+//!
+//! Every Redis call, connection and pub/sub subscription runs on the crate's own background
+//! runtime (one thread); callers' futures only wait for answers. A caller's runtime that blocks
+//! (an actix worker in a blocking call) or shuts down affects only its own tasks: not other
+//! runtimes' calls, not watchdogs, not a release it started.
 //!
 //! # Faults
 //!
-//! In quorum mode a round decides as soon as a majority said yes or refusals rule one out,
-//! and a node that does not answer in time is skipped (and probed in the background) until
-//! it does: a hung minority costs (almost) nothing. A lock deleted behind a process's back (by
-//! [`Locker::force_unlock`], or a Redis restart that lost it) is noticed at the process's next
-//! round trip; a streak of in-process pass-ons makes none, so its holders (at most about a tenth
-//! of a TTL of them) may keep going meanwhile, with fences below the new holder's. Fenced
-//! writes are what keeps the data right then. Auto-extension retries a failed extension
-//! within the lock's validity; [`Guard::lost`] fires no later than the validity runs out.
+//! In quorum mode a round decides as soon as a majority said yes or the refusals alone rule one
+//! out; "refused" (and so [`Guard::lost`], and `release()`'s `Ok(false)`) is said only then,
+//! never because an answer came late — an undecided round is an error, which auto-extension
+//! retries within the lock's validity. A node that does not answer in time is skipped (and
+//! probed in the background) until it does: a hung minority costs (almost) nothing.
+//!
+//! A lock deleted behind a process's back (by [`Locker::force_unlock`], or a Redis restart that
+//! lost it) is noticed at the process's next round trip. A lock passed on in-process without a
+//! round trip is confirmed by the releaser right after (one call per node, off the recipient's
+//! path: [`LockerConfig::confirm_pass_on`]), so the releaser's `Ok(true)` means Redis confirmed
+//! nobody else was granted the lock during its hold, and a recipient of a lock Redis had lost
+//! is declared lost within a round trip. Until then it works with a fence below the new
+//! holder's: fenced writes are what keeps the data right. [`Guard::lost`] fires no later than
+//! the validity runs out.
+//!
+//! Fences never decrease for a resource, across Redis restarts without persistence, flushes,
+//! counter expiry and failover, under the clock assumption stated with `NEXT_FENCE` in
+//! `scripts.rs` (server clocks do not step back; in quorum mode they differ by less than a
+//! minute). A fence is the server's time in µs × 1000 plus a sequence: about 1.8 × 10^18 —
+//! above 2^53, so JavaScript and other double-based JSON readers must treat it as a string or
+//! a big integer.
 //!
 //! # The `#[distributed_lock]` attribute
 //!

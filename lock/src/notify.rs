@@ -275,6 +275,17 @@ async fn drive(
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Subscribe(channel, ack)) => {
+                        // A listener that left before its request came up, with a sweep in
+                        // between, would leave a subscription no entry tracks (never swept).
+                        let wanted = channels
+                            .lock()
+                            .expect("channels lock")
+                            .by_name
+                            .get(&channel)
+                            .is_some_and(|entry| entry.listeners > 0);
+                        if !wanted {
+                            continue;
+                        }
                         if sink.subscribe(&channel).await.is_ok() {
                             mark_subscribed(&channels, std::slice::from_ref(&channel));
                             let _ = ack.send(());

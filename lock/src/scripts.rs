@@ -36,7 +36,12 @@ use std::sync::LazyLock;
 /// hold, so a step back of less than that is still safe. In quorum mode the fence is the
 /// highest a majority issued, written back to a majority (`settle_fence`); if that node's
 /// clock was the fastest and its counter is gone, the others issue from their own clocks,
-/// which are behind by less than the 60 s the counters outlived the lock by.
+/// which are behind by less than the 60 s the counters outlived the lock by. One case that
+/// argument does not cover: a node of the settling majority loses its data *and* the other
+/// is cut off, within the clock skew of the last fence — the next majority then issues from
+/// clocks up to that skew behind. Keep node clocks within milliseconds (NTP), or restart a
+/// node that lost its data only after the longest TTL (Redlock's delayed restart), and that
+/// window is closed.
 ///
 /// (Before, a fence was `max(last + 1, now_us)`: at more than 10^6 / 65 ≈ 15 000 round trips a
 /// second on one key the counter outran the clock, and after a restart fences went backwards.)
@@ -313,6 +318,79 @@ mod fence_rate {
             .invoke_async(conn)
             .await
             .unwrap()
+    }
+
+    async fn set(conn: &mut redis::aio::MultiplexedConnection, key: &str, value: &str) {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+
+    async fn get(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query_async(conn).await.unwrap()
+    }
+
+    /// The branches the top-rate run never reaches (there the clock is always ahead): a counter
+    /// ahead of the clock continues from itself, carrying at 999; old-format (plain µs) and
+    /// short counters are below any new fence; `RAISE_FENCE` compares across lengths exactly.
+    #[tokio::test]
+    async fn counter_arithmetic_at_its_edges() {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        set(&mut conn, "lock", "token").await;
+        let now_fence = handoff_fence(&mut conn, 1).await;
+
+        // A counter 10 s ahead, at sequence 990: the next fence is the next number, and a
+        // block of 65 carries into the next µs.
+        let ahead = (now_fence / 1000 + 10_000_000) * 1000 + 990;
+        set(&mut conn, "fence", &ahead.to_string()).await;
+        let fence = handoff_fence(&mut conn, 65).await;
+        assert_eq!(fence, ahead + 1);
+        let stored: u64 = get(&mut conn, "fence").await.unwrap().parse().unwrap();
+        assert_eq!(stored, ahead + 65, "the reserved block's end, carried");
+        set(&mut conn, "fence", &format!("{}999", ahead / 1000)).await;
+        assert_eq!(handoff_fence(&mut conn, 1).await, (ahead / 1000 + 1) * 1000);
+
+        // An old-format counter (µs, 16 digits) and short ones: the clock decides.
+        for old in ["1796437765498972", "0", "7", "999", "1000"] {
+            set(&mut conn, "fence", old).await;
+            let fence = handoff_fence(&mut conn, 1).await;
+            assert!(
+                fence > now_fence && fence > old.parse::<u64>().unwrap(),
+                "{old}: {fence}"
+            );
+        }
+
+        // RAISE_FENCE never lowers, and compares numbers of different lengths as numbers.
+        for (current, raised_to, expected) in [
+            ("999", "1796437765498972000", "1796437765498972000"),
+            ("1796437765498972000", "999", "1796437765498972000"),
+            (
+                "1796437765498972000",
+                "1796437765498972001",
+                "1796437765498972001",
+            ),
+            (
+                "1796437765498972001",
+                "1796437765498972000",
+                "1796437765498972001",
+            ),
+            ("9", "10", "10"),
+        ] {
+            set(&mut conn, "fence", current).await;
+            let _: i64 = RAISE_FENCE
+                .key("fence")
+                .arg(raised_to)
+                .arg(1000)
+                .invoke_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(get(&mut conn, "fence").await.as_deref(), Some(expected));
+        }
     }
 
     #[tokio::test]
