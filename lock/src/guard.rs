@@ -251,10 +251,12 @@ impl Guard {
     /// was not (the lock had been lost, and the waiter it was passed to is told it is lost).
     ///
     /// # Errors
-    /// [`LockError::Unavailable`] when too few nodes answered to tell: the release (or, after a
-    /// pass-on, its confirmation) is resent to the silent nodes until they answer or the lock
-    /// has expired by its TTL; whether another holder was granted the lock meanwhile is
-    /// unknown.
+    /// [`LockError::Unavailable`] when too few nodes answered to tell — or a connection died
+    /// under the release and its retry found nothing to release (the first try may have done
+    /// it): whether another holder was granted the lock meanwhile is unknown. A release is
+    /// resent to the silent nodes until they answer or the lock has expired by its TTL (after a
+    /// pass-on the lock is already with the next holder; only its confirmation went
+    /// unanswered).
     ///
     /// Cancel-safe: if this future is dropped before it completes, the release goes on in the
     /// background and finishes as soon as Redis answers.
@@ -415,7 +417,8 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
         .lease
         .valid_until()
         .saturating_duration_since(Instant::now());
-    let expires_within = hold.options.effective_ttl().max(left) + inner.node_timeout();
+    let ttl = hold.options.effective_ttl();
+    let expires_within = ttl.max(left) + crate::quorum::drift(ttl.max(left)) + inner.node_timeout();
     let outcome = inner
         .release_on_nodes(&hold.keys, &hold.token, keep, timeout, expires_within)
         .await;

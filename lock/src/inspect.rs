@@ -3,7 +3,7 @@
 
 use crate::error::NodeError;
 use crate::locker::Locker;
-use crate::node::ScriptCall;
+use crate::node::{Retry, ScriptCall};
 use crate::quorum::{self, majority, VoteResult};
 use crate::resource::{validate_resource, ResourceKeys};
 use crate::{scripts, LockError};
@@ -89,7 +89,7 @@ impl Locker {
             async move {
                 let call = ScriptCall {
                     script: &scripts::FORCE_UNLOCK,
-                    repeatable: true,
+                    retry: Retry::NoMeansUnknown,
                     keys: &[&keys.lock],
                     args: &[&holder, &keys.channel, &inner.id],
                 };
@@ -136,7 +136,7 @@ impl Locker {
         let keys = ResourceKeys::new(&inner.config.prefix, resource);
         let call = ScriptCall {
             script: &scripts::INSPECT,
-            repeatable: true,
+            retry: Retry::Safely,
             keys: &[&keys.lock, &keys.fence],
             args: &[],
         };

@@ -5,7 +5,7 @@ use crate::background;
 use crate::error::{NodeError, NodeErrors};
 use crate::guard::{Guard, Hold};
 use crate::local::{LocalQueues, LocalTicket};
-use crate::node::{Node, OwnedCall, ScriptCall};
+use crate::node::{Node, OwnedCall, Retry, ScriptCall};
 use crate::notify::{Listener, Subscription};
 use crate::options::{LockOptions, LockerConfig};
 use crate::quorum::majority;
@@ -429,7 +429,7 @@ impl Inner {
                 lease_ms = self.config.fair_waiter_lease.as_millis().to_string();
                 ScriptCall {
                     script: &scripts::FAIR_ACQUIRE,
-                    repeatable: false,
+                    retry: Retry::Never,
                     keys: &[
                         &keys.lock,
                         &keys.fence,
@@ -442,7 +442,7 @@ impl Inner {
             }
             None => ScriptCall {
                 script: &scripts::ACQUIRE,
-                repeatable: false,
+                retry: Retry::Never,
                 keys: &[&keys.lock, &keys.fence],
                 args: &[&token, &ttl_ms, &reserve],
             },
@@ -511,7 +511,7 @@ impl Inner {
         let keep_ms = keep.as_millis().to_string();
         let call = ScriptCall {
             script: &scripts::RELEASE,
-            repeatable: true,
+            retry: Retry::NoMeansUnknown,
             keys: &[&keys.lock],
             args: &[token, &keep_ms, &keys.channel, &self.id],
         };
@@ -550,7 +550,7 @@ impl Inner {
         let ttl_ms = ttl.as_millis().to_string();
         let call = ScriptCall {
             script: &scripts::EXTEND,
-            repeatable: true,
+            retry: Retry::Safely,
             keys: &[&keys.lock, &keys.fence],
             args: &[token, &ttl_ms],
         };
@@ -574,7 +574,7 @@ impl Inner {
     ) -> Result<bool, Vec<NodeError>> {
         let call = ScriptCall {
             script: &scripts::CONFIRM,
-            repeatable: true,
+            retry: Retry::Safely,
             keys: &[&keys.lock],
             args: &[token],
         };
@@ -605,12 +605,17 @@ impl Inner {
             ttl,
             reserve: self.fence_reserve(options),
             stop_on_split: false,
-            undo_unsent_until: Some(Instant::now() + old_lock_left + self.config.node_timeout),
+            undo_unsent_until: Some(
+                Instant::now()
+                    + old_lock_left
+                    + crate::quorum::drift(old_lock_left)
+                    + self.config.node_timeout,
+            ),
         };
         let reserve = terms.reserve.to_string();
         let call = ScriptCall {
             script: &scripts::HANDOFF,
-            repeatable: false,
+            retry: Retry::Never,
             keys: &[&hold.keys.lock, &hold.keys.fence],
             args: &[&hold.token, &token, &ttl_ms, &reserve],
         };
@@ -649,7 +654,7 @@ impl Inner {
             let fair_keys = keys.fair();
             let call = ScriptCall {
                 script: &scripts::FAIR_LEAVE,
-                repeatable: true,
+                retry: Retry::NoMeansUnknown,
                 keys: &[&fair_keys.queue, &fair_keys.leases],
                 args: &[&waiter_id, &keys.channel],
             };

@@ -159,7 +159,7 @@ impl BorrowedCall<'_> {
     pub(crate) fn call(&self) -> ScriptCall<'_> {
         ScriptCall {
             script: self.script,
-            repeatable: true,
+            retry: Retry::NoMeansUnknown,
             keys: &self.keys,
             args: &self.args,
         }
@@ -208,14 +208,28 @@ impl SentOn {
 /// skip it, and it is probed from the background (a PING) at most this often.
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 
+/// Whether a call that met a dead connection may be sent again on a fresh one (the first may
+/// or may not have run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Anything that takes a lock: had the first run taken it, the second would find the lock
+    /// busy — held by us.
+    Never,
+    /// Running it twice does no harm and the second answer means what the first would have
+    /// (extend, confirm, raise a fence, inspect).
+    Safely,
+    /// Running it twice does no harm, but a "no" (0) from the second run may only mean that the
+    /// first one did the work (a release, a force-unlock deletes the key): it counts as no
+    /// answer, never as "not ours".
+    NoMeansUnknown,
+}
+
 /// A script with its keys and arguments, ready to run on any node.
 #[derive(Debug)]
 pub(crate) struct ScriptCall<'a> {
     pub script: &'static Script,
-    /// Running it twice does no harm (release, extend, raise a fence): after a connection
-    /// failure it gets one more go on a fresh connection. Not so for anything that takes a
-    /// lock: had the first run taken it, the second would find the lock busy — held by us.
-    pub repeatable: bool,
+    /// Whether it may get a second go after a connection failure.
+    pub retry: Retry,
     pub keys: &'a [&'a str],
     pub args: &'a [&'a str],
 }
@@ -242,8 +256,12 @@ pub(crate) struct Node {
 /// has expired anyway. One task sends them all, however many pile up while a node is down.
 #[derive(Debug, Default)]
 struct Resends {
-    calls: Vec<(OwnedCall, Instant)>,
+    /// Oldest first; a call that got no answer goes to the back, so one that keeps failing
+    /// for a reason of its own cannot hold up the others.
+    calls: std::collections::VecDeque<(OwnedCall, Instant)>,
     sending: bool,
+    /// Releases dropped because the queue was full, since the last warning.
+    dropped: u64,
 }
 
 /// At most this many releases wait for one node; more are dropped (their locks expire by
@@ -396,52 +414,30 @@ impl Node {
         if skip_if_suspect && self.is_suspect() {
             return Err(self.error("suspected hung (no answer lately); skipped".into()));
         }
-        let node_timeout = self.timeout;
-        let timeout = timeout.min(node_timeout);
+        let timeout = timeout.min(self.timeout);
         let deadline = Instant::now() + timeout;
-        // Silence for the node's whole timeout (not a caller's shorter budget) says the
-        // connection may be half-open: it is retired then.
-        let whole_timeout = timeout >= node_timeout;
         let owned = OwnedCall {
             script: call.script,
             keys: call.keys.iter().map(|key| (*key).to_string()).collect(),
             args: call.args.iter().map(|arg| (*arg).to_string()).collect(),
         };
-        let repeatable = call.repeatable;
+        let retry = call.retry;
         let node = Arc::clone(self);
         let sent_on = sent_on.cloned();
         let on_background = background::runtime().spawn(async move {
             let borrowed = owned.borrowed();
             let call = ScriptCall {
                 script: borrowed.script,
-                repeatable,
+                retry,
                 keys: &borrowed.keys,
                 args: &borrowed.args,
             };
-            let bounded = node.run_until(&call, sent_on.as_deref(), deadline, whole_timeout);
-            tokio::time::timeout_at(deadline, bounded).await
+            node.run_until(&call, sent_on.as_deref(), deadline).await
         });
-        let answer = match tokio::time::timeout_at(deadline, on_background).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(err)) => return Err(self.error(format!("call failed: {err}"))),
-            Err(elapsed) => Err(elapsed),
-        };
-        match answer {
-            Ok(result) => {
-                if result.is_ok() {
-                    self.answered();
-                }
-                result
-            }
-            Err(_) => {
-                // Only silence for the node's whole timeout makes it suspect: a caller's own
-                // shorter budget (a tenth of a short TTL) says nothing about the node, and
-                // suspecting it would make every other caller skip a healthy node.
-                if timeout >= node_timeout {
-                    self.unanswered();
-                }
-                Err(self.error(format!("no answer within {timeout:?}")))
-            }
+        match tokio::time::timeout_at(deadline, on_background).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => Err(self.error(format!("call failed: {err}"))),
+            Err(_) => Err(self.error(format!("no answer within {timeout:?}"))),
         }
     }
 
@@ -476,10 +472,17 @@ impl Node {
         {
             let mut resends = self.resends.lock().expect("resends lock");
             if resends.calls.len() >= MAX_WAITING_RESENDS {
-                tracing::warn!(node = self.index, address = %self.address, "too many releases wait for this node; the lock expires by its TTL");
+                let now = Instant::now();
+                resends.calls.retain(|(_, until)| *until > now);
+            }
+            if resends.calls.len() >= MAX_WAITING_RESENDS {
+                resends.dropped += 1;
+                if resends.dropped.is_power_of_two() {
+                    tracing::warn!(node = self.index, address = %self.address, dropped = resends.dropped, "too many releases wait for this node; the dropped ones' locks expire by their TTL");
+                }
                 return;
             }
-            resends.calls.push((call, until));
+            resends.calls.push_back((call, until));
             if resends.sending {
                 return;
             }
@@ -497,7 +500,7 @@ impl Node {
                 let mut resends = self.resends.lock().expect("resends lock");
                 let now = Instant::now();
                 resends.calls.retain(|(_, until)| *until > now);
-                match resends.calls.pop() {
+                match resends.calls.pop_front() {
                     Some(next) => next,
                     None => {
                         resends.sending = false;
@@ -515,7 +518,7 @@ impl Node {
                     .lock()
                     .expect("resends lock")
                     .calls
-                    .push((call, until));
+                    .push_back((call, until));
                 tokio::time::sleep(PROBE_EVERY).await;
             }
         }
@@ -524,13 +527,15 @@ impl Node {
     /// Sends `calls` in order on `conn` (the connection an abandoned call went out on, so they
     /// run after it) from the background runtime, and waits for the answer up to the node
     /// timeout; no answer marks the node suspect. With no calls, a PING does the probing. If
-    /// the connection is dead, the calls go out on a fresh one (the abandoned call died with
-    /// the old connection, or already ran), and once more a node timeout later, in case it was
-    /// still on its way.
+    /// that does not get an answer — the connection is dead (the abandoned call died with it,
+    /// or already ran), or the node is silent (the calls stay queued behind the call there) —
+    /// the calls also join the node's resend queue ([`Node::resend`]) until they are answered
+    /// or `until` passes, after which what they undo has expired anyway.
     pub(crate) fn follow_up(
         self: &Arc<Self>,
         conn: Option<MultiplexedConnection>,
         calls: Vec<OwnedCall>,
+        until: Instant,
     ) {
         let node = Arc::clone(self);
         background::runtime().spawn(async move {
@@ -547,29 +552,22 @@ impl Node {
             };
             match tokio::time::timeout(node.timeout, on_same).await {
                 Ok(Some(Ok(_))) => node.answered(),
-                Err(_) => node.unanswered(),
-                Ok(None | Some(Err(_))) => {
-                    for attempt in 0..2 {
-                        if attempt > 0 {
-                            tokio::time::sleep(node.timeout).await;
-                        }
-                        for call in &calls {
-                            let borrowed = call.borrowed();
-                            let _ = node
-                                .run::<redis::Value>(&borrowed.call(), node.timeout)
-                                .await;
-                        }
+                silent_or_dead => {
+                    if silent_or_dead.is_err() {
+                        node.unanswered();
+                    }
+                    for call in calls {
+                        node.resend_later(call, until);
                     }
                 }
             }
         });
     }
 
-    /// Runs `call` on a pooled connection until `deadline`. A call that gets no reply by then
-    /// retires its connection if `retire_if_silent` (silence for the whole node timeout: the
-    /// connection may be half-open, and every later call on it would time out too). A call
-    /// merely abandoned — a round that stopped waiting, a dropped future — leaves its
-    /// connection in the pool: its late reply is read and discarded there.
+    /// Runs `call` on a pooled connection, sent only before `deadline` (the caller's); its reply
+    /// is awaited for the node timeout from the send. A call merely abandoned by its caller — a
+    /// round that stopped waiting, a dropped future — still gets its reply read here, and its
+    /// connection goes back to the pool.
     ///
     /// Cancel safety, with `sent_on`: see [`SentOn`].
     async fn run_until<T: FromRedisValue>(
@@ -577,7 +575,6 @@ impl Node {
         call: &ScriptCall<'_>,
         sent_on: Option<&SentOn>,
         deadline: Instant,
-        retire_if_silent: bool,
     ) -> Result<T, NodeError> {
         let mut invocation = call.script.prepare_invoke();
         for key in call.keys {
@@ -588,23 +585,51 @@ impl Node {
         }
         let mut second_go = false;
         loop {
-            let mut conn = self.connection().await?;
+            let checked_out = tokio::time::timeout_at(deadline, self.connection()).await;
+            let Ok(conn) = checked_out else {
+                return Err(self.error("no connection in time".into()));
+            };
+            let mut conn = conn?;
+            // Never sent once the caller has stopped waiting (its deadline passed, or it gave
+            // up on a recorded call): a late send would land where nobody undoes it.
+            if Instant::now() >= deadline {
+                return Err(self.error("no connection before the deadline".into()));
+            }
             if sent_on.is_some_and(|sent_on| !sent_on.record(&conn.redis)) {
                 return Err(self.error("the caller gave up before the call was sent".into()));
             }
-            let invoked = invocation.invoke_async(&mut conn.redis);
-            let Ok(reply) = tokio::time::timeout_at(deadline, invoked).await else {
-                conn.broken |= retire_if_silent;
-                return Err(self.error("no answer in time".into()));
+            // The reply is awaited for the node's whole timeout from the send, whatever the
+            // caller's budget: silence that long (not a short budget running out, not a wait for
+            // a connection) says the node is hung or the connection half-open — the node is
+            // suspected and the connection retired, so no later call waits on it. The caller
+            // stops waiting at its own deadline; this task goes on until the reply or then.
+            let invoked = invocation.invoke_async::<redis::Value>(&mut conn.redis);
+            let Ok(reply) = tokio::time::timeout(self.timeout, invoked).await else {
+                conn.broken = true;
+                self.unanswered();
+                return Err(self.error(format!("no answer within {:?}", self.timeout)));
             };
+            if reply.is_ok() {
+                self.answered();
+            }
             match reply {
-                Ok(reply) => return Ok(reply),
+                Ok(redis::Value::Int(0)) if second_go && call.retry == Retry::NoMeansUnknown => {
+                    return Err(self.error(
+                        "the connection died under the call and the retry found nothing to do: \
+                         the first try may have done it"
+                            .into(),
+                    ));
+                }
+                Ok(reply) => {
+                    return T::from_redis_value(reply)
+                        .map_err(|err| self.error(format!("unexpected reply: {err}")));
+                }
                 Err(err) => {
                     let connection_lost = conn.failed(&err, &self.generation);
                     // The connection died under the call: Redis restarted, or the runtime that
                     // ran the connection stopped (a release from a dropped guard often meets
                     // one of those at shutdown). Nothing to do with the script itself.
-                    if connection_lost && call.repeatable && !second_go {
+                    if connection_lost && call.retry != Retry::Never && !second_go {
                         second_go = true;
                         continue;
                     }

@@ -20,7 +20,7 @@
 //! The undo calls are built only when something must be given back.
 
 use crate::error::NodeError;
-use crate::node::{Node, OwnedCall, ScriptCall, SentOn};
+use crate::node::{Node, OwnedCall, Retry, ScriptCall, SentOn};
 use crate::quorum::{self, validity, TakeResult, Tally, Vote, VoteResult};
 use crate::resource::ResourceKeys;
 use crate::scripts;
@@ -174,6 +174,8 @@ struct UndoOnDrop<'a> {
     cluster: &'a Cluster,
     sent_on: &'a [Arc<SentOn>],
     undo: Undo<'a>,
+    /// After this the lock the round may have taken has expired.
+    until: Instant,
     armed: bool,
 }
 
@@ -186,7 +188,7 @@ impl Drop for UndoOnDrop<'_> {
         for (node, sent_on) in self.cluster.nodes.iter().zip(self.sent_on) {
             if let Some(conn) = sent_on.give_up() {
                 let calls = calls.get_or_insert_with(|| (self.undo)());
-                node.follow_up(Some(conn), calls.clone());
+                node.follow_up(Some(conn), calls.clone(), self.until);
             }
         }
     }
@@ -285,10 +287,13 @@ impl Cluster {
         } = terms;
         let count = self.nodes.len();
         let (sent_on, mut answers) = fresh_round(count);
+        // What a round takes lives at most its TTL (plus drift) from now.
+        let lock_gone_by = Instant::now() + ttl + quorum::drift(ttl) + self.node_timeout;
         let mut undo_on_drop = UndoOnDrop {
             cluster: self,
             sent_on: &sent_on,
             undo,
+            until: lock_gone_by,
             armed: true,
         };
         let timeout = self.call_timeout(ttl);
@@ -335,7 +340,7 @@ impl Cluster {
                     let conn = sent_on[node].give_up();
                     if conn.is_some() {
                         let calls = calls.get_or_insert_with(undo);
-                        self.nodes[node].follow_up(conn, calls.clone());
+                        self.nodes[node].follow_up(conn, calls.clone(), lock_gone_by);
                     } else if let Some(until) = undo_unsent_until {
                         for call in calls.get_or_insert_with(undo).clone() {
                             self.nodes[node].resend(None, call, until);
@@ -437,7 +442,7 @@ impl Cluster {
         let (fence_arg, ttl_ms) = (reserved.to_string(), ttl.as_millis().to_string());
         let call = ScriptCall {
             script: &scripts::RAISE_FENCE,
-            repeatable: true,
+            retry: Retry::Safely,
             keys: &[&keys.fence],
             args: &[&fence_arg, &ttl_ms],
         };
@@ -487,7 +492,7 @@ impl Cluster {
             match resend {
                 Some((call, until)) => self.nodes[node].resend(conn, call(), until),
                 None if matches!(answer, Answer::Pending) => {
-                    self.nodes[node].follow_up(conn, Vec::new());
+                    self.nodes[node].follow_up(conn, Vec::new(), Instant::now());
                 }
                 None => {}
             }

@@ -166,3 +166,35 @@ async fn a_split_handoff_with_a_late_yes_goes_through() {
     assert!(!next.is_lost());
     assert!(next.release().await.unwrap());
 }
+
+/// Found by the soak: a release runs in Redis, then the connection dies before the reply; the
+/// retry on a fresh connection finds nothing to release. That "no" only means the first try
+/// did it — before, `release()` answered `Ok(false)` ("it had expired or been taken over")
+/// for a lock that was ours to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_retried_after_its_connection_died_does_not_say_not_ours() {
+    use fencelock_testkit::Fault;
+    let redis = RedisServer::start();
+    let proxy = fencelock_testkit::FaultProxy::start(redis.port());
+    let locker = Locker::new(LockerConfig::new([proxy.redis_url()])).unwrap();
+    let resource = unique("release-retried");
+    let guard = locker
+        .acquire(&resource, &LockOptions::new().ttl(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    // Requests go through at once, replies are held back: the release runs, its reply waits.
+    proxy.set(Fault::ReplyLatency(Duration::from_millis(300)));
+    let release = tokio::spawn(guard.release());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !exists(&redis.url(), &lock_key(&resource)).await,
+        "the release ran"
+    );
+    proxy.reset_connections();
+    proxy.set(Fault::None);
+    let released = release.await.unwrap();
+    assert!(
+        !matches!(released, Ok(false)),
+        "a release that ran was answered 'not ours'"
+    );
+}
