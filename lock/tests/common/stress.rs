@@ -3,12 +3,15 @@
 //! Jepsen's shape: workers record a *history* of holds, a *nemesis* injects faults on its own
 //! schedule, and *checkers* state the properties afterwards:
 //! - safety: no two holds of one resource overlap while both holders believed they held it
-//!   (from `acquired_at` to the last moment the holder saw `!is_lost()`) — unless a node lost
-//!   its data between the two acquisitions (`FLUSHALL`, a restart empty: no lock algorithm on
-//!   Redis without persistence survives that, which is what fences are for) — and fences rise
-//!   in the order of the holds, data loss or not;
-//! - no false "lost": a holder that kept within its TTL sees its lock lost only if a fault was
-//!   active since shortly before it acquired;
+//!   (from `acquired_at` to the last moment the holder saw `!is_lost()`), and fences rise in
+//!   the order of the holds — unless a node lost its data between the two acquisitions
+//!   (`FLUSHALL`, a restart empty: no lock on Redis without persistence survives that, which is
+//!   what fences are for). Even then a holder whose `release()` said `Ok(true)` overlaps no
+//!   holder Redis granted, and a fence may fall only for a "ghost" (a lock passed on in-process
+//!   from a block Redis lost, whose fence is below the new holder's);
+//! - no false "refused": a guard declared lost with validity left, or a `release()` answering
+//!   `Ok(false)`, only after a node lost its data since the holder's acquisition round began
+//!   (otherwise a majority still held the lock, and "refused" was a lie);
 //! - liveness: once the faults are lifted, every locker takes every resource within the TTL
 //!   plus a stated slack;
 //! - hygiene: no panic anywhere during the run, and no lock key on any node once the longest
