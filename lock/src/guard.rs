@@ -372,25 +372,26 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                         grant,
                         waiter.options.clone(),
                     );
-                    let (done, confirmed) = oneshot::channel();
-                    let recipient = Arc::clone(&guard.hold().lease);
-                    if confirm {
+                    // The recipient's release waits until `done` is dropped.
+                    let confirming = confirm.then(|| {
+                        let (done, confirmed) = oneshot::channel::<()>();
                         guard.hold_mut().confirmed = Some(confirmed);
-                    }
-                    match waiter.grant.send(guard) {
-                        Ok(()) if confirm => {
+                        (done, Arc::clone(&guard.hold().lease))
+                    });
+                    match (waiter.grant.send(guard), confirming) {
+                        (Ok(()), Some((done, recipient))) => {
                             let outcome =
                                 confirm_passed_on(&inner, &hold, &recipient, &waiter.options).await;
                             drop(done);
                             observe::released("handoff", held_for);
                             return outcome;
                         }
-                        Ok(()) => {
+                        (Ok(()), None) => {
                             observe::released("handoff", held_for);
                             return Ok(true);
                         }
                         // The waiter gave up meanwhile: the lock is ours again, under the new token.
-                        Err(guard) => {
+                        (Err(guard), _) => {
                             hold = guard.into_hold();
                             hold.confirmed = None;
                         }

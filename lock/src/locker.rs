@@ -515,16 +515,7 @@ impl Inner {
             keys: &[&keys.lock],
             args: &[token, &keep_ms, &keys.channel, &self.id],
         };
-        let resend = || OwnedCall {
-            script: &scripts::RELEASE,
-            keys: vec![keys.lock.clone()],
-            args: vec![
-                token.to_string(),
-                keep_ms.clone(),
-                keys.channel.clone(),
-                self.id.to_string(),
-            ],
-        };
+        let resend = || release_call(keys, token, &keep_ms, Some(&self.id));
         let resend_until = Instant::now() + expires_within;
         match self
             .cluster
@@ -625,7 +616,7 @@ impl Inner {
         // timers.
         let undo = || {
             [&token, &hold.token]
-                .map(|token| self.announced_release(&hold.keys, token))
+                .map(|token| release_call(&hold.keys, token, "0", Some(&self.id)))
                 .to_vec()
         };
         match self
@@ -705,30 +696,30 @@ impl Inner {
     }
 }
 
-impl Inner {
-    /// Releases `token`'s lock and announces it on the resource's channel (the undo of a
-    /// handoff: the lock may have been ours, and waiters should hear it is free).
-    fn announced_release(&self, keys: &ResourceKeys, token: &str) -> OwnedCall {
-        OwnedCall {
-            script: &scripts::RELEASE,
-            keys: vec![keys.lock.clone()],
-            args: vec![
-                token.to_string(),
-                "0".into(),
-                keys.channel.clone(),
-                self.id.to_string(),
-            ],
-        }
-    }
-}
-
 /// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
 /// other contenders are retrying already) and for ones whose outcome is unknown.
 fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
+    release_call(keys, token, "0", None)
+}
+
+/// `RELEASE` of `token`'s lock, keeping the key `keep_ms` (min_hold), announced on the
+/// resource's channel as released by locker `announce_as` — or silently (see `undo_call`).
+/// A release, the resend of one and the undo of a handoff (the lock may have been ours:
+/// waiters should hear it is free) are all this call.
+fn release_call(
+    keys: &ResourceKeys,
+    token: &str,
+    keep_ms: &str,
+    announce_as: Option<&str>,
+) -> OwnedCall {
+    let (channel, locker) = match announce_as {
+        Some(locker) => (keys.channel.clone(), locker.to_string()),
+        None => (String::new(), String::new()),
+    };
     OwnedCall {
         script: &scripts::RELEASE,
         keys: vec![keys.lock.clone()],
-        args: vec![token.to_string(), "0".into(), String::new(), String::new()],
+        args: vec![token.to_string(), keep_ms.to_string(), channel, locker],
     }
 }
 

@@ -156,10 +156,15 @@ pub(crate) struct BorrowedCall<'a> {
 }
 
 impl BorrowedCall<'_> {
+    /// As a call that may be sent twice (undos and releases: see [`Retry::NoMeansUnknown`]).
     pub(crate) fn call(&self) -> ScriptCall<'_> {
+        self.call_with(Retry::NoMeansUnknown)
+    }
+
+    fn call_with(&self, retry: Retry) -> ScriptCall<'_> {
         ScriptCall {
             script: self.script,
-            retry: Retry::NoMeansUnknown,
+            retry,
             keys: &self.keys,
             args: &self.args,
         }
@@ -248,7 +253,7 @@ pub(crate) struct Node {
     skip_when_suspect: bool,
     /// Set when the node failed to answer in time; cleared by any reply.
     suspect: Mutex<Option<Suspicion>>,
-    /// Releases waiting for this node to answer again (see [`Node::resend`]).
+    /// Releases and undos waiting for this node to answer again (see [`Node::follow_up`]).
     resends: Mutex<Resends>,
 }
 
@@ -426,12 +431,7 @@ impl Node {
         let sent_on = sent_on.cloned();
         let on_background = background::runtime().spawn(async move {
             let borrowed = owned.borrowed();
-            let call = ScriptCall {
-                script: borrowed.script,
-                retry,
-                keys: &borrowed.keys,
-                args: &borrowed.args,
-            };
+            let call = borrowed.call_with(retry);
             node.run_until(&call, sent_on.as_deref(), deadline).await
         });
         match tokio::time::timeout_at(deadline, on_background).await {
@@ -439,32 +439,6 @@ impl Node {
             Ok(Err(err)) => Err(self.error(format!("call failed: {err}"))),
             Err(_) => Err(self.error(format!("no answer within {timeout:?}"))),
         }
-    }
-
-    /// Sends `call` (a release) to this node from the background until it answers or `until`
-    /// passes: first behind the call it repeats, on `conn` (the connection that call went out
-    /// on, if any), then with the node's other waiting releases, on fresh connections —
-    /// suspect or not — every [`PROBE_EVERY`] until the node answers. A release must reach
-    /// every node that may hold the lock; after `until` the key has expired anyway.
-    pub(crate) fn resend(
-        self: &Arc<Self>,
-        conn: Option<MultiplexedConnection>,
-        call: OwnedCall,
-        until: Instant,
-    ) {
-        let node = Arc::clone(self);
-        background::runtime().spawn(async move {
-            if let Some(mut conn) = conn {
-                let behind = call.invocation();
-                let sent = behind.invoke_async::<redis::Value>(&mut conn);
-                match tokio::time::timeout(node.timeout, sent).await {
-                    Ok(Ok(_)) => return node.answered(),
-                    Ok(Err(_)) => {}
-                    Err(_) => node.unanswered(),
-                }
-            }
-            node.resend_later(call, until);
-        });
     }
 
     /// Queues `call` for the node's resend task, starting it if none runs.
@@ -529,8 +503,9 @@ impl Node {
     /// timeout; no answer marks the node suspect. With no calls, a PING does the probing. If
     /// that does not get an answer — the connection is dead (the abandoned call died with it,
     /// or already ran), or the node is silent (the calls stay queued behind the call there) —
-    /// the calls also join the node's resend queue ([`Node::resend`]) until they are answered
-    /// or `until` passes, after which what they undo has expired anyway.
+    /// the calls also join the node's resend queue (one bounded queue, one sender task) until
+    /// they are answered or `until` passes, after which what they undo has expired anyway: a
+    /// release or undo must reach every node that may hold the lock, suspect ones included.
     pub(crate) fn follow_up(
         self: &Arc<Self>,
         conn: Option<MultiplexedConnection>,

@@ -342,9 +342,8 @@ impl Cluster {
                         let calls = calls.get_or_insert_with(undo);
                         self.nodes[node].follow_up(conn, calls.clone(), lock_gone_by);
                     } else if let Some(until) = undo_unsent_until {
-                        for call in calls.get_or_insert_with(undo).clone() {
-                            self.nodes[node].resend(None, call, until);
-                        }
+                        let calls = calls.get_or_insert_with(undo);
+                        self.nodes[node].follow_up(None, calls.clone(), until);
                     }
                 }
                 _ => {}
@@ -490,7 +489,7 @@ impl Cluster {
             }
             let conn = sent_on[node].give_up();
             match resend {
-                Some((call, until)) => self.nodes[node].resend(conn, call(), until),
+                Some((call, until)) => self.nodes[node].follow_up(conn, vec![call()], until),
                 None if matches!(answer, Answer::Pending) => {
                     self.nodes[node].follow_up(conn, Vec::new(), Instant::now());
                 }

@@ -399,12 +399,7 @@ mod fence_rate {
         let client = redis::Client::open(redis.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let reserve = u64::from(MAX_LOCAL_HANDOFFS_LIMIT) + 1;
-        let () = redis::cmd("SET")
-            .arg("lock")
-            .arg("token")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        set(&mut conn, "lock", "token").await;
         HANDOFF
             .prepare_invoke()
             .load_async(&mut conn)
@@ -437,12 +432,7 @@ mod fence_rate {
             calls as f64 / started.elapsed().as_secs_f64()
         );
         let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-        let () = redis::cmd("SET")
-            .arg("lock")
-            .arg("token")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        set(&mut conn, "lock", "token").await;
         let after = handoff_fence(&mut conn, 1).await;
         assert!(
             after > highest,
