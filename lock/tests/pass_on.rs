@@ -18,7 +18,12 @@ use std::time::{Duration, Instant};
 async fn a_lock_lost_in_redis_is_not_passed_on_as_held() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let ours = Locker::new(LockerConfig::new([url.clone()])).unwrap();
+    // B's timer must not fire during the test: it would take the lock itself right after the
+    // FLUSHALL (which announces nothing), before the other process can.
+    let mut config = LockerConfig::new([url.clone()]);
+    config.retry_min_delay = Duration::from_secs(5);
+    config.retry_max_delay = Duration::from_secs(5);
+    let ours = Locker::new(config).unwrap();
     let theirs = Locker::new(LockerConfig::new([url.clone()])).unwrap();
     let resource = unique("pass-on-lost");
     let options = LockOptions::new()
