@@ -1,10 +1,14 @@
-//! PostgreSQL: the connection pool and the embedded migrations.
+//! PostgreSQL: the connection pool, what this instance knows of the database's health, and
+//! the two ways a request reaches it — [`Database::read`] and [`Database::write`] (with
+//! [`Database::holding`] for lock holders) — whose answers never lie about what was written.
 
 use crate::error::AppError;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection,
+};
 use diesel_async::AsyncPgConnection;
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,9 +26,18 @@ const MIGRATION_LOCK_KEY: i64 = 0x646c_6f63_6b5f_6d67; // ASCII "dlock_mg" (the 
 
 /// How long taking a connection may wait (for a free one, or for a new one to be made).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a request may wait for the database in all (a lock holder: no longer than its lock
-/// is valid either). Past it the request gets `503 database_unavailable`.
+/// How long a request may wait for the database before its work starts, and how long a read
+/// may take in all. Past it the request gets a 503 (`database_unavailable` or `overloaded`);
+/// nothing was written.
 pub const QUERY_BUDGET: Duration = Duration::from_secs(2);
+/// PostgreSQL's `statement_timeout` for pooled sessions, COMMIT included: a write that the
+/// database cannot finish in time fails with the database's own error and is rolled back, so
+/// the answer (`503 overloaded`) is true.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a write that has started may run before its answer is `outcome_unknown`: above
+/// [`STATEMENT_TIMEOUT`], so only a database that stops answering altogether (an fsync stall,
+/// a lost network) reaches it.
+pub const WRITE_OUTCOME_WAIT: Duration = Duration::from_secs(6);
 /// During an outage, how often the background probe asks the database whether it is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// PostgreSQL's `lock_timeout` for pooled sessions: below [`QUERY_BUDGET`], so a statement
@@ -32,19 +45,31 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub const LOCK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// PostgreSQL's `idle_in_transaction_session_timeout` for pooled sessions.
 pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
+/// A pooled connection idle this long is closed (the pool shrinks back after a burst).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A pooled connection is replaced after this long (server-side memory, rebalanced standbys).
+pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-/// The pool, and what this instance knows about the database being down.
+/// The pool, and what this instance knows about the database.
 ///
-/// A failed connection attempt (a refused connection: at once) notes an outage. A request that
-/// gets no answer in [`QUERY_BUDGET`] only makes the database suspect: the probe runs at once and
-/// notes the outage if `SELECT 1` gets no answer either (a slow query, or one waiting on a row
-/// lock, is not an outage). Sessions wait at most [`LOCK_TIMEOUT`] for a row lock and may sit
-/// idle in a transaction at most [`IDLE_IN_TRANSACTION`] (a paused instance's transaction does
-/// not block the rows it touched for longer). While one is noted every request gets
+/// **An outage is a database that does not answer.** A refused or timed-out connection notes
+/// one; a request that gets no answer in [`QUERY_BUDGET`] makes the database suspect: the probe
+/// runs at once and notes the outage if a new session gets no answer either (a slow query, or
+/// one waiting on a row lock, is not an outage). While one is noted every request gets
 /// `503 database_unavailable` at once, without touching the pool, and a background task probes
-/// every [`PROBE_INTERVAL`] until the database answers. Requests never probe: lock holders touch
-/// the database inside their hold, and a holder waiting out a connect timeout would keep every
-/// waiter queued behind it.
+/// every [`PROBE_INTERVAL`] until the database answers. Requests never probe: lock holders
+/// touch the database inside their hold, and a holder waiting out a connect timeout would keep
+/// every waiter queued behind it.
+///
+/// **Overload is not an outage.** A database that answers — `too many clients` (SQLSTATE class
+/// 53), a statement or lock timeout — or a pool whose connections are all busy gives the
+/// request `503 overloaded`, and the instance keeps serving from the connections it has.
+///
+/// **Writes are never cut short.** Once a write's work has its connection it runs until the
+/// database answers (bounded by [`STATEMENT_TIMEOUT`] on the server, [`WRITE_OUTCOME_WAIT`]
+/// here); its answer is the work's. A write whose connection is lost, or that outlives
+/// [`WRITE_OUTCOME_WAIT`], may or may not have committed: `504 outcome_unknown`, never a
+/// retryable 503.
 #[derive(Clone)]
 pub struct Database {
     inner: Arc<Inner>,
@@ -54,39 +79,97 @@ struct Inner {
     pool: Pool,
     database_url: String,
     max_size: u32,
-    outage: Arc<Outage>,
+    health: Arc<Health>,
 }
 
-/// Shared with the pool's error sink, which hears of every failed connection attempt.
+/// Shared with the pool's connection set-up and error sink, which hear of every failed
+/// connection attempt.
 #[derive(Debug, Default)]
-struct Outage {
+struct Health {
     down: AtomicBool,
     probing: AtomicBool,
+    /// Whether the last failed connection attempt was refused by a loaded server (rather
+    /// than not answered).
+    last_refusal_was_load: AtomicBool,
     /// Wakes requests waiting for a connection when an attempt to make one failed (bb8 would
     /// keep them waiting until their timeout).
     noticed: Notify,
 }
 
-impl bb8::ErrorSink<diesel_async::pooled_connection::PoolError> for OutageSink {
-    fn sink(&self, error: diesel_async::pooled_connection::PoolError) {
-        if !self.0.down.swap(true, Ordering::Relaxed) {
-            tracing::error!(%error, "database connection failed: answering 503 until it is back");
+impl Health {
+    /// Notes the outage (once: the log line marks its start).
+    fn note_down(&self, why: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(why, "database unreachable: answering 503 until it is back");
         }
+    }
+
+    /// Ends a noted outage.
+    fn note_up(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("database reachable again");
+        }
+    }
+}
+
+/// Why a new session could not be had.
+#[derive(Debug)]
+enum ConnectFailure {
+    /// The server answered with a refusal for load (SQLSTATE class 53: `too many clients`).
+    Overloaded(String),
+    /// No answer, a refused socket, or a server that is starting or stopping.
+    Unreachable(String),
+}
+
+/// A new session with the pooled sessions' timeouts. Connects with tokio-postgres itself so
+/// the refusal's SQLSTATE is seen (diesel's connection error keeps only its text, which the
+/// server may localise).
+async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectFailure> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|err| {
+            let load = err.code().is_some_and(|code| code.code().starts_with("53"));
+            let detail = format!("cannot connect to the database: {err}");
+            if load {
+                ConnectFailure::Overloaded(detail)
+            } else {
+                ConnectFailure::Unreachable(detail)
+            }
+        })?;
+    let mut conn = AsyncPgConnection::try_from_client_and_connection(client, connection)
+        .await
+        .map_err(|err| ConnectFailure::Unreachable(err.to_string()))?;
+    let timeouts = format!(
+        "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
+         SET statement_timeout = {}",
+        LOCK_TIMEOUT.as_millis(),
+        IDLE_IN_TRANSACTION.as_millis(),
+        STATEMENT_TIMEOUT.as_millis(),
+    );
+    conn.batch_execute(&timeouts)
+        .await
+        .map_err(|err| ConnectFailure::Unreachable(err.to_string()))?;
+    Ok(conn)
+}
+
+impl bb8::ErrorSink<diesel_async::pooled_connection::PoolError> for HealthSink {
+    fn sink(&self, _error: diesel_async::pooled_connection::PoolError) {
+        // `establish` has classified the failure already (and noted an outage if it is one).
         self.0.noticed.notify_waiters();
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<diesel_async::pooled_connection::PoolError>> {
-        Box::new(OutageSink(self.0.clone()))
+        Box::new(HealthSink(self.0.clone()))
     }
 }
 
 #[derive(Debug)]
-struct OutageSink(Arc<Outage>);
+struct HealthSink(Arc<Health>);
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database")
-            .field("down", &self.inner.outage.down.load(Ordering::Relaxed))
+            .field("down", &self.inner.health.down.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -95,109 +178,185 @@ impl Database {
     /// A lazily connecting pool of `size` (a database that is down at start-up shows in
     /// `/health/ready`).
     pub fn new(database_url: &str, size: u32) -> Database {
-        let outage = Arc::new(Outage::default());
+        let health = Arc::new(Health::default());
         let pool = pool_builder(size)
-            .error_sink(Box::new(OutageSink(outage.clone())))
-            .build_unchecked(manager(database_url));
+            .error_sink(Box::new(HealthSink(health.clone())))
+            .build_unchecked(manager(database_url, health.clone()));
         Database {
             inner: Arc::new(Inner {
                 pool,
                 database_url: database_url.to_string(),
                 max_size: size,
-                outage,
+                health,
             }),
         }
     }
 
-    /// A pooled connection; [`AppError::DatabaseUnreachable`] at once during a noted outage or
-    /// when a new connection is refused.
+    /// A pooled connection that is not known to be closed; at once
+    /// [`AppError::DatabaseUnreachable`] during a noted outage, [`AppError::Overloaded`] when
+    /// every connection is busy and the server refuses more.
     async fn connection(&self) -> Result<Connection<'_>, AppError> {
-        let outage = &self.inner.outage;
-        let noticed = outage.noticed.notified();
-        if outage.down.load(Ordering::Relaxed) {
-            return Err(AppError::DatabaseUnreachable(
-                "the database is known to be down".into(),
-            ));
+        let health = &self.inner.health;
+        // A session the server ended (a restart, an administrator) is seen closed here and
+        // skipped, instead of failing the request that would have drawn it. Each round
+        // discards one, so the pool's size bounds the rounds.
+        for _ in 0..=self.inner.max_size {
+            let noticed = health.noticed.notified();
+            if health.down.load(Ordering::Relaxed) {
+                return Err(AppError::DatabaseUnreachable(
+                    "the database is known to be down".into(),
+                ));
+            }
+            let mut conn = tokio::select! {
+                got = self.inner.pool.get() => got.map_err(|err| self.pool_failure(err))?,
+                () = noticed => return Err(self.connect_failure()),
+            };
+            if !PoolableConnection::is_broken(&mut *conn) {
+                return Ok(conn);
+            }
+            // Returned broken: bb8 closes it.
         }
-        tokio::select! {
-            got = self.inner.pool.get() => got.map_err(|err| match err {
-                // Every connection is busy: the database answers, this instance is just loaded.
-                bb8::RunError::TimedOut
-                    if self.inner.pool.state().connections >= self.inner.max_size =>
-                {
-                    AppError::Database("no free database connection in time".into())
+        Err(AppError::DatabaseUnreachable(
+            "every pooled connection was found closed".into(),
+        ))
+    }
+
+    /// Why a connection attempt failed, as `establish` classified it.
+    fn connect_failure(&self) -> AppError {
+        let health = &self.inner.health;
+        if !health.down.load(Ordering::Relaxed)
+            && health.last_refusal_was_load.load(Ordering::Relaxed)
+        {
+            AppError::Overloaded("the database refuses new connections (too many clients)".into())
+        } else {
+            AppError::DatabaseUnreachable("a connection to the database failed".into())
+        }
+    }
+
+    fn pool_failure(
+        &self,
+        error: bb8::RunError<diesel_async::pooled_connection::PoolError>,
+    ) -> AppError {
+        match error {
+            bb8::RunError::TimedOut if self.pool_is_busy() => {
+                AppError::Overloaded("every database connection of this instance is busy".into())
+            }
+            bb8::RunError::TimedOut => {
+                AppError::DatabaseUnreachable("no database connection in time".into())
+            }
+            bb8::RunError::User(_) => self.connect_failure(),
+        }
+    }
+
+    /// Whether every connection the pool may have exists and is in use.
+    fn pool_is_busy(&self) -> bool {
+        let state = self.inner.pool.state();
+        state.connections >= self.inner.max_size && state.idle_connections == 0
+    }
+
+    /// Runs a read on a pooled connection, taking the connection included, within
+    /// [`QUERY_BUDGET`]. A read whose connection is lost is tried once more on another (within
+    /// the same budget). Past the budget: `overloaded` if every connection is busy, else the
+    /// database is suspect and the answer is `database_unavailable`.
+    pub async fn read<T>(
+        &self,
+        work: impl AsyncFn(&mut AsyncPgConnection) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        let deadline = Instant::now() + QUERY_BUDGET;
+        let attempts = async {
+            let mut conn = self.connection().await?;
+            match work(&mut conn).await {
+                Err(AppError::DatabaseUnreachable(_)) => {
+                    drop(conn);
+                    self.probe(false);
+                    let mut conn = self.connection().await?;
+                    work(&mut conn).await
                 }
-                other => AppError::from(other),
-            }),
-            () = noticed => Err(AppError::DatabaseUnreachable(
-                "a connection to the database failed".into(),
-            )),
+                outcome => outcome,
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), attempts).await {
+            Ok(outcome) => self.observed(outcome),
+            Err(_) => Err(self.no_answer_in_time()),
         }
     }
 
-    /// Runs `work` on a pooled connection, taking the connection included, until `deadline` at
-    /// the latest: past it, or when the database cannot be reached, an outage is noted (or
-    /// suspected) and the answer is [`AppError::DatabaseUnreachable`]. The only way requests
-    /// reach the database, so none is ever unbounded.
-    pub async fn within<T>(
-        &self,
-        deadline: Instant,
-        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
-    ) -> Result<T, AppError> {
-        self.run(deadline, work, || None).await
-    }
-
-    /// [`Database::within`] the request budget from now.
-    pub async fn bounded<T>(
+    /// Runs a write: its connection must be had within [`QUERY_BUDGET`] (else nothing was
+    /// written, and the answer says why), then `work` runs to its answer (see [`Database`]).
+    pub async fn write<T>(
         &self,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
-        self.within(Instant::now() + QUERY_BUDGET, work).await
+        self.write_by(Instant::now() + QUERY_BUDGET, work, || None)
+            .await
     }
 
-    /// [`Database::within`] what a lock holder may spend: the request budget, and no longer
-    /// than its lock is valid (for several locks, the first to run out). Running out of time
-    /// with a lock gone is the lock's loss (`409 lock_lost`), not a database outage: most
-    /// likely this process stood still (paused, starved) rather than the database.
+    /// [`Database::write`] for a lock holder: the connection must be had within the budget and
+    /// while the lock is valid (for several locks, the first to run out). Not getting one in
+    /// time with a lock gone is the lock's loss (`409 lock_lost`), not a database outage: most
+    /// likely this process stood still (paused, starved) rather than the database. The work
+    /// itself is not cut when the lock runs out: its writes are fenced, so a late one is
+    /// refused by the database rather than landing on a newer holder's data, and the answer
+    /// tells what happened.
     pub async fn holding<T>(
         &self,
         lock: &impl Held,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
         let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until());
-        self.run(deadline, work, || {
+        self.write_by(deadline, work, || {
             lock.lost_resource()
                 .map(|resource| AppError::Lock(fencelock::LockError::Lost { resource }))
         })
         .await
     }
 
-    /// Runs `work` until `deadline`; on timeout `explain` may name the cause, else it is an
-    /// outage.
-    async fn run<T>(
+    async fn write_by<T>(
         &self,
         deadline: Instant,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
         explain: impl FnOnce() -> Option<AppError>,
     ) -> Result<T, AppError> {
-        let work = async {
-            let mut conn = self.connection().await?;
-            work(&mut conn).await
+        let mut conn = match tokio::time::timeout_at(deadline.into(), self.connection()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(refused)) => return self.observed(Err(refused)),
+            Err(_) => return Err(explain().unwrap_or_else(|| self.no_answer_in_time())),
         };
-        let outcome = match tokio::time::timeout_at(deadline.into(), work).await {
+        match tokio::time::timeout(WRITE_OUTCOME_WAIT, work(&mut conn)).await {
+            Ok(Err(AppError::DatabaseUnreachable(detail))) => {
+                self.probe(false);
+                Err(AppError::OutcomeUnknown(format!(
+                    "the connection to the database was lost during the write ({detail})"
+                )))
+            }
             Ok(outcome) => outcome,
             Err(_) => {
-                if let Some(cause) = explain() {
-                    return Err(cause);
-                }
                 self.probe(false);
-                return Err(AppError::DatabaseUnreachable(
-                    "no answer from the database in time".into(),
-                ));
+                Err(AppError::OutcomeUnknown(format!(
+                    "the database did not answer the write within {} s",
+                    WRITE_OUTCOME_WAIT.as_secs()
+                )))
             }
-        };
+        }
+    }
+
+    /// A request that got no answer in time: the instance's own pool being full is overload;
+    /// otherwise the database is suspect (the probe decides whether it is down).
+    fn no_answer_in_time(&self) -> AppError {
+        if self.pool_is_busy() {
+            return AppError::Overloaded(
+                "every database connection of this instance stayed busy".into(),
+            );
+        }
+        self.probe(false);
+        AppError::DatabaseUnreachable("no answer from the database in time".into())
+    }
+
+    /// Passes `outcome` on; a database found unreachable starts the probe.
+    fn observed<T>(&self, outcome: Result<T, AppError>) -> Result<T, AppError> {
         if let Err(AppError::DatabaseUnreachable(_)) = &outcome {
-            self.probe(true);
+            let down = self.inner.health.down.load(Ordering::Relaxed);
+            self.probe(down);
         }
         outcome
     }
@@ -213,26 +372,28 @@ impl Database {
         })
         .await
         .is_ok_and(|answer| answer.is_some());
-        if answered && self.inner.outage.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("database reachable again");
+        if answered {
+            self.inner.health.note_up();
         }
         answered
     }
 
     /// Whether a new session (not one from the pool, which may have a dropped request's
-    /// statement still queued on it) connects and answers `SELECT 1` in [`CONNECT_TIMEOUT`].
-    /// An answer ends a noted outage.
+    /// statement still queued on it) gets an answer in [`CONNECT_TIMEOUT`]: `SELECT 1`
+    /// answered, or a refusal for load (an overloaded server is up). An answer ends a noted
+    /// outage.
     async fn answers_on_a_new_connection(&self) -> bool {
         let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            let mut conn = AsyncPgConnection::establish(&self.inner.database_url)
-                .await
-                .ok()?;
-            conn.batch_execute("SELECT 1").await.ok()
+            match establish(&self.inner.database_url).await {
+                Ok(mut conn) => conn.batch_execute("SELECT 1").await.is_ok(),
+                Err(ConnectFailure::Overloaded(_)) => true,
+                Err(ConnectFailure::Unreachable(_)) => false,
+            }
         })
         .await
-        .is_ok_and(|answer| answer.is_some());
-        if answered && self.inner.outage.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("database reachable again");
+        .unwrap_or(false);
+        if answered {
+            self.inner.health.note_up();
         }
         answered
     }
@@ -241,25 +402,25 @@ impl Database {
     /// ends it; without, the database is only suspect: the probe asks at once and notes the
     /// outage if it gets no answer.
     fn probe(&self, down: bool) {
-        let outage = &self.inner.outage;
-        if down && !outage.down.swap(true, Ordering::Relaxed) {
-            tracing::error!("database unreachable: answering 503 until it is back");
+        let health = &self.inner.health;
+        if down {
+            health.note_down("a connection failed");
         }
-        if outage.probing.swap(true, Ordering::Relaxed) {
+        if health.probing.swap(true, Ordering::Relaxed) {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             // Cleared however the task ends (its runtime may stop under it), so the next
             // request that finds the database down starts another.
-            struct Probing(Arc<Outage>);
+            struct Probing(Arc<Health>);
             impl Drop for Probing {
                 fn drop(&mut self) {
                     self.0.probing.store(false, Ordering::Relaxed);
                 }
             }
             let Some(inner) = weak.upgrade() else { return };
-            let _probing = Probing(inner.outage.clone());
+            let _probing = Probing(inner.health.clone());
             drop(inner);
             let mut suspect = !down;
             loop {
@@ -269,13 +430,13 @@ impl Database {
                 // The instance was dropped (tests): nothing left to probe for.
                 let Some(inner) = weak.upgrade() else { return };
                 let database = Database { inner };
-                let outage = &database.inner.outage;
+                let health = &database.inner.health;
                 let answered = database.answers_on_a_new_connection().await;
-                if answered || (!suspect && !outage.down.load(Ordering::Relaxed)) {
+                if answered || (!suspect && !health.down.load(Ordering::Relaxed)) {
                     return;
                 }
-                if suspect && !outage.down.swap(true, Ordering::Relaxed) {
-                    tracing::error!("database does not answer: answering 503 until it is back");
+                if suspect {
+                    health.note_down("no answer on a new session either");
                 }
                 suspect = false;
             }
@@ -317,27 +478,37 @@ impl Held for fencelock::MultiGuard {
 pub type Connection<'a> =
     bb8::PooledConnection<'a, AsyncDieselConnectionManager<AsyncPgConnection>>;
 
-/// A lazily connecting pool (a database that is down at start-up shows in `/health/ready`).
+/// A lazily connecting pool with the service's session timeouts, for tests that play a
+/// lock holder by hand.
 pub fn pool(database_url: &str, size: u32) -> Pool {
-    pool_builder(size).build_unchecked(manager(database_url))
+    pool_builder(size).build_unchecked(manager(database_url, Arc::new(Health::default())))
 }
 
-/// Connections with the session timeouts (see [`Database`]).
-fn manager(database_url: &str) -> AsyncDieselConnectionManager<AsyncPgConnection> {
+/// Connections made by [`establish`], which tells `health` why one could not be.
+fn manager(
+    database_url: &str,
+    health: Arc<Health>,
+) -> AsyncDieselConnectionManager<AsyncPgConnection> {
     let mut config = ManagerConfig::default();
-    config.custom_setup = Box::new(|url| {
+    config.custom_setup = Box::new(move |url| {
         let url = url.to_string();
+        let health = health.clone();
         Box::pin(async move {
-            let mut conn = AsyncPgConnection::establish(&url).await?;
-            let timeouts = format!(
-                "SET lock_timeout = {}; SET idle_in_transaction_session_timeout = {}",
-                LOCK_TIMEOUT.as_millis(),
-                IDLE_IN_TRANSACTION.as_millis()
-            );
-            conn.batch_execute(&timeouts)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-            Ok(conn)
+            establish(&url).await.map_err(|failure| {
+                let load = matches!(failure, ConnectFailure::Overloaded(_));
+                health.last_refusal_was_load.store(load, Ordering::Relaxed);
+                let detail = match failure {
+                    ConnectFailure::Overloaded(detail) | ConnectFailure::Unreachable(detail) => {
+                        detail
+                    }
+                };
+                if load {
+                    tracing::warn!(%detail, "the database refused a new connection for load");
+                } else {
+                    health.note_down(&detail);
+                }
+                diesel::ConnectionError::BadConnection(detail)
+            })
         })
     });
     AsyncDieselConnectionManager::new_with_config(database_url, config)
@@ -351,6 +522,8 @@ fn pool_builder(size: u32) -> bb8::Builder<AsyncDieselConnectionManager<AsyncPgC
         // broken when it is returned, and bb8 drops it.
         .test_on_check_out(false)
         .connection_timeout(CONNECT_TIMEOUT)
+        .idle_timeout(Some(POOL_IDLE_TIMEOUT))
+        .max_lifetime(Some(POOL_MAX_LIFETIME))
         // A refused connection is an answer: no retries until the timeout (see `Database`).
         .retry_connection(false)
 }

@@ -7,11 +7,16 @@ use fencelock::LockError;
 use serde_json::json;
 
 /// `Retry-After` of a `503 database_unavailable`: about how long a database restart or failover
-/// takes to be noticed (see `db::Outage`).
+/// takes to be noticed (see `db::Database`).
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 1;
+/// `Retry-After` of a `503 overloaded`: a loaded database or pool frees up in about this long.
+pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 
-/// What can go wrong in a request. Bad input is a 4xx that wrote nothing; lock trouble keeps
-/// its own codes (`lock_busy` 423, `lock_unavailable` 503); the database being down is a 503.
+/// What can go wrong in a request. Every answer but one says that nothing was written: bad
+/// input is a 4xx, lock trouble keeps its own codes (`lock_busy` 423, `lock_unavailable` 503),
+/// the database being down (`database_unavailable`) or loaded (`overloaded`) is a 503 with
+/// `Retry-After`. The exception names itself: `504 outcome_unknown` (a write whose answer was
+/// lost), without `Retry-After`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// The request is malformed; `code` is stable, `message` explains.
@@ -78,30 +83,56 @@ pub enum AppError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// PostgreSQL refused a query (the database answered).
+    /// PostgreSQL refused a query for a reason that is not load (the database answered, the
+    /// transaction was rolled back): a defect of the service, `500 database_error`.
     #[error("database error: {0}")]
     Database(String),
     /// PostgreSQL could not be reached in time (no connection, no answer, or a known outage).
     #[error("database unreachable: {0}")]
     DatabaseUnreachable(String),
+    /// The database answers but cannot take this request now (too many clients, every pooled
+    /// connection busy, a statement or lock timeout); nothing was written.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// A write was sent and its answer lost (the connection dropped, or the database stopped
+    /// answering): it may or may not have been committed.
+    #[error("the outcome of the write is unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl From<diesel::result::Error> for AppError {
     fn from(error: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
-        match error {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+        match &error {
+            // diesel-async reports a closed connection as "unable to send" (no SQLSTATE).
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
             | Error::BrokenTransactionManager => AppError::DatabaseUnreachable(error.to_string()),
-            other => AppError::Database(other.to_string()),
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                AppError::Overloaded(error.to_string())
+            }
+            // The session's own `statement_timeout` and `lock_timeout` (SQLSTATE 57014 and
+            // 55P03), which diesel reports without their codes: matched by the server's text.
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if LOAD_MESSAGES
+                    .iter()
+                    .any(|message| info.message().contains(message)) =>
+            {
+                AppError::Overloaded(error.to_string())
+            }
+            _ => AppError::Database(error.to_string()),
         }
     }
 }
 
-impl From<bb8::RunError<diesel_async::pooled_connection::PoolError>> for AppError {
-    fn from(error: bb8::RunError<diesel_async::pooled_connection::PoolError>) -> Self {
-        AppError::DatabaseUnreachable(format!("no database connection: {error}"))
-    }
-}
+/// PostgreSQL's messages for errors that mean "too much at once", not "wrong".
+const LOAD_MESSAGES: [&str; 3] = [
+    "canceling statement due to statement timeout",
+    "canceling statement due to lock timeout",
+    "deadlock detected",
+];
 
 impl AppError {
     /// A refusal that is the answer to the request (to be replayed for its Idempotency-Key),
@@ -133,7 +164,10 @@ impl AppError {
             AppError::ResetDisabled => "reset_disabled",
             AppError::Lock(lock) => lock.code(),
             AppError::FencedOut { .. } => "lock_lost",
-            AppError::Database(_) | AppError::DatabaseUnreachable(_) => "database_unavailable",
+            AppError::Database(_) => "database_error",
+            AppError::DatabaseUnreachable(_) => "database_unavailable",
+            AppError::Overloaded(_) => "overloaded",
+            AppError::OutcomeUnknown(_) => "outcome_unknown",
             AppError::AlreadyApplied => "idempotency_conflict",
             AppError::KeyReused => "idempotency_key_reused",
             AppError::KeyInFlight => "idempotency_key_in_flight",
@@ -158,9 +192,11 @@ impl ResponseError for AppError {
             AppError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::ResetDisabled => StatusCode::FORBIDDEN,
             AppError::Lock(lock) => lock.status_code(),
-            AppError::Database(_) | AppError::DatabaseUnreachable(_) => {
+            AppError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::DatabaseUnreachable(_) | AppError::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            AppError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -168,14 +204,30 @@ impl ResponseError for AppError {
         match self {
             // The lock's own mapping carries Retry-After and the resource.
             AppError::Lock(lock) => lock.error_response(),
-            AppError::Database(_) | AppError::DatabaseUnreachable(_) => {
-                match self {
-                    AppError::Database(detail) => tracing::error!(%detail, "database error"),
-                    _ => tracing::warn!(detail = %self, "database unreachable"),
-                }
+            AppError::DatabaseUnreachable(_) => {
+                tracing::warn!(detail = %self, "database unreachable");
                 HttpResponse::ServiceUnavailable()
                     .insert_header((RETRY_AFTER, DATABASE_RETRY_AFTER_SECS.to_string()))
-                    .json(json!({"error": self.code(), "message": "the database is unavailable; retry later"}))
+                    .json(json!({"error": self.code(), "message": "the database is unavailable; nothing was written; retry later"}))
+            }
+            AppError::Overloaded(_) => {
+                tracing::warn!(detail = %self, "overloaded");
+                HttpResponse::ServiceUnavailable()
+                    .insert_header((RETRY_AFTER, OVERLOADED_RETRY_AFTER_SECS.to_string()))
+                    .json(json!({"error": self.code(), "message": "the service is overloaded; nothing was written; retry later"}))
+            }
+            AppError::Database(detail) => {
+                tracing::error!(%detail, "database error");
+                HttpResponse::InternalServerError().json(
+                    json!({"error": self.code(), "message": "the database refused the request; nothing was written"}),
+                )
+            }
+            AppError::OutcomeUnknown(detail) => {
+                tracing::error!(%detail, "write outcome unknown");
+                HttpResponse::GatewayTimeout().json(json!({
+                    "error": self.code(),
+                    "message": "the write may or may not have been applied: repeat it with the same Idempotency-Key to learn its outcome, or read the resource"
+                }))
             }
             _ => HttpResponse::build(self.status_code()).json(self.body()),
         }

@@ -2,9 +2,8 @@
 //! checks. Everything here rejects before anything is written.
 
 use crate::error::AppError;
-use crate::idempotency::RawBody;
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -21,8 +20,7 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000;
 ///
 /// Refused before anything runs: bodies over 16 KiB (413, before being read in full), a body
 /// that is not `Content-Type: application/json` (415), anything but one JSON object, unknown
-/// or duplicate keys (400 `invalid_json`). The raw bytes stay in the request's extensions
-/// ([`RawBody`]) for the `Idempotency-Key` fingerprint.
+/// or duplicate keys (400 `invalid_json`).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -38,7 +36,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             .and_then(|value| value.parse::<usize>().ok())
             .is_some_and(|length| length > BODY_LIMIT);
         let declared_json = is_json(req);
-        let req = req.clone();
         let mut payload = payload.take();
         Box::pin(async move {
             if declared_too_large {
@@ -54,7 +51,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 body.extend_from_slice(&chunk);
             }
             let body = body.freeze();
-            req.extensions_mut().insert(RawBody(body.clone()));
             let text: &[u8] = match body.iter().find(|byte| !byte.is_ascii_whitespace()) {
                 None => b"{}",
                 Some(_) if !declared_json => return Err(AppError::UnsupportedMediaType),

@@ -82,11 +82,5 @@ async fn record_report(
         ))
         .execute(conn)
         .await?;
-    // Idempotency keys are kept 24 h at least; the report tick is a good time to prune older.
-    diesel::sql_query(
-        "DELETE FROM idempotency_keys WHERE created_at < now() - interval '48 hours'",
-    )
-    .execute(conn)
-    .await?;
     Ok((count, total_stock))
 }

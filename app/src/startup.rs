@@ -2,6 +2,7 @@
 //! scheduled job.
 
 use crate::configuration::Settings;
+use crate::idempotency;
 use crate::input::{check_headers, path_error, query_error};
 use crate::routes::{balance, health, product, queue, seats};
 use crate::state::AppState;
@@ -160,12 +161,31 @@ impl Application {
         tracing::info!(instance = %self.instance, port = self.port, "listening");
         let scheduler = (!self.job_interval.is_zero())
             .then(|| tokio::spawn(job::run_scheduler(self.state.clone(), self.job_interval)));
+        let pruner = tokio::spawn(prune_idempotency_keys(self.state.clone()));
         let outcome = self.server.await;
         if let Some(scheduler) = scheduler {
             scheduler.abort();
         }
+        pruner.abort();
         tracing::info!(instance = %self.instance, "stopped");
         outcome
+    }
+}
+
+/// Deletes expired idempotency records every [`idempotency::PRUNE_INTERVAL`] (lookups ignore
+/// them already; this keeps the table small) until the task is dropped.
+async fn prune_idempotency_keys(state: AppState) {
+    loop {
+        tokio::time::sleep(idempotency::PRUNE_INTERVAL).await;
+        match state
+            .db
+            .write(async |conn| idempotency::prune(conn).await)
+            .await
+        {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "expired idempotency keys deleted"),
+            Err(error) => tracing::warn!(%error, "pruning idempotency keys failed"),
+        }
     }
 }
 

@@ -112,7 +112,8 @@ async fn change_balance(
     amount: i64,
     req: &HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    let key = IdempotencyKey::from_request(req, change.name())?;
+    let input = json!({"user": user_id.0, "amount": amount});
+    let key = IdempotencyKey::from_request(req, change.name(), &input)?;
     // A repeat is answered from the stored response without taking the user's lock; no pooled
     // connection is held while waiting for it (see `product::deduct`).
     idempotency::run(state, key, async |key| {
@@ -150,11 +151,14 @@ async fn add(
     key: Option<&IdempotencyKey>,
 ) -> Result<Stored, AppError> {
     conn.transaction::<_, AppError, _>(async |conn| {
+        // A sum past BIGINT leaves the row as it is (and is told apart from a fence refusal
+        // below): the database would fail the whole statement.
         let row: Option<BalanceRow> = diesel::sql_query(
             "INSERT INTO balances (user_id, balance, fence) VALUES ($1, $2, $3) \
              ON CONFLICT (user_id) DO UPDATE \
              SET balance = balances.balance + EXCLUDED.balance, fence = EXCLUDED.fence \
              WHERE balances.fence <= EXCLUDED.fence \
+               AND balances.balance <= 9223372036854775807 - EXCLUDED.balance \
              RETURNING balance",
         )
         .bind::<BigInt, _>(user_id)
@@ -164,6 +168,19 @@ async fn add(
         .await
         .optional()?;
         let Some(BalanceRow { balance }) = row else {
+            let held: i64 = balances::table
+                .find(user_id)
+                .select(balances::balance)
+                .first(conn)
+                .await?;
+            if held.checked_add(amount).is_none() {
+                return Err(AppError::Conflict {
+                    code: "balance_overflow",
+                    message: format!(
+                        "user {user_id} would hold more than a BIGINT; nothing was charged"
+                    ),
+                });
+            }
             return Err(AppError::FencedOut { fence });
         };
         write_ledger(
@@ -252,7 +269,8 @@ pub async fn transfer(
             format!("from and to are both user {from}: a transfer needs two users"),
         ));
     }
-    let key = IdempotencyKey::from_request(&req, "transfer")?;
+    let input = json!({"from": from.0, "to": to.0, "amount": amount.0});
+    let key = IdempotencyKey::from_request(&req, "transfer", &input)?;
     idempotency::run(&state, key, async |key| {
         transfer_under_lock(&state, from, to, amount.0, key).await
     })
@@ -386,7 +404,7 @@ pub async fn show(
 ) -> Result<HttpResponse, AppError> {
     let balance: i64 = state
         .db
-        .bounded(async |conn| {
+        .read(async |conn| {
             Ok(balances::table
                 .find(user_id.0)
                 .select(balances::balance)

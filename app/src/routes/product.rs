@@ -133,7 +133,7 @@ pub async fn reset(
     check_name(&name)?;
     let id: i64 = state
         .db
-        .bounded(async |conn| {
+        .write(async |conn| {
             conn.transaction::<_, AppError, _>(async |conn| {
                 diesel::delete(stock_ledger::table).execute(conn).await?;
                 diesel::delete(products::table).execute(conn).await?;
@@ -161,7 +161,7 @@ pub async fn create(
     check_name(&name)?;
     let id: i64 = state
         .db
-        .bounded(async |conn| {
+        .write(async |conn| {
             Ok(diesel::insert_into(products::table)
                 .values((products::name.eq(&name), products::stock.eq(stock)))
                 .returning(products::id)
@@ -177,7 +177,7 @@ pub async fn create(
 pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpResponse, AppError> {
     let (name, stock): (String, i64) = state
         .db
-        .bounded(async |conn| {
+        .read(async |conn| {
             Ok(products::table
                 .find(id.0)
                 .select((products::name, products::stock))
@@ -203,7 +203,9 @@ pub async fn deduct(
 ) -> Result<HttpResponse, AppError> {
     let product_id = *id;
     let quantity = body.0.quantity.0;
-    let key = IdempotencyKey::from_request(&req, "deduct")?;
+    let input =
+        json!({"product": product_id.0, "strategy": query.strategy.name(), "quantity": quantity});
+    let key = IdempotencyKey::from_request(&req, "deduct", &input)?;
     idempotency::run(&state, key, async |key| match query.strategy {
         // No pooled connection is held while waiting for the lock: the holder must find the
         // pool free, or every hold would queue behind the waiters.
@@ -211,7 +213,7 @@ pub async fn deduct(
         strategy => {
             state
                 .db
-                .bounded(async |conn| {
+                .write(async |conn| {
                     deduct_without_lock(
                         conn,
                         &state.instance,
@@ -268,6 +270,10 @@ pub async fn fenced_deduct(
     .await
 }
 
+/// How many times a lock holder reads the stock when writes without the lock keep changing it
+/// between its read and its write.
+const MAX_STOCK_READS: usize = 3;
+
 /// [`fenced_deduct`]'s work, inside the caller's transaction when keys are saved.
 async fn sell(
     conn: &mut AsyncPgConnection,
@@ -284,68 +290,100 @@ async fn sell(
         .iter()
         .filter_map(|request| request.key.map(IdempotencyKey::key))
         .collect();
-    let mut answered: std::collections::HashSet<String> = if keys.is_empty() {
-        Default::default()
-    } else {
-        crate::schema::idempotency_keys::table
-            .filter(crate::schema::idempotency_keys::key.eq_any(&keys))
-            .select(crate::schema::idempotency_keys::key)
-            .load::<String>(conn)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let (stock, read_fence) = read_stock(conn, product_id, false).await?;
-    let mut remaining = stock;
-    let mut answers = Vec::with_capacity(requests.len());
-    let mut sold = Vec::new();
-    for request in requests {
-        if let Some(key) = request.key {
-            if !answered.insert(key.key().to_string()) {
-                answers.push(Err(AppError::AlreadyApplied));
-                continue;
-            }
-        }
-        if remaining < request.quantity {
-            answers.push(Err(out_of_stock(product_id, remaining, request.quantity)));
-            continue;
-        }
-        remaining -= request.quantity;
-        let body = json!({"id": product_id, "stock": remaining, "fence": fence});
-        answers.push(Ok(Stored::new(StatusCode::OK, &body)));
-        sold.push(request.quantity);
-    }
-    if sold.is_empty() {
-        return Ok(answers);
-    }
-    let hold_us = i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX);
-    let written: Written = diesel::sql_query(SELL_UNDER_FENCE)
-        .bind::<BigInt, _>(product_id)
-        .bind::<BigInt, _>(remaining)
-        .bind::<BigInt, _>(fence)
-        .bind::<BigInt, _>(read_fence)
-        .bind::<BigInt, _>(stock)
-        .bind::<Text, _>(instance)
-        .bind::<BigInt, _>(hold_us)
-        .bind::<Array<BigInt>, _>(&sold)
-        .get_result(conn)
-        .await?;
-    if written.rows == 0 {
+    let answered = idempotency::answered(conn, &keys).await?;
+    let (mut stock, read_fence) = read_stock(conn, product_id, false).await?;
+    if read_fence >= fence {
+        // A newer holder has written: this hold is over, whatever the stock says.
         return Err(AppError::FencedOut { fence });
     }
-    for (request, answer) in requests.iter().zip(&answers) {
-        if let (Some(key), Ok(stored)) = (request.key, answer) {
-            idempotency::save(conn, key, stored).await?;
+    for _ in 0..MAX_STOCK_READS {
+        let plan = Plan::new(product_id, requests, stock, fence, answered.clone());
+        if plan.sold.is_empty() {
+            return Ok(plan.answers);
+        }
+        let hold_us = i64::try_from(held_since.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let written: Written = diesel::sql_query(SELL_UNDER_FENCE)
+            .bind::<BigInt, _>(product_id)
+            .bind::<BigInt, _>(plan.remaining)
+            .bind::<BigInt, _>(fence)
+            .bind::<BigInt, _>(read_fence)
+            .bind::<BigInt, _>(stock)
+            .bind::<Text, _>(instance)
+            .bind::<BigInt, _>(hold_us)
+            .bind::<Array<BigInt>, _>(&plan.sold)
+            .get_result(conn)
+            .await?;
+        if written.rows == 1 {
+            for (request, answer) in requests.iter().zip(&plan.answers) {
+                if let (Some(key), Ok(stored)) = (request.key, answer) {
+                    idempotency::save(conn, key, stored).await?;
+                }
+            }
+            tracing::info!(
+                product = product_id,
+                fence,
+                sales = plan.sold.len(),
+                remaining = plan.remaining,
+                "stock deducted"
+            );
+            return Ok(plan.answers);
+        }
+        // Refused. A fence that moved means another holder wrote: this one's read may be
+        // stale for a reason no re-read can see, and its lock is no longer the latest. The
+        // stock alone moved: a write without the lock, which a re-read in this hold absorbs.
+        let (now_stock, now_fence) = read_stock(conn, product_id, false).await?;
+        if now_fence != read_fence {
+            return Err(AppError::FencedOut { fence });
+        }
+        stock = now_stock;
+    }
+    Err(AppError::Overloaded(format!(
+        "the stock of product {product_id} kept changing under writes without the lock"
+    )))
+}
+
+/// What serving `requests` one by one from `stock` answers and sells.
+struct Plan {
+    answers: Vec<Result<Stored, AppError>>,
+    /// The quantities sold, in order (a ledger row each).
+    sold: Vec<i64>,
+    /// The stock left after them.
+    remaining: i64,
+}
+
+impl Plan {
+    fn new(
+        product_id: i64,
+        requests: &[Requested<'_>],
+        stock: i64,
+        fence: i64,
+        mut answered: std::collections::HashSet<String>,
+    ) -> Plan {
+        let mut remaining = stock;
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut sold = Vec::new();
+        for request in requests {
+            if let Some(key) = request.key {
+                if !answered.insert(key.key().to_string()) {
+                    answers.push(Err(AppError::AlreadyApplied));
+                    continue;
+                }
+            }
+            if remaining < request.quantity {
+                answers.push(Err(out_of_stock(product_id, remaining, request.quantity)));
+                continue;
+            }
+            remaining -= request.quantity;
+            let body = json!({"id": product_id, "stock": remaining, "fence": fence});
+            answers.push(Ok(Stored::new(StatusCode::OK, &body)));
+            sold.push(request.quantity);
+        }
+        Plan {
+            answers,
+            sold,
+            remaining,
         }
     }
-    tracing::info!(
-        product = product_id,
-        fence,
-        sales = sold.len(),
-        remaining,
-        "stock deducted"
-    );
-    Ok(answers)
 }
 
 /// A lock holder's sales in one statement: the final stock with the fenced compare-and-set,

@@ -5,6 +5,7 @@ mod bad_input;
 mod balancer;
 mod faults;
 mod helpers;
+mod honest;
 mod scenarios;
 mod secrets;
 mod tls;

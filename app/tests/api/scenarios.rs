@@ -474,7 +474,6 @@ async fn a_repeat_while_the_first_is_in_flight_is_409() {
 /// of the batch sells.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_with_an_answered_key_sells_the_rest() {
-    use actix_web::HttpMessage;
     use fencelock_app::idempotency::{save, IdempotencyKey, Stored};
     use fencelock_app::routes::product::{fenced_deduct, Requested};
     let cluster = spawn_cluster().await;
@@ -484,10 +483,8 @@ async fn a_batch_with_an_answered_key_sells_the_rest() {
             .uri(&format!("/product/{product}/deduct"))
             .insert_header(("idempotency-key", key))
             .to_http_request();
-        request
-            .extensions_mut()
-            .insert(fencelock_app::idempotency::RawBody(Default::default()));
-        IdempotencyKey::from_request(&request, "deduct")
+        let input = json!({"product": product, "strategy": "lock", "quantity": 1});
+        IdempotencyKey::from_request(&request, "deduct", &input)
             .unwrap()
             .unwrap()
     };

@@ -10,37 +10,66 @@
 //! A worker task per product serves its queue, batch after batch, until the queue is empty.
 //! It is not any request's future: a client that hangs up must not take the others' batch down
 //! with it. A batch is taken once the lock is held, so it holds everything that queued while
-//! the lock was awaited; a request whose client hung up before then is left out and writes
-//! nothing (as a request cancelled while waiting for the lock never did).
+//! the lock was awaited.
+//!
+//! What a request is promised, whatever happens to the others:
+//! - **Its own wait budget.** A request still queued [`WAIT_BUDGET`] after it arrived leaves
+//!   the queue and gets `423 lock_busy`; nothing was written. (A request that joined just
+//!   after a failed lock wait does not sit through that wait and then its own.)
+//! - **A bounded queue.** Past [`MAX_QUEUED`] requests for one product the next gets
+//!   `503 overloaded` at once.
+//! - **Hang-ups.** A request whose client hangs up while it is queued leaves the queue and
+//!   writes nothing. Once its batch is taken it is carried out (its Idempotency-Key stays in
+//!   flight until then, and a repeat with the key learns the outcome).
 
 use super::{fenced_deduct, Requested};
 use crate::error::AppError;
 use crate::idempotency::{IdempotencyKey, Stored};
 use crate::state::{db_fence, AppState};
 use actix_web::web;
-use fencelock::distributed_lock;
+use fencelock::{distributed_lock, LockError};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// How long a request may wait for its batch to hold the product's lock.
+pub const WAIT_BUDGET: Duration = Duration::from_secs(20);
+/// The most requests one product may have queued in one instance.
+pub const MAX_QUEUED: usize = 1024;
+/// The most requests one hold serves: bounds a transaction's size and time (the rest are the
+/// next batch).
+const MAX_BATCH: usize = 256;
+/// The queues are split by product id over this many mutexes, so that hot products do not
+/// contend for one.
+const SHARDS: usize = 16;
 
 /// The requests queued per product, in this instance (app data, shared by its workers).
 #[derive(Debug, Default)]
 pub struct Batches {
-    queues: Mutex<HashMap<i64, Vec<Pending>>>,
+    shards: [Mutex<HashMap<i64, Vec<Pending>>>; SHARDS],
+    next_ticket: AtomicU64,
 }
 
 /// A request waiting for its batch.
 #[derive(Debug)]
 struct Pending {
-    /// When it joined the queue.
-    queued_at: Instant,
+    /// Names the request in its queue, so that it can leave it.
+    ticket: u64,
     quantity: i64,
+    /// Carries the key's in-flight marker while the request is queued or being served.
     key: Option<IdempotencyKey>,
     answer: oneshot::Sender<Result<Stored, AppError>>,
 }
 
 impl Batches {
+    fn shard(&self, product_id: i64) -> MutexGuard<'_, HashMap<i64, Vec<Pending>>> {
+        let index = product_id.rem_euclid(SHARDS as i64) as usize;
+        self.shards[index].lock().expect("batch queues")
+    }
+
     /// Deducts `quantity` from `product_id` under the product's lock, served with the other
     /// requests for it queued in this instance.
     pub async fn deduct(
@@ -50,17 +79,28 @@ impl Batches {
         quantity: i64,
         key: Option<&IdempotencyKey>,
     ) -> Result<Stored, AppError> {
-        let (answer, answered) = oneshot::channel();
+        let arrived = Instant::now();
+        let ticket = batches.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (answer, mut answered) = oneshot::channel();
         let pending = Pending {
-            queued_at: Instant::now(),
+            ticket,
             quantity,
             key: key.cloned(),
             answer,
         };
         let start_worker = {
-            let mut queues = batches.queues.lock().expect("batch queues");
+            let mut queues = batches.shard(product_id);
             match queues.get_mut(&product_id) {
                 Some(queue) => {
+                    if queue.len() >= MAX_QUEUED {
+                        // Hung-up requests are dropped at the next take; make room now.
+                        queue.retain(|pending| !pending.answer.is_closed());
+                    }
+                    if queue.len() >= MAX_QUEUED {
+                        return Err(AppError::Overloaded(format!(
+                            "{MAX_QUEUED} requests for product {product_id} are queued already"
+                        )));
+                    }
                     queue.push(pending);
                     false
                 }
@@ -73,12 +113,47 @@ impl Batches {
         if start_worker {
             tokio::spawn(serve(web::Data::clone(batches), state.clone(), product_id));
         }
-        answered.await.unwrap_or_else(|_| {
-            // The worker is gone without answering: it panicked (logged by tokio).
-            Err(AppError::Database(
+        let abandoned = || {
+            // The worker is gone without answering (a panic, logged by tokio): its batch may
+            // or may not have been written.
+            Err(AppError::OutcomeUnknown(
                 "the request's batch was abandoned".into(),
             ))
-        })
+        };
+        match tokio::time::timeout_at(arrived + WAIT_BUDGET, &mut answered).await {
+            Ok(answer) => answer.unwrap_or_else(|_| abandoned()),
+            Err(_) if batches.leave(product_id, ticket) => Err(AppError::Lock(LockError::Busy {
+                resource: format!("product:{product_id}"),
+                waited: arrived.elapsed(),
+                retry_after: None,
+            })),
+            // Taken into a batch just now: its answer is on the way.
+            Err(_) => answered.await.unwrap_or_else(|_| abandoned()),
+        }
+    }
+
+    /// Takes the request `ticket` out of `product_id`'s queue; false if it is no longer there
+    /// (its batch took it).
+    fn leave(&self, product_id: i64, ticket: u64) -> bool {
+        let mut queues = self.shard(product_id);
+        let Some(queue) = queues.get_mut(&product_id) else {
+            return false;
+        };
+        let before = queue.len();
+        queue.retain(|pending| pending.ticket != ticket);
+        queue.len() < before
+    }
+
+    /// The first [`MAX_BATCH`] queued for `product_id`, less the requests nobody waits for any
+    /// more; the queue's entry stays (the worker is still serving).
+    fn take(&self, product_id: i64) -> Vec<Pending> {
+        let mut queues = self.shard(product_id);
+        let Some(queue) = queues.get_mut(&product_id) else {
+            return Vec::new();
+        };
+        queue.retain(|pending| !pending.answer.is_closed());
+        let batch = queue.len().min(MAX_BATCH);
+        queue.drain(..batch).collect()
     }
 }
 
@@ -95,7 +170,7 @@ async fn serve(batches: web::Data<Batches>, state: AppState, product_id: i64) {
     };
     loop {
         {
-            let mut queues = batches.queues.lock().expect("batch queues");
+            let mut queues = batches.shard(product_id);
             let queue = queues.entry(product_id).or_default();
             queue.retain(|pending| !pending.answer.is_closed());
             if queue.is_empty() {
@@ -104,26 +179,36 @@ async fn serve(batches: web::Data<Batches>, state: AppState, product_id: i64) {
                 return;
             }
         }
-        let asked = Instant::now();
         if let Err(error) = serve_batch(&batches, &state, product_id).await {
-            // The lock could not be had: those queued before we asked waited for it as long
-            // as we did and get the failure; later ones get an attempt of their own.
-            let mut queues = batches.queues.lock().expect("batch queues");
-            if let Some(queue) = queues.get_mut(&product_id) {
-                let (failed, later) = std::mem::take(queue)
-                    .into_iter()
-                    .partition(|pending: &Pending| pending.queued_at <= asked);
-                *queue = later;
-                for pending in failed {
-                    let _ = pending.answer.send(Err(error.clone()));
+            match error {
+                // Every request waits for its own budget and leaves the queue when it is
+                // spent: the queued ones get another attempt of the worker.
+                AppError::Lock(LockError::Busy { .. }) => {}
+                // The lock cannot be had (Redis is down): every request queued now would get
+                // the same answer.
+                error => {
+                    for pending in batches.take_all(product_id) {
+                        let _ = pending.answer.send(Err(error.clone()));
+                    }
                 }
             }
         }
     }
 }
 
+impl Batches {
+    /// Everything queued for `product_id`.
+    fn take_all(&self, product_id: i64) -> Vec<Pending> {
+        let mut queues = self.shard(product_id);
+        queues
+            .get_mut(&product_id)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+}
+
 /// Removes a product's queue whose worker ended without emptying it; the requests in it get
-/// their answer channel dropped (`the request's batch was abandoned`).
+/// their answer channel dropped.
 struct Abandoned<'a> {
     batches: &'a Batches,
     product_id: i64,
@@ -133,7 +218,8 @@ struct Abandoned<'a> {
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if let Ok(mut queues) = self.batches.queues.lock() {
+            let index = self.product_id.rem_euclid(SHARDS as i64) as usize;
+            if let Ok(mut queues) = self.batches.shards[index].lock() {
                 queues.remove(&self.product_id);
             }
         }
@@ -141,8 +227,8 @@ impl Drop for Abandoned<'_> {
 }
 
 /// One hold of the product's lock: takes what is queued *now* — all that queued while the lock
-/// was awaited, less the requests whose clients hung up meanwhile — and serves it in one
-/// transaction (`fenced_deduct`).
+/// was awaited, less the requests whose clients hung up or whose budget ran out meanwhile —
+/// and serves it in one transaction (`fenced_deduct`).
 #[distributed_lock(resource = "product:{product_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 20000, guard = lock)]
 async fn serve_batch(batches: &Batches, state: &AppState, product_id: i64) -> Result<(), AppError> {
     let batch = batches.take(product_id);
@@ -172,12 +258,16 @@ async fn serve_batch(batches: &Batches, state: &AppState, product_id: i64) -> Re
             })
             .await
     };
-    let outcome = match deduct().await {
-        // A key committed elsewhere between the batch's check and its insert rolled the batch
-        // back: once more, and the check sees it (that request alone is then a repeat).
-        Err(AppError::AlreadyApplied) => deduct().await,
-        outcome => outcome,
-    };
+    // A key committed elsewhere between the batch's check and its insert rolls the batch back:
+    // once more, and the check sees it (that request alone is then a repeat). Each round finds
+    // at least one more key answered, so there are at most as many rounds as keys.
+    let mut outcome = deduct().await;
+    for _ in 0..requests.len() {
+        match outcome {
+            Err(AppError::AlreadyApplied) => outcome = deduct().await,
+            _ => break,
+        }
+    }
     match outcome {
         Ok(answers) => {
             for (pending, answer) in batch.into_iter().zip(answers) {
@@ -191,22 +281,4 @@ async fn serve_batch(batches: &Batches, state: &AppState, product_id: i64) -> Re
         }
     }
     Ok(())
-}
-
-/// The most requests one hold serves: bounds a transaction's size and time (the rest are the
-/// next batch).
-const MAX_BATCH: usize = 256;
-
-impl Batches {
-    /// The first [`MAX_BATCH`] queued for `product_id`, less the requests nobody waits for any
-    /// more; the queue's entry stays (the worker is still serving).
-    fn take(&self, product_id: i64) -> Vec<Pending> {
-        let mut queues = self.queues.lock().expect("batch queues");
-        let Some(queue) = queues.get_mut(&product_id) else {
-            return Vec::new();
-        };
-        queue.retain(|pending| !pending.answer.is_closed());
-        let batch = queue.len().min(MAX_BATCH);
-        queue.drain(..batch).collect()
-    }
 }
