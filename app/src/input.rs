@@ -211,6 +211,53 @@ pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) ->
     AppError::bad_request("invalid_query", err.to_string()).into()
 }
 
+/// 400 `invalid_path` for a number in the path that is not written the one way an id is: no
+/// sign, no leading zeros, no percent-encoding (`/product/+2`, `/product/02`, `/product/%32`
+/// would otherwise all name product 2, and a client could not tell its requests apart).
+pub fn check_path(path: &str) -> Result<(), AppError> {
+    for raw in path.split('/') {
+        let Some(decoded) = percent_decoded(raw) else {
+            continue;
+        };
+        let digits = decoded.strip_prefix(['+', '-']).unwrap_or(&decoded);
+        if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            continue;
+        }
+        let canonical = decoded
+            .parse::<i64>()
+            .is_ok_and(|number| number.to_string() == decoded);
+        if raw != decoded || !canonical {
+            return Err(AppError::bad_request(
+                "invalid_path",
+                format!("ids are written in plain decimal, without sign or leading zeros: {raw:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `segment` with `%XX` escapes decoded; `None` if an escape is malformed or not UTF-8 (the
+/// router refuses those itself).
+fn percent_decoded(segment: &str) -> Option<String> {
+    if !segment.contains('%') {
+        return Some(segment.to_string());
+    }
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = segment.get(at + 1..at + 3)?;
+            decoded.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
 /// 431 `headers_too_large` for a request whose headers add up to more than [`HEADERS_LIMIT`].
 pub fn check_headers(req: &actix_web::dev::ServiceRequest) -> Result<(), AppError> {
     let size: usize = req
@@ -248,5 +295,37 @@ mod tests {
         }
         assert!(check_text("c", "name", "   ", 200).is_err());
         assert!(check_text("c", "name", &"x".repeat(201), 200).is_err());
+    }
+
+    #[test]
+    fn paths_name_ids_one_way_only() {
+        for good in [
+            "/product/2/deduct",
+            "/product/9223372036854775807",
+            "/health/live",
+            "/",
+        ] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+        // Not numbers: the extractors answer for them.
+        for other in [
+            "/product/abc",
+            "/product/2x",
+            "/product/%ZZ",
+            "/product/+",
+            "/product/-",
+        ] {
+            assert!(check_path(other).is_ok(), "{other}");
+        }
+        for bad in [
+            "/product/02",
+            "/product/+2",
+            "/product/-0",
+            "/product/00",
+            "/product/%32",
+            "/concerts/1/seats/007/reserve",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::configuration::Settings;
 use crate::idempotency;
-use crate::input::{check_headers, path_error, query_error};
+use crate::input::{check_headers, check_path, path_error, query_error};
 use crate::routes::{balance, health, product, queue, seats};
 use crate::state::AppState;
 use crate::{db, job, telemetry};
@@ -127,6 +127,11 @@ impl Application {
         })
         // A client that hangs up cancels its handler (and so releases its lock) at once.
         .h1_allow_half_closed(false)
+        // No deadline for a request's head here: actix-web answers one with a bare, non-JSON
+        // 408, and an instance resumed after a pause (SIGSTOP, a stalled VM) found the head the
+        // load balancer had sent meanwhile past it. Slow clients are the load balancer's to
+        // time out (`timeout http-request 10s`, a JSON 408 `lb_request_timeout`).
+        .client_request_timeout(Duration::ZERO)
         // Idle keep-alive connections are closed by the load balancer (HAProxy keeps them up to
         // its 60 s server timeout), never by us: an app-side close racing the proxy's reuse of
         // that connection can cut a request in flight.
@@ -189,16 +194,68 @@ async fn prune_idempotency_keys(state: AppState) {
     }
 }
 
-async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound()
-        .json(serde_json::json!({"error": "not_found", "message": "no such route"}))
+/// Every route the service serves, with its method: what a wrong method is told (`405` with
+/// `Allow`). `HEAD` is served wherever `GET` is. A test checks each entry against the router.
+pub const ROUTES: [(&str, &str); 14] = [
+    ("POST", "/product/reset"),
+    ("POST", "/product"),
+    ("GET", "/product/{id}"),
+    ("POST", "/product/{id}/deduct"),
+    ("POST", "/balance/{user_id}/charge"),
+    ("POST", "/balance/{user_id}/use"),
+    ("GET", "/balance/{user_id}"),
+    ("POST", "/balance/transfer"),
+    ("POST", "/concerts/{concert_id}/seats/{seat_no}/reserve"),
+    ("POST", "/queue/{concert_id}/tokens"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+];
+
+/// The methods [`ROUTES`] allows on `path`, `HEAD` after `GET`.
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    static PATTERNS: std::sync::LazyLock<Vec<(&str, actix_web::dev::ResourceDef)>> =
+        std::sync::LazyLock::new(|| {
+            ROUTES
+                .iter()
+                .map(|(method, pattern)| (*method, actix_web::dev::ResourceDef::new(*pattern)))
+                .collect()
+        });
+    let mut methods = Vec::new();
+    for (method, pattern) in PATTERNS.iter() {
+        if pattern.is_match(path) && !methods.contains(method) {
+            methods.push(*method);
+            if *method == "GET" {
+                methods.push("HEAD");
+            }
+        }
+    }
+    methods
+}
+
+/// No route took the request: `405 method_not_allowed` with `Allow` when the path is known,
+/// else `404 not_found`.
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    let allowed = allowed_methods(req.path());
+    if allowed.is_empty() {
+        return HttpResponse::NotFound()
+            .json(serde_json::json!({"error": "not_found", "message": "no such route"}));
+    }
+    let allow = allowed.join(", ");
+    HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, allow.clone()))
+        .json(serde_json::json!({
+            "error": "method_not_allowed",
+            "message": format!("{} is not served here; allowed: {allow}", req.method()),
+        }))
 }
 
 /// Per request: a request id (taken from `X-Request-Id` or made), a span that every log line
 /// inside carries, one completion log line, and HTTP metrics by route pattern and status.
 async fn observe_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = req
         .headers()
@@ -219,11 +276,25 @@ async fn observe_request(
         path = %req.path(),
     );
     let started = Instant::now();
-    if let Err(refused) = check_headers(&req) {
-        span.in_scope(|| tracing::warn!(code = refused.code(), "request refused"));
-        return Err(refused.into());
-    }
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let refused = check_headers(&req).and_then(|()| check_path(req.path()));
+    let mut response = match refused {
+        Err(refused) => {
+            span.in_scope(|| tracing::warn!(code = refused.code(), "request refused"));
+            let response = actix_web::ResponseError::error_response(&refused);
+            req.into_response(response).map_into_right_body()
+        }
+        Ok(()) => {
+            // HEAD is served by the GET route; actix-http sends the head without the body
+            // (it decided that from the request line, before this rewrite).
+            if req.method() == actix_web::http::Method::HEAD {
+                req.head_mut().method = actix_web::http::Method::GET;
+            }
+            next.call(req)
+                .instrument(span.clone())
+                .await?
+                .map_into_left_body()
+        }
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = response

@@ -6,6 +6,7 @@ mod balancer;
 mod faults;
 mod helpers;
 mod honest;
+mod http;
 mod scenarios;
 mod secrets;
 mod tls;
