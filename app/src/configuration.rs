@@ -31,6 +31,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `WORKERS` (default: the number of CPUs): actix worker threads.
     pub workers: Option<usize>,
+    /// `BATCH_QUEUE_LIMIT` (default 1024): how many `strategy=lock` deductions one product may
+    /// have queued in an instance; the next gets `503 overloaded`.
+    pub batch_queue_limit: usize,
 }
 
 /// How log lines are written.
@@ -68,6 +71,7 @@ impl Default for Settings {
             job_interval: Duration::from_secs(10),
             log_format: LogFormat::Pretty,
             workers: None,
+            batch_queue_limit: 1024,
         }
     }
 }
@@ -185,6 +189,10 @@ impl Settings {
                 _ => return Err(invalid("LOG_FORMAT", format, "expected pretty or json")),
             };
         }
+        if let Some(limit) = lookup("BATCH_QUEUE_LIMIT") {
+            settings.batch_queue_limit =
+                parse_number("BATCH_QUEUE_LIMIT", &limit, 1, 1_000_000)? as usize;
+        }
         if let Some(workers) = lookup("WORKERS") {
             settings.workers = Some(parse_number("WORKERS", &workers, 1, 256)? as usize);
         }
@@ -247,6 +255,7 @@ impl std::fmt::Debug for Settings {
             .field("job_interval", &self.job_interval)
             .field("log_format", &self.log_format)
             .field("workers", &self.workers)
+            .field("batch_queue_limit", &self.batch_queue_limit)
             .finish()
     }
 }

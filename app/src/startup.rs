@@ -98,7 +98,9 @@ impl Application {
         let _ = telemetry::metrics_handle();
         let app_state = web::Data::new(state.clone());
         let app_locker = web::Data::new(locker);
-        let batches = web::Data::new(crate::routes::product::Batches::default());
+        let batches = web::Data::new(crate::routes::product::Batches::new(
+            settings.batch_queue_limit,
+        ));
         let header_instance = instance.clone();
         let mut server = HttpServer::new(move || {
             App::new()

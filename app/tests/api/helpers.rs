@@ -41,6 +41,8 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// `REDIS_TLS_CA` for a `rediss://` Redis.
     pub redis_tls_ca: Option<std::path::PathBuf>,
+    /// `BATCH_QUEUE_LIMIT`, if not the default.
+    pub batch_queue_limit: Option<usize>,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             database_url: None,
             redis_url: None,
             redis_tls_ca: None,
+            batch_queue_limit: None,
         }
     }
 }
@@ -81,6 +84,9 @@ pub async fn spawn_cluster_with(options: Options) -> Cluster {
             ("WORKERS", "2".into()),
             ("DB_POOL_SIZE", "12".into()),
         ]);
+        if let Some(limit) = options.batch_queue_limit {
+            vars.insert("BATCH_QUEUE_LIMIT", limit.to_string());
+        }
         if let Some(ca) = &options.redis_tls_ca {
             vars.insert("REDIS_TLS_CA", ca.display().to_string());
         }

@@ -431,3 +431,50 @@ async fn a_queued_request_waits_its_own_budget_not_the_one_before() {
     drop(held);
     assert_eq!(count(&cluster, "stock_ledger"), 0);
 }
+
+/// Finding 7: a product's queue had no bound, and a hung-up client's entry stayed until the next
+/// take. Now past `BATCH_QUEUE_LIMIT` the next request gets `503 overloaded` at once (nothing
+/// written), and a client that hangs up frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_is_overload_and_a_hung_up_client_frees_its_place() {
+    let cluster = spawn_cluster_with(Options {
+        instances: 1,
+        batch_queue_limit: Some(4),
+        ..Options::default()
+    })
+    .await;
+    let product = cluster.reset(100).await;
+    let held = cluster
+        .hold_lock(&format!("product:{product}"), Duration::from_secs(30))
+        .await;
+    let url = cluster.url(&format!("/product/{product}/deduct"));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    // Four clients queue and hang up: their places are free again.
+    let gave_up = join_all((0..4).map(|_| impatient.post(&url).send())).await;
+    assert!(gave_up.iter().all(Result::is_err));
+    let path = format!("/product/{product}/deduct");
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let client = cluster.client.clone();
+            let url = url.clone();
+            tokio::spawn(async move { client.post(url).send().await.unwrap().status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = cluster.post(&path, None).await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "overloaded"),
+        "{}",
+        refused.text
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    held.release().await.unwrap();
+    for waiter in waiting {
+        assert_eq!(waiter.await.unwrap(), 200);
+    }
+    assert_eq!(count(&cluster, "stock_ledger"), 4);
+}

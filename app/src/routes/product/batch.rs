@@ -16,10 +16,10 @@
 //! - **Its own wait budget.** A request still queued [`WAIT_BUDGET`] after it arrived leaves
 //!   the queue and gets `423 lock_busy`; nothing was written. (A request that joined just
 //!   after a failed lock wait does not sit through that wait and then its own.)
-//! - **A bounded queue.** Past [`MAX_QUEUED`] requests for one product the next gets
-//!   `503 overloaded` at once.
-//! - **Hang-ups.** A request whose client hangs up while it is queued leaves the queue and
-//!   writes nothing. Once its batch is taken it is carried out (its Idempotency-Key stays in
+//! - **A bounded queue.** Past `BATCH_QUEUE_LIMIT` requests (1,024) for one product the next
+//!   gets `503 overloaded` at once.
+//! - **Hang-ups.** A request whose client hangs up while it is queued leaves the queue at once
+//!   (with its key's share of the in-flight marker) and writes nothing. Once its batch is taken it is carried out (its Idempotency-Key stays in
 //!   flight until then, and a repeat with the key learns the outcome).
 
 use super::{fenced_deduct, Requested};
@@ -37,8 +37,6 @@ use tokio::time::Instant;
 
 /// How long a request may wait for its batch to hold the product's lock.
 pub const WAIT_BUDGET: Duration = Duration::from_secs(20);
-/// The most requests one product may have queued in one instance.
-pub const MAX_QUEUED: usize = 1024;
 /// The most requests one hold serves: bounds a transaction's size and time (the rest are the
 /// next batch).
 const MAX_BATCH: usize = 256;
@@ -47,10 +45,12 @@ const MAX_BATCH: usize = 256;
 const SHARDS: usize = 16;
 
 /// The requests queued per product, in this instance (app data, shared by its workers).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Batches {
     shards: [Mutex<HashMap<i64, Vec<Pending>>>; SHARDS],
     next_ticket: AtomicU64,
+    /// The most requests one product may have queued.
+    limit: usize,
 }
 
 /// A request waiting for its batch.
@@ -65,9 +65,23 @@ struct Pending {
 }
 
 impl Batches {
+    /// No queues yet; at most `limit` requests per product.
+    pub fn new(limit: usize) -> Batches {
+        Batches {
+            shards: Default::default(),
+            next_ticket: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// The queues of `product_id`'s shard. A panic elsewhere while one was held leaves them
+    /// usable (every change under the mutex is one `Vec`/`HashMap` call), so poisoning is
+    /// ignored: this runs in `Drop` too.
     fn shard(&self, product_id: i64) -> MutexGuard<'_, HashMap<i64, Vec<Pending>>> {
         let index = product_id.rem_euclid(SHARDS as i64) as usize;
-        self.shards[index].lock().expect("batch queues")
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Deducts `quantity` from `product_id` under the product's lock, served with the other
@@ -92,13 +106,10 @@ impl Batches {
             let mut queues = batches.shard(product_id);
             match queues.get_mut(&product_id) {
                 Some(queue) => {
-                    if queue.len() >= MAX_QUEUED {
-                        // Hung-up requests are dropped at the next take; make room now.
-                        queue.retain(|pending| !pending.answer.is_closed());
-                    }
-                    if queue.len() >= MAX_QUEUED {
+                    if queue.len() >= batches.limit {
                         return Err(AppError::Overloaded(format!(
-                            "{MAX_QUEUED} requests for product {product_id} are queued already"
+                            "{} requests for product {product_id} are queued already",
+                            batches.limit
                         )));
                     }
                     queue.push(pending);
@@ -120,7 +131,14 @@ impl Batches {
                 "the request's batch was abandoned".into(),
             ))
         };
-        match tokio::time::timeout_at(arrived + WAIT_BUDGET, &mut answered).await {
+        // Dropped with this future (the client hung up), the request leaves the queue at once.
+        let mut queued = Queued {
+            batches,
+            product_id,
+            ticket,
+            armed: true,
+        };
+        let outcome = match tokio::time::timeout_at(arrived + WAIT_BUDGET, &mut answered).await {
             Ok(answer) => answer.unwrap_or_else(|_| abandoned()),
             Err(_) if batches.leave(product_id, ticket) => Err(AppError::Lock(LockError::Busy {
                 resource: format!("product:{product_id}"),
@@ -129,7 +147,9 @@ impl Batches {
             })),
             // Taken into a batch just now: its answer is on the way.
             Err(_) => answered.await.unwrap_or_else(|_| abandoned()),
-        }
+        };
+        queued.armed = false;
+        outcome
     }
 
     /// Takes the request `ticket` out of `product_id`'s queue; false if it is no longer there
@@ -207,6 +227,23 @@ impl Batches {
     }
 }
 
+/// A request's place in its queue, given up when the request's future is dropped.
+struct Queued<'a> {
+    batches: &'a Batches,
+    product_id: i64,
+    ticket: u64,
+    armed: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Not there any more if its batch took it: then it is carried out.
+            self.batches.leave(self.product_id, self.ticket);
+        }
+    }
+}
+
 /// Removes a product's queue whose worker ended without emptying it; the requests in it get
 /// their answer channel dropped.
 struct Abandoned<'a> {
@@ -218,10 +255,7 @@ struct Abandoned<'a> {
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if self.armed {
-            let index = self.product_id.rem_euclid(SHARDS as i64) as usize;
-            if let Ok(mut queues) = self.batches.shards[index].lock() {
-                queues.remove(&self.product_id);
-            }
+            self.batches.shard(self.product_id).remove(&self.product_id);
         }
     }
 }
