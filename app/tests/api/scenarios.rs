@@ -162,6 +162,48 @@ async fn the_job_runs_exactly_once_per_tick_across_three_instances() {
     assert_eq!(missing, 0, "a tick was skipped");
 }
 
+/// Issue 19, finding 16: the tick's winner kept its lock for the whole tick (`min_hold`) even
+/// when its run failed, so nobody ran that tick. Now the lock is given back on failure and the
+/// instances still waiting for it run the tick (a run already recorded is not repeated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tick_whose_winner_fails_is_run_by_another_instance() {
+    let cluster = spawn_cluster_with(Options {
+        job_interval_ms: 250,
+        ..Options::default()
+    })
+    .await;
+    // Runs by app1 and app2 fail: every tick must be run by app3.
+    cluster.sql(
+        "CREATE FUNCTION only_app3() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.instance <> 'app3' THEN RAISE EXCEPTION 'this run fails'; END IF; \
+         RETURN NEW; END $$",
+    );
+    cluster.sql(
+        "CREATE TRIGGER only_app3 BEFORE INSERT ON job_runs \
+         FOR EACH ROW EXECUTE FUNCTION only_app3()",
+    );
+    let since = cluster.sql_i64("SELECT coalesce(max(tick), 0) FROM job_runs");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let runs = format!("FROM job_runs WHERE tick > {since} + 1");
+    let ticks = cluster.sql_i64(&format!("SELECT count(DISTINCT tick) {runs}"));
+    assert!(ticks >= 5, "only {ticks} ticks ran");
+    let missing = cluster.sql_i64(&format!(
+        "SELECT (max(tick) - min(tick) + 1) - count(DISTINCT tick) {runs}"
+    ));
+    assert_eq!(
+        missing,
+        0,
+        "a tick whose winner failed was not run: {}",
+        cluster.sql(&format!(
+            "SELECT string_agg(tick::text, ',' ORDER BY tick) {runs}"
+        ))
+    );
+    let doubled = cluster.sql_i64(&format!(
+        "SELECT count(*) FROM (SELECT tick {runs} GROUP BY tick HAVING count(*) > 1) t"
+    ));
+    assert_eq!(doubled, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_holder_that_lost_its_lock_cannot_write() {
     let cluster = spawn_cluster().await;
