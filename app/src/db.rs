@@ -7,8 +7,8 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection,
 };
-use diesel_async::AsyncPgConnection;
 use diesel_async::SimpleAsyncConnection;
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,13 +30,13 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// may take in all. Past it the request gets a 503 (`database_unavailable` or `overloaded`);
 /// nothing was written.
 pub const QUERY_BUDGET: Duration = Duration::from_secs(2);
-/// PostgreSQL's `statement_timeout` for pooled sessions, COMMIT included: a write that the
-/// database cannot finish in time fails with the database's own error and is rolled back, so
-/// the answer (`503 overloaded`) is true.
+/// PostgreSQL's `statement_timeout` for pooled sessions: a statement that the database cannot
+/// finish in time fails with the database's own error and its transaction is rolled back, so
+/// the answer (`503 overloaded`) is true. (PostgreSQL does not time COMMIT itself.)
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long a write that has started may run before its answer is `outcome_unknown`: above
-/// [`STATEMENT_TIMEOUT`], so only a database that stops answering altogether (an fsync stall,
-/// a lost network) reaches it.
+/// [`STATEMENT_TIMEOUT`], so only a slow COMMIT (an fsync stall, a slow synchronous standby)
+/// or a database that stops answering altogether reaches it.
 pub const WRITE_OUTCOME_WAIT: Duration = Duration::from_secs(6);
 /// During an outage, how often the background probe asks the database whether it is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
@@ -62,12 +62,20 @@ pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// every waiter queued behind it.
 ///
 /// **Overload is not an outage.** A database that answers — `too many clients` (SQLSTATE class
-/// 53), a statement or lock timeout — or a pool whose connections are all busy gives the
-/// request `503 overloaded`, and the instance keeps serving from the connections it has.
+/// 53), a statement or lock timeout, a read slower than the budget — or a pool whose
+/// connections are all busy gives the request `503 overloaded`, and the instance keeps serving
+/// from the connections it has: a refusal for load does not wake the requests waiting for a
+/// pooled connection (one is given back within moments), only a failure that looks like an
+/// outage does.
+///
+/// **A connection whose work did not finish is not reused.** A request cut at its deadline or
+/// dropped by its client may leave a statement running on its session; the session is marked
+/// broken ([`InUse`]) and the pool closes it instead of handing it to the next request.
 ///
 /// **Writes are never cut short.** Once a write's work has its connection it runs until the
-/// database answers (bounded by [`STATEMENT_TIMEOUT`] on the server, [`WRITE_OUTCOME_WAIT`]
-/// here); its answer is the work's. A write whose connection is lost, or that outlives
+/// database answers (bounded by [`STATEMENT_TIMEOUT`] per statement on the server,
+/// [`WRITE_OUTCOME_WAIT`] in all here); its answer is the work's. Every write is a transaction
+/// whose COMMIT's answer is awaited (an autocommit statement's row arrives before the commit). A write whose connection is lost, or that outlives
 /// [`WRITE_OUTCOME_WAIT`], may or may not have committed: `504 outcome_unknown`, never a
 /// retryable 503.
 #[derive(Clone)]
@@ -155,7 +163,10 @@ async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectFailure> {
 impl bb8::ErrorSink<diesel_async::pooled_connection::PoolError> for HealthSink {
     fn sink(&self, _error: diesel_async::pooled_connection::PoolError) {
         // `establish` has classified the failure already (and noted an outage if it is one).
-        self.0.noticed.notify_waiters();
+        // A refusal for load leaves the waiters waiting: a pooled connection comes back soon.
+        if !self.0.last_refusal_was_load.load(Ordering::Relaxed) {
+            self.0.noticed.notify_waiters();
+        }
     }
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<diesel_async::pooled_connection::PoolError>> {
@@ -238,7 +249,14 @@ impl Database {
         error: bb8::RunError<diesel_async::pooled_connection::PoolError>,
     ) -> AppError {
         match error {
-            bb8::RunError::TimedOut if self.pool_is_busy() => {
+            bb8::RunError::TimedOut
+                if self.pool_is_busy()
+                    || self
+                        .inner
+                        .health
+                        .last_refusal_was_load
+                        .load(Ordering::Relaxed) =>
+            {
                 AppError::Overloaded("every database connection of this instance is busy".into())
             }
             bb8::RunError::TimedOut => {
@@ -263,20 +281,30 @@ impl Database {
         work: impl AsyncFn(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
         let deadline = Instant::now() + QUERY_BUDGET;
+        let connected = std::cell::Cell::new(false);
         let attempts = async {
-            let mut conn = self.connection().await?;
-            match work(&mut conn).await {
+            let mut conn = InUse::new(self.connection().await?);
+            connected.set(true);
+            match conn.run(&work).await {
                 Err(AppError::DatabaseUnreachable(_)) => {
                     drop(conn);
                     self.probe(false);
-                    let mut conn = self.connection().await?;
-                    work(&mut conn).await
+                    let mut conn = InUse::new(self.connection().await?);
+                    conn.run(&work).await
                 }
                 outcome => outcome,
             }
         };
         match tokio::time::timeout_at(deadline.into(), attempts).await {
             Ok(outcome) => self.observed(outcome),
+            // The database took the read and has not answered it: slow, or gone. Overload until
+            // the probe, which asks on a new session, says otherwise.
+            Err(_) if connected.get() => {
+                self.probe(false);
+                Err(AppError::Overloaded(
+                    "the database did not answer the read in time".into(),
+                ))
+            }
             Err(_) => Err(self.no_answer_in_time()),
         }
     }
@@ -305,7 +333,9 @@ impl Database {
     ) -> Result<T, AppError> {
         let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until());
         self.write_by(deadline, work, || {
+            let expired = lock.valid_until() <= Instant::now();
             lock.lost_resource()
+                .or_else(|| expired.then(|| lock.resource()))
                 .map(|resource| AppError::Lock(fencelock::LockError::Lost { resource }))
         })
         .await
@@ -318,11 +348,11 @@ impl Database {
         explain: impl FnOnce() -> Option<AppError>,
     ) -> Result<T, AppError> {
         let mut conn = match tokio::time::timeout_at(deadline.into(), self.connection()).await {
-            Ok(Ok(conn)) => conn,
+            Ok(Ok(conn)) => InUse::new(conn),
             Ok(Err(refused)) => return self.observed(Err(refused)),
             Err(_) => return Err(explain().unwrap_or_else(|| self.no_answer_in_time())),
         };
-        match tokio::time::timeout(WRITE_OUTCOME_WAIT, work(&mut conn)).await {
+        match tokio::time::timeout(WRITE_OUTCOME_WAIT, conn.run_once(work)).await {
             Ok(Err(AppError::DatabaseUnreachable(detail))) => {
                 self.probe(false);
                 Err(AppError::OutcomeUnknown(format!(
@@ -378,12 +408,11 @@ impl Database {
         answered
     }
 
-    /// Whether a new session (not one from the pool, which may have a dropped request's
-    /// statement still queued on it) gets an answer in [`CONNECT_TIMEOUT`]: `SELECT 1`
-    /// answered, or a refusal for load (an overloaded server is up). An answer ends a noted
-    /// outage.
+    /// Whether a new session (not one from the pool) gets an answer within [`QUERY_BUDGET`]
+    /// (what a request is given): `SELECT 1` answered, or a refusal for load (an overloaded
+    /// server is up). An answer ends a noted outage.
     async fn answers_on_a_new_connection(&self) -> bool {
-        let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let answered = tokio::time::timeout(QUERY_BUDGET, async {
             match establish(&self.inner.database_url).await {
                 Ok(mut conn) => conn.batch_execute("SELECT 1").await.is_ok(),
                 Err(ConnectFailure::Overloaded(_)) => true,
@@ -444,6 +473,72 @@ impl Database {
     }
 }
 
+/// A pooled connection lent to one piece of work. Dropped before the work returned (cut at a
+/// deadline, or its request dropped by a client that hung up), it marks its session broken, so
+/// that the pool closes it rather than hand the next request a session with a statement still
+/// running on it.
+struct InUse<'a> {
+    conn: Connection<'a>,
+    finished: bool,
+}
+
+impl<'a> InUse<'a> {
+    fn new(conn: Connection<'a>) -> InUse<'a> {
+        InUse {
+            conn,
+            finished: false,
+        }
+    }
+
+    /// Runs `work` (which may be run again on another connection).
+    async fn run<T>(
+        &mut self,
+        work: &impl AsyncFn(&mut AsyncPgConnection) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        self.finished = false;
+        let outcome = work(&mut self.conn).await;
+        self.finished = true;
+        self.settled(outcome).await
+    }
+
+    /// Runs `work`, once.
+    async fn run_once<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
+    ) -> Result<T, AppError> {
+        self.finished = false;
+        let outcome = work(&mut self.conn).await;
+        self.finished = true;
+        self.settled(outcome).await
+    }
+
+    /// A database error on a session the server has just closed (a restart, an administrator,
+    /// `idle_in_transaction_session_timeout`) is the connection's loss, not a refusal: the
+    /// connection's task may need a moment to see the end of the stream.
+    async fn settled<T>(&mut self, outcome: Result<T, AppError>) -> Result<T, AppError> {
+        match outcome {
+            Err(AppError::Database(detail)) => {
+                tokio::task::yield_now().await;
+                if PoolableConnection::is_broken(&mut *self.conn) {
+                    Err(AppError::DatabaseUnreachable(detail))
+                } else {
+                    Err(AppError::Database(detail))
+                }
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut self.conn)
+                .set_in_error();
+        }
+    }
+}
+
 /// What a lock holder holds, as [`Database::holding`] needs it: one guard or several (a
 /// transfer holds both users' locks). One trait instead of one `holding` per guard type, so
 /// the deadline and the `lock_lost` explanation stay in one place.
@@ -452,11 +547,17 @@ pub trait Held {
     fn valid_until(&self) -> Instant;
     /// The resource of a lock that may be lost, if any.
     fn lost_resource(&self) -> Option<String>;
+    /// The resource to name when the hold ran out (the first, for several).
+    fn resource(&self) -> String;
 }
 
 impl Held for fencelock::Guard {
     fn valid_until(&self) -> Instant {
         fencelock::Guard::valid_until(self).into_std()
+    }
+
+    fn resource(&self) -> String {
+        fencelock::Guard::resource(self).to_string()
     }
 
     fn lost_resource(&self) -> Option<String> {
@@ -471,6 +572,13 @@ impl Held for fencelock::MultiGuard {
 
     fn lost_resource(&self) -> Option<String> {
         fencelock::MultiGuard::lost_resource(self).map(str::to_string)
+    }
+
+    fn resource(&self) -> String {
+        self.guards()
+            .first()
+            .map(|guard| guard.resource().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -494,7 +602,17 @@ fn manager(
         let url = url.to_string();
         let health = health.clone();
         Box::pin(async move {
-            establish(&url).await.map_err(|failure| {
+            // tokio-postgres has no connect timeout of its own: an attempt to a silent host
+            // would count against the pool's size until the kernel gave up.
+            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, establish(&url))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectFailure::Unreachable(format!(
+                        "no answer to a new connection within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    )))
+                });
+            attempt.map_err(|failure| {
                 let load = matches!(failure, ConnectFailure::Overloaded(_));
                 health.last_refusal_was_load.store(load, Ordering::Relaxed);
                 let detail = match failure {

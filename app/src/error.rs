@@ -113,8 +113,17 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 AppError::Overloaded(error.to_string())
             }
+            // The server ended the session (SQLSTATE 57P01, 57P02, 25P03): the connection is
+            // lost, whatever the statement was.
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().starts_with("terminating connection") =>
+            {
+                AppError::DatabaseUnreachable(error.to_string())
+            }
             // The session's own `statement_timeout` and `lock_timeout` (SQLSTATE 57014 and
-            // 55P03), which diesel reports without their codes: matched by the server's text.
+            // 55P03), which diesel reports without their codes: matched by the server's text
+            // (English, PostgreSQL's default; a server set to another language turns these
+            // into `database_error`).
             Error::DatabaseError(DatabaseErrorKind::Unknown, info)
                 if LOAD_MESSAGES
                     .iter()
@@ -125,6 +134,49 @@ impl From<diesel::result::Error> for AppError {
             _ => AppError::Database(error.to_string()),
         }
     }
+}
+
+/// Every `error` code the service sends, for the published contract (`api.rs`). A test checks
+/// that each code an [`AppError`] can carry is here.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum ErrorCode {
+    InvalidPath,
+    InvalidQuery,
+    InvalidJson,
+    InvalidBody,
+    InvalidStock,
+    InvalidName,
+    InvalidIdempotencyKey,
+    SameUser,
+    InvalidLockResource,
+    ResetDisabled,
+    NotFound,
+    ProductNotFound,
+    UserNotFound,
+    MethodNotAllowed,
+    OutOfStock,
+    InsufficientBalance,
+    BalanceOverflow,
+    SeatTaken,
+    LockLost,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    LockBusy,
+    HeadersTooLarge,
+    DatabaseError,
+    InvalidLockOptions,
+    LockConfig,
+    LockNotConfigured,
+    LockUnavailable,
+    DatabaseUnavailable,
+    Overloaded,
+    OutcomeUnknown,
 }
 
 /// PostgreSQL's messages for errors that mean "too much at once", not "wrong".
@@ -168,7 +220,9 @@ impl AppError {
             AppError::DatabaseUnreachable(_) => "database_unavailable",
             AppError::Overloaded(_) => "overloaded",
             AppError::OutcomeUnknown(_) => "outcome_unknown",
-            AppError::AlreadyApplied => "idempotency_conflict",
+            // Only inside the service: the key's first request committed first, or is
+            // committing (what a client would be told is that it is in flight).
+            AppError::AlreadyApplied => "idempotency_key_in_flight",
             AppError::KeyReused => "idempotency_key_reused",
             AppError::KeyInFlight => "idempotency_key_in_flight",
             AppError::UnsupportedMediaType => "unsupported_media_type",
@@ -230,6 +284,56 @@ impl ResponseError for AppError {
                 }))
             }
             _ => HttpResponse::build(self.status_code()).json(self.body()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Every code an `AppError` can be sent with is in the published `ErrorCode`.
+    #[test]
+    fn every_code_is_published() {
+        let errors = [
+            AppError::bad_request("invalid_path", ""),
+            AppError::PayloadTooLarge { limit: 1 },
+            AppError::NotFound {
+                code: "product_not_found",
+                what: "product",
+                id: 1,
+            },
+            AppError::Conflict {
+                code: "out_of_stock",
+                message: String::new(),
+            },
+            AppError::ResetDisabled,
+            AppError::Lock(LockError::Busy {
+                resource: "r".into(),
+                waited: Duration::ZERO,
+                retry_after: None,
+            }),
+            AppError::Lock(LockError::Lost {
+                resource: "r".into(),
+            }),
+            AppError::Lock(LockError::Config(String::new())),
+            AppError::Lock(LockError::InvalidOptions("")),
+            AppError::FencedOut { fence: 1 },
+            AppError::AlreadyApplied,
+            AppError::KeyReused,
+            AppError::KeyInFlight,
+            AppError::UnsupportedMediaType,
+            AppError::HeadersTooLarge { limit: 1 },
+            AppError::Database(String::new()),
+            AppError::DatabaseUnreachable(String::new()),
+            AppError::Overloaded(String::new()),
+            AppError::OutcomeUnknown(String::new()),
+        ];
+        for error in errors {
+            let code = error.code();
+            let published: Result<ErrorCode, _> = serde_json::from_value(serde_json::json!(code));
+            assert!(published.is_ok(), "{code} is not in ErrorCode");
         }
     }
 }

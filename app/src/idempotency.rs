@@ -25,7 +25,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fencelock::{Guard, LockError, LockOptions};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -163,13 +163,13 @@ pub async fn run(
     let mut lingering = Lingering(Some(Arc::new(marker)));
     key.in_flight = lingering.0.clone();
     // The first request may have committed between the lookup and the marker.
-    let stored = state.db.read(async |conn| lookup(conn, &key).await).await?;
-    let response = match stored {
-        Some(first) => Ok(first.response(true)),
-        None => {
+    let response = match state.db.read(async |conn| lookup(conn, &key).await).await {
+        Ok(Some(first)) => Ok(first.response(true)),
+        Ok(None) => {
             let outcome = operation(Some(&key)).await;
             respond(state, &key, outcome).await
         }
+        Err(refused) => Err(refused),
     };
     // Done: the marker goes when the last clone does (a batch may still hold one), at once.
     lingering.0 = None;
@@ -255,14 +255,25 @@ pub async fn answered(
         .collect())
 }
 
-/// Deletes expired records (each instance, every [`PRUNE_INTERVAL`]; deleting twice is
-/// harmless). Returns how many went.
+/// How many expired records one statement of [`prune`] deletes: a short statement, well
+/// inside `statement_timeout`, however large the backlog.
+pub const PRUNE_BATCH: i64 = 5_000;
+
+/// Deletes up to [`PRUNE_BATCH`] expired records, oldest first, through the index on
+/// `created_at` (each instance, every [`PRUNE_INTERVAL`], until a batch comes back short;
+/// deleting twice is harmless). Returns how many went.
 pub async fn prune(conn: &mut AsyncPgConnection) -> Result<usize, AppError> {
-    Ok(diesel::sql_query(format!(
-        "DELETE FROM idempotency_keys WHERE created_at <= now() - {KEY_TTL_SQL}"
-    ))
-    .execute(conn)
-    .await?)
+    conn.transaction::<_, AppError, _>(async |conn| {
+        Ok(diesel::sql_query(format!(
+            "DELETE FROM idempotency_keys WHERE key IN ( \
+                 SELECT key FROM idempotency_keys \
+                 WHERE created_at <= now() - {KEY_TTL_SQL} \
+                 ORDER BY created_at LIMIT {PRUNE_BATCH})"
+        ))
+        .execute(conn)
+        .await?)
+    })
+    .await
 }
 
 /// Stores `stored` for `key` (inside the caller's transaction), replacing an expired record.

@@ -6,7 +6,7 @@ use crate::state::{db_fence, AppState};
 use diesel::dsl::{count_star, sql};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use fencelock::{LockError, LockOptions};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,7 +65,11 @@ pub async fn stock_report(state: &AppState, tick: i64, wait: Duration) -> Result
             if recorded > 0 {
                 return Ok(None);
             }
-            record_report(conn, state, tick, db_fence(&lock)).await
+            // A transaction so that the COMMIT's answer is awaited before the run counts.
+            conn.transaction::<_, AppError, _>(async |conn| {
+                record_report(conn, state, tick, db_fence(&lock)).await
+            })
+            .await
         })
         .await;
     // Given back at once (a failed run included), so a waiting instance can take the tick.

@@ -4,6 +4,7 @@
 //!
 //! Start it with `cargo run -p fencelock-app` (settings: [`configuration::Settings`]).
 
+pub mod api;
 pub mod configuration;
 pub mod db;
 pub mod error;

@@ -16,18 +16,26 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// `{"from": id, "to": id, "amount": N}` for a transfer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
+    /// The payer.
+    #[schema(value_type = i64, minimum = 1)]
     from: Id,
+    /// The payee (not the payer).
+    #[schema(value_type = i64, minimum = 1)]
     to: Id,
+    /// How much.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000)]
     amount: Amount,
 }
 
 /// `{"amount": N}` for charge and use.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmountBody {
+    /// How much.
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000)]
     amount: Amount,
 }
 
@@ -50,6 +58,18 @@ fn balance_json(user_id: i64, balance: i64) -> serde_json::Value {
 }
 
 /// Adds to a balance, creating the user on first charge.
+#[utoipa::path(
+    tag = "balances",
+    params(("user_id" = i64, Path, minimum = 1, description = "The user (created on first charge)"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer")),
+    request_body(content = AmountBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Charged (or replayed)", body = crate::api::Balance),
+        (status = 409, description = "`balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/balance/{user_id}/charge")]
 pub async fn charge(
     state: web::Data<AppState>,
@@ -61,6 +81,19 @@ pub async fn charge(
 }
 
 /// Spends from a balance: 409 `insufficient_balance` when it is short, nothing changed.
+#[utoipa::path(
+    tag = "balances",
+    params(("user_id" = i64, Path, minimum = 1, description = "The user"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer")),
+    request_body(content = AmountBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Spent (or replayed)", body = crate::api::Balance),
+        (status = 404, description = "`user_not_found`", body = crate::api::ErrorBody),
+        (status = 409, description = "`insufficient_balance`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/balance/{user_id}/use")]
 pub async fn spend(
     state: web::Data<AppState>,
@@ -255,6 +288,19 @@ async fn subtract(
 /// Moves `amount` from one user to another: 400 `same_user` for a transfer to oneself, 404
 /// `user_not_found` when either user is unknown, 409 `insufficient_balance` when `from` is
 /// short; nothing is written in any of those cases.
+#[utoipa::path(
+    tag = "balances",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer")),
+    request_body(content = TransferBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Transferred (or replayed)", body = crate::api::Transferred),
+        (status = 404, description = "`user_not_found` (either user)", body = crate::api::ErrorBody),
+        (status = 409, description = "`insufficient_balance`, `balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::api::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/balance/transfer")]
 pub async fn transfer(
     state: web::Data<AppState>,
@@ -397,6 +443,15 @@ async fn move_balance(
 }
 
 /// Reads a balance.
+#[utoipa::path(
+    tag = "balances",
+    params(("user_id" = i64, Path, minimum = 1, description = "The user")),
+    responses(
+        (status = 200, description = "The balance", body = crate::api::Balance),
+        (status = 404, description = "`user_not_found`", body = crate::api::ErrorBody),
+        crate::api::ReadRefusals,
+    )
+)]
 #[get("/balance/{user_id}")]
 pub async fn show(
     state: web::Data<AppState>,

@@ -9,6 +9,10 @@ use std::time::Duration;
 /// Liveness: 200 while the process serves requests, whatever its dependencies do. This is what
 /// the load balancer routes on, so an outage of the shared database or Redis (answered by every
 /// instance with a JSON 503) does not take every instance out.
+#[utoipa::path(
+    tag = "health",
+    responses((status = 200, description = "The process serves", body = crate::api::Live), crate::api::ReadRefusals)
+)]
 #[get("/health/live")]
 pub async fn live(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok", "instance": state.instance}))
@@ -16,12 +20,30 @@ pub async fn live(state: web::Data<AppState>) -> HttpResponse {
 
 /// Readiness: 200 when PostgreSQL answers and enough Redis nodes are up to lock; 503 (same
 /// shape) otherwise.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "PostgreSQL answers and Redis has a quorum", body = crate::api::Ready),
+        (status = 503, description = "A dependency is down (same shape)", body = crate::api::Ready),
+        (status = 400, description = "`invalid_path`", body = crate::api::ErrorBody),
+        (status = 431, description = "`headers_too_large`", body = crate::api::ErrorBody),
+    )
+)]
 #[get("/health/ready")]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     readiness(&state).await
 }
 
 /// The readiness report, at its historical path.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "As `/health/ready`", body = crate::api::Ready),
+        (status = 503, description = "A dependency is down (same shape)", body = crate::api::Ready),
+        (status = 400, description = "`invalid_path`", body = crate::api::ErrorBody),
+        (status = 431, description = "`headers_too_large`", body = crate::api::ErrorBody),
+    )
+)]
 #[get("/health")]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     readiness(&state).await
@@ -43,6 +65,14 @@ async fn readiness(state: &AppState) -> HttpResponse {
 }
 
 /// Prometheus text: the lock runtime's metrics and HTTP request counts and latencies.
+#[utoipa::path(
+    tag = "health",
+    responses(
+        (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
+        (status = 400, description = "`invalid_path`", body = crate::api::ErrorBody),
+        (status = 431, description = "`headers_too_large`", body = crate::api::ErrorBody),
+    )
+)]
 #[get("/metrics")]
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()

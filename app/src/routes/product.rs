@@ -18,12 +18,16 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// `POST /product/reset` body: both fields optional.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
+    /// Units in stock (default 1000).
     #[serde(default = "default_stock")]
+    #[schema(minimum = 0, maximum = 1_000_000_000, default = 1000)]
     stock: i64,
+    /// Its name (default "demo product"): 1 to 200 characters, no control characters.
     #[serde(default = "default_name")]
+    #[schema(min_length = 1, max_length = 200, default = "demo product")]
     name: String,
 }
 
@@ -36,18 +40,24 @@ fn default_name() -> String {
 }
 
 /// `POST /product` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    /// 1 to 200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// Units in stock.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     stock: i64,
 }
 
 /// `POST /product/{id}/deduct` body: optional, quantity defaults to 1.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeductBody {
+    /// Units to deduct (default 1).
     #[serde(default = "one")]
+    #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000, default = 1)]
     quantity: Amount,
 }
 
@@ -56,7 +66,7 @@ fn one() -> Amount {
 }
 
 /// How a deduction protects its read-modify-write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// `#[distributed_lock]` around read → check → fenced write (the default).
@@ -81,10 +91,13 @@ impl Strategy {
 }
 
 /// `?strategy=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeductQuery {
+    /// How the deduction protects its read-modify-write (default `lock`).
     #[serde(default = "lock_strategy")]
+    #[param(inline, default = "lock")]
     strategy: Strategy,
 }
 
@@ -120,6 +133,15 @@ fn not_found(id: i64) -> AppError {
 }
 
 /// Clears all products and their ledger and creates one product (demo and load-test setup).
+#[utoipa::path(
+    tag = "products",
+    request_body(content = Option<ResetBody>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The one product now", body = crate::api::Product),
+        (status = 403, description = "`reset_disabled`: ALLOW_RESET is off", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/product/reset")]
 pub async fn reset(
     state: web::Data<AppState>,
@@ -151,6 +173,14 @@ pub async fn reset(
 }
 
 /// Creates a product.
+#[utoipa::path(
+    tag = "products",
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The product", body = crate::api::Product),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/product")]
 pub async fn create(
     state: web::Data<AppState>,
@@ -162,17 +192,30 @@ pub async fn create(
     let id: i64 = state
         .db
         .write(async |conn| {
-            Ok(diesel::insert_into(products::table)
-                .values((products::name.eq(&name), products::stock.eq(stock)))
-                .returning(products::id)
-                .get_result(conn)
-                .await?)
+            // A transaction so that the COMMIT's answer is awaited (see `fenced_deduct`).
+            conn.transaction::<_, AppError, _>(async |conn| {
+                Ok(diesel::insert_into(products::table)
+                    .values((products::name.eq(&name), products::stock.eq(stock)))
+                    .returning(products::id)
+                    .get_result(conn)
+                    .await?)
+            })
+            .await
         })
         .await?;
     Ok(HttpResponse::Created().json(product_json(id, &name, stock)))
 }
 
 /// Reads a product.
+#[utoipa::path(
+    tag = "products",
+    params(("id" = i64, Path, minimum = 1, description = "The product")),
+    responses(
+        (status = 200, description = "The product", body = crate::api::Product),
+        (status = 404, description = "`product_not_found`", body = crate::api::ErrorBody),
+        crate::api::ReadRefusals,
+    )
+)]
 #[get("/product/{id}")]
 pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpResponse, AppError> {
     let (name, stock): (String, i64) = state
@@ -192,6 +235,23 @@ pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpR
 
 /// Deducts `quantity` from a product's stock with the chosen strategy. Every success writes a
 /// ledger row in the same transaction, so `stock == initial − Σ ledger` can be checked.
+#[utoipa::path(
+    tag = "products",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The product"),
+        DeductQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer"),
+    ),
+    request_body(content = Option<DeductBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Deducted (or replayed, with `Idempotent-Replayed: true`)", body = crate::api::Deducted),
+        (status = 404, description = "`product_not_found`", body = crate::api::ErrorBody),
+        (status = 409, description = "`out_of_stock`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was sent with another request", body = crate::api::ErrorBody),
+        (status = 423, description = "`lock_busy`: the product's lock stayed held for the whole wait", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/product/{id}/deduct")]
 pub async fn deduct(
     state: web::Data<AppState>,
@@ -261,17 +321,18 @@ pub async fn fenced_deduct(
     fence: i64,
     held_since: tokio::time::Instant,
 ) -> Result<Vec<Result<Stored, AppError>>, AppError> {
-    if requests.iter().all(|request| request.key.is_none()) {
-        return sell(conn, instance, product_id, requests, fence, held_since).await;
-    }
+    // Always a transaction, even for one statement: its COMMIT's answer is awaited, so a commit
+    // that fails is never answered as a sale (an autocommit statement's row arrives before
+    // PostgreSQL has committed it).
     conn.transaction::<_, AppError, _>(async |conn| {
         sell(conn, instance, product_id, requests, fence, held_since).await
     })
     .await
 }
 
-/// How many times a lock holder reads the stock when writes without the lock keep changing it
-/// between its read and its write.
+/// How many times a lock holder reads the stock: the first read, and at most one re-read (under
+/// the row lock) when a write without the lock moved the stock in between. A third is never
+/// needed; the bound keeps the loop finite whatever the database does.
 const MAX_STOCK_READS: usize = 3;
 
 /// [`fenced_deduct`]'s work, inside the caller's transaction when keys are saved.
@@ -331,7 +392,9 @@ async fn sell(
         // Refused. A fence that moved means another holder wrote: this one's read may be
         // stale for a reason no re-read can see, and its lock is no longer the latest. The
         // stock alone moved: a write without the lock, which a re-read in this hold absorbs.
-        let (now_stock, now_fence) = read_stock(conn, product_id, false).await?;
+        // The re-read takes the row lock, so no other write lands before this one: one
+        // re-read is all a batch ever pays.
+        let (now_stock, now_fence) = read_stock(conn, product_id, true).await?;
         if now_fence != read_fence {
             return Err(AppError::FencedOut { fence });
         }
@@ -544,18 +607,16 @@ impl Deduction<'_> {
         new_stock: NewStock,
         key: Option<&IdempotencyKey>,
     ) -> Result<Option<Stored>, AppError> {
-        let Some(key) = key else {
-            return Ok(self
-                .write(conn, new_stock)
-                .await?
-                .map(|left| self.response(left)));
-        };
+        // A transaction even without a key: its COMMIT's answer is awaited (see
+        // `fenced_deduct`). Inside `db-row`'s, it is a savepoint.
         conn.transaction::<_, AppError, _>(async |conn| {
             let Some(remaining) = self.write(conn, new_stock).await? else {
                 return Ok(None);
             };
             let stored = self.response(remaining);
-            idempotency::save(conn, key, &stored).await?;
+            if let Some(key) = key {
+                idempotency::save(conn, key, &stored).await?;
+            }
             Ok(Some(stored))
         })
         .await

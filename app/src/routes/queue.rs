@@ -14,6 +14,17 @@ use fencelock::distributed_lock;
 use serde_json::json;
 
 /// Hands out the next position in a concert's queue.
+#[utoipa::path(
+    tag = "seats",
+    params(("concert_id" = i64, Path, minimum = 1, description = "The concert")),
+    request_body(content = crate::routes::seats::UserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The next place", body = crate::api::QueueToken),
+        (status = 409, description = "`lock_lost`; nothing written", body = crate::api::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/queue/{concert_id}/tokens")]
 #[distributed_lock(resource = "queue:{concert_id}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
 pub async fn take(

@@ -13,10 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// `{"user_id": N}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
     /// Who asks.
+    #[schema(value_type = i64, minimum = 1)]
     pub user_id: Id,
 }
 
@@ -28,6 +29,20 @@ fn seat_taken(concert_id: i64, seat_no: i32) -> AppError {
 }
 
 /// Reserves a seat: 201 for the one winner, 409 `seat_taken` for everyone else.
+#[utoipa::path(
+    tag = "seats",
+    params(
+        ("concert_id" = i64, Path, minimum = 1, description = "The concert"),
+        ("seat_no" = i32, Path, minimum = 1, maximum = 100_000, description = "The seat"),
+    ),
+    request_body(content = UserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Reserved", body = crate::api::Reservation),
+        (status = 409, description = "`seat_taken` or `lock_lost`; nothing written", body = crate::api::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
+        crate::api::WriteRefusals,
+    )
+)]
 #[post("/concerts/{concert_id}/seats/{seat_no}/reserve")]
 #[distributed_lock(resource = "seat:{path.0}:{path.1}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
 pub async fn reserve(

@@ -3,7 +3,6 @@
 //! included — JSON with `X-Instance` and `X-Request-Id`. Each test failed before its fix.
 
 use crate::helpers::{spawn_cluster, spawn_cluster_with, Options};
-use fencelock_app::startup::ROUTES;
 use reqwest::Method;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,12 +33,25 @@ fn assert_identified(reply: &reqwest::Response, what: &str) {
 }
 
 /// Finding 13: a wrong method on a known path was `404 not_found`. Now it is `405
-/// method_not_allowed` with `Allow`; and each entry of the table the 405 is built from is a
-/// route the service serves (so the table cannot drift from the router unnoticed).
+/// method_not_allowed` with `Allow`, built from the OpenAPI document; and each operation of the
+/// document is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_method_is_405_with_allow() {
     let cluster = spawn_cluster().await;
-    for (method, pattern) in ROUTES {
+    let document = fencelock_app::api::document();
+    let routes: Vec<(&str, &String)> = document
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(pattern, item)| {
+            [("GET", item.get.is_some()), ("POST", item.post.is_some())]
+                .into_iter()
+                .filter(|(_, served)| *served)
+                .map(move |(method, _)| (method, pattern))
+        })
+        .collect();
+    assert_eq!(routes.len(), 14, "{routes:?}");
+    for (method, pattern) in routes {
         let path = concrete(pattern);
         let served = cluster
             .client
@@ -201,4 +213,75 @@ async fn a_request_head_that_arrives_late_is_answered_not_timed_out() {
         .expect("answered")
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// The published contract: `GET /openapi.json` is the document built from the registered
+/// handlers, it names every error code the service sends, and the docs page and everything it
+/// loads come from the service itself (nothing from a CDN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_contract_and_its_docs_page_are_served_offline() {
+    let cluster = spawn_cluster_with(Options {
+        instances: 1,
+        ..Options::default()
+    })
+    .await;
+    let served: serde_json::Value = cluster
+        .client
+        .get(cluster.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        serde_json::to_value(fencelock_app::api::document()).unwrap()
+    );
+    assert!(served["openapi"].as_str().unwrap().starts_with("3."));
+    let codes = &served["components"]["schemas"]["ErrorCode"]["enum"];
+    for code in [
+        "overloaded",
+        "outcome_unknown",
+        "method_not_allowed",
+        "lock_busy",
+        "idempotency_key_reused",
+    ] {
+        assert!(
+            codes.as_array().unwrap().iter().any(|c| c == code),
+            "{code} not in {codes}"
+        );
+    }
+
+    let page = cluster
+        .client
+        .get(cluster.url("/docs/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let mut assets = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for part in html.split(attribute).skip(1) {
+            let target = part.split('"').next().unwrap();
+            assert!(
+                !target.contains("//"),
+                "the docs page loads {target} from elsewhere"
+            );
+            assets.push(target.trim_start_matches("./").to_string());
+        }
+    }
+    assert!(!assets.is_empty(), "{html}");
+    for asset in assets {
+        let url = cluster.url(&format!("/docs/{asset}"));
+        let reply = cluster.client.get(&url).send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{url}");
+        let text = reply.text().await.unwrap_or_default();
+        assert!(
+            !text.contains("validator.swagger.io")
+                || asset.ends_with(".js") && !asset.contains("initializer"),
+            "{asset} asks the public validator"
+        );
+    }
 }

@@ -244,8 +244,10 @@ impl Drop for Queued<'_> {
     }
 }
 
-/// Removes a product's queue whose worker ended without emptying it; the requests in it get
-/// their answer channel dropped.
+/// Removes a product's queue whose worker ended without emptying it. The requests still queued
+/// were never taken into a batch and are told so (`503 overloaded`, nothing written); those of
+/// the batch in hand get their answer channel dropped (`504 outcome_unknown`: it may have
+/// committed).
 struct Abandoned<'a> {
     batches: &'a Batches,
     product_id: i64,
@@ -255,7 +257,12 @@ struct Abandoned<'a> {
 impl Drop for Abandoned<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.batches.shard(self.product_id).remove(&self.product_id);
+            let queued = self.batches.shard(self.product_id).remove(&self.product_id);
+            for pending in queued.unwrap_or_default() {
+                let _ = pending.answer.send(Err(AppError::Overloaded(
+                    "the instance stopped serving this product's queue".into(),
+                )));
+            }
         }
     }
 }
