@@ -36,8 +36,8 @@ pub fn routes(config: &mut ServiceConfig) {
         .service(health::metrics);
 }
 
-/// The OpenAPI document of exactly the routes [`routes`] registers.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of exactly the routes [`routes`] registers (built once).
+pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
         actix_web::App::new()
             .into_utoipa_app()
@@ -46,15 +46,24 @@ pub fn document() -> utoipa::openapi::OpenApi {
             .split_for_parts()
             .1
     });
-    DOCUMENT.clone()
+    &DOCUMENT
 }
 
 /// `GET /openapi.json` and the docs page at `/docs/`: Swagger UI's files are compiled into the
 /// binary, and it is told not to ask the public validator about the document.
 pub fn docs() -> SwaggerUi {
     SwaggerUi::new("/docs/{_:.*}")
-        .url("/openapi.json", document())
+        .url("/openapi.json", document().clone())
         .config(Config::from("/openapi.json").validator_url("none"))
+}
+
+/// The methods served on `path` when they do not include `method` and `path` is a route of its
+/// own (`/balance/transfer`, `/product/reset`): the router would otherwise hand a `GET` of it
+/// to the route with a parameter that also matches (`/balance/{user_id}`) and answer 400.
+pub fn refused_on_exact_route(path: &str, method: &str) -> Option<Vec<&'static str>> {
+    let allowed = allowed_methods(path);
+    let exact = document().paths.paths.contains_key(path);
+    (exact && !allowed.contains(&method)).then_some(allowed)
 }
 
 /// The methods the API serves on `path` (`HEAD` after `GET`), from the document: what a wrong
@@ -87,9 +96,14 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
                 })
                 .collect()
         });
+    // A path that is a route of its own (`/balance/transfer`) is not also the match of a
+    // pattern with a parameter (`/balance/{user_id}`): the router gives it to the former.
+    let exact = PATTERNS
+        .iter()
+        .any(|(pattern, _)| pattern.pattern() == Some(path));
     let mut allowed = Vec::new();
     for (pattern, methods) in PATTERNS.iter() {
-        if pattern.is_match(path) {
+        if pattern.is_match(path) && (!exact || pattern.pattern() == Some(path)) {
             for method in methods {
                 if !allowed.contains(method) {
                     allowed.push(*method);
@@ -214,6 +228,24 @@ impl IntoResponses for WriteRefusals {
     }
 }
 
+/// The `Idempotency-Key` header of the writes that take one.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// 1 to 200 visible ASCII characters. A repeat of the same request (within 24 h) replays
+    /// the first answer with `Idempotent-Replayed: true`; the key sent with another request is
+    /// `422 idempotency_key_reused`; a repeat while the first is in flight is
+    /// `409 idempotency_key_in_flight`.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[!-~]{1,200}$"
+    )]
+    pub key: Option<String>,
+}
+
 /// A product.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Product {
@@ -309,4 +341,31 @@ pub struct RedisHealth {
     pub up: u64,
     /// Whether enough answer to lock.
     pub quorum: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    /// The names' `pattern` in the document is the rule `check_text` applies.
+    #[test]
+    fn text_fields_publish_the_rule_they_are_checked_by() {
+        let document = serde_json::to_value(super::document()).unwrap();
+        for schema in ["CreateBody", "ResetBody"] {
+            assert_eq!(
+                document["components"]["schemas"][schema]["properties"]["name"]["pattern"],
+                crate::input::TEXT_PATTERN,
+                "{schema}"
+            );
+        }
+    }
+
+    /// A wrong method's `Allow` names the methods of the path itself, not of a pattern that
+    /// would also match it (`/balance/transfer` is not `/balance/{user_id}`).
+    #[test]
+    fn allow_names_the_most_specific_route() {
+        assert_eq!(super::allowed_methods("/balance/transfer"), ["POST"]);
+        assert_eq!(super::allowed_methods("/product/reset"), ["POST"]);
+        assert_eq!(super::allowed_methods("/product/7"), ["GET", "HEAD"]);
+        assert_eq!(super::allowed_methods("/balance/7"), ["GET", "HEAD"]);
+        assert!(super::allowed_methods("/nowhere").is_empty());
+    }
 }

@@ -27,6 +27,15 @@ pub enum AppError {
         /// Human-readable detail.
         message: String,
     },
+    /// Well-formed input that describes nothing the service can do (a transfer to oneself):
+    /// 422 with a stable code.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
     /// The body is larger than the 16 KiB limit.
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge {
@@ -210,6 +219,7 @@ impl AppError {
     pub fn code(&self) -> &'static str {
         match self {
             AppError::BadRequest { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::NotFound { code, .. }
             | AppError::Conflict { code, .. } => code,
             AppError::PayloadTooLarge { .. } => "body_too_large",
@@ -241,7 +251,9 @@ impl ResponseError for AppError {
             | AppError::FencedOut { .. }
             | AppError::AlreadyApplied
             | AppError::KeyInFlight => StatusCode::CONFLICT,
-            AppError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::KeyReused | AppError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             AppError::ResetDisabled => StatusCode::FORBIDDEN,
@@ -298,6 +310,10 @@ mod tests {
     fn every_code_is_published() {
         let errors = [
             AppError::bad_request("invalid_path", ""),
+            AppError::Unprocessable {
+                code: "same_user",
+                message: String::new(),
+            },
             AppError::PayloadTooLarge { limit: 1 },
             AppError::NotFound {
                 code: "product_not_found",

@@ -56,6 +56,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 Some(_) if !declared_json => return Err(AppError::UnsupportedMediaType),
                 // serde would happily read a struct from an array (`[5]`); bodies are objects.
                 Some(b'{') => &body,
+                // `null` is no body at all, as an optional body's schema has it.
+                Some(_) if body.trim_ascii() == b"null" => b"{}",
                 Some(_) => {
                     return Err(AppError::bad_request(
                         "invalid_json",
@@ -116,7 +118,9 @@ pub fn check_text(
 }
 
 /// Unicode's control (Cc), format (Cf) and line/paragraph separator (Zl, Zp) characters: what
-/// can hide text, reorder it on screen or break a log line.
+/// can hide text, reorder it on screen or break a log line. (Not the tag characters above the
+/// BMP: they spell subdivision flags such as 🏴󠁧󠁢󠁳󠁣󠁴󠁿.) [`TEXT_PATTERN`] says the same to
+/// the contract's readers.
 fn is_control_or_invisible(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -132,21 +136,68 @@ fn is_control_or_invisible(c: char) -> bool {
                 | '\u{2060}'..='\u{206F}'
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
-                | '\u{E0001}'
-                | '\u{E0020}'..='\u{E007F}'
         )
+}
+
+/// The JSON Schema `pattern` of [`check_text`]'s rule, for the published contract: at least one
+/// character that is not white space, none of the refused ones.
+pub const TEXT_PATTERN: &str = "^(?=.*\\S)[^\\x00-\\x1F\\x7F-\\x9F\\xAD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]+$";
+
+/// A JSON integer as JSON Schema counts them (the published contract's `integer`): `5` and
+/// `5.0` alike, never `5.5` or a number outside 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Integer(pub i64);
+
+impl<'de> serde::Deserialize<'de> for Integer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Integer;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Integer, E> {
+                Ok(Integer(value))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Integer, E> {
+                i64::try_from(value)
+                    .map(Integer)
+                    .map_err(|_| E::custom(format!("{value} is out of range")))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Integer, E> {
+                // Exactly representable and within i64: the cast below is exact.
+                if value.fract() == 0.0
+                    && (-9.007_199_254_740_992e15..=9.007_199_254_740_992e15).contains(&value)
+                {
+                    Ok(Integer(value as i64))
+                } else {
+                    Err(E::custom(format!("{value} is not an integer")))
+                }
+            }
+        }
+        deserializer.deserialize_i64(Visitor)
+    }
+}
+
+/// `deserialize_with` for plain `i64` fields: an [`Integer`].
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    <Integer as serde::Deserialize>::deserialize(deserializer).map(|integer| integer.0)
 }
 
 /// An id from a path or body: a positive 64-bit integer. Anything else fails extraction (400)
 /// before a handler runs, so no lock is taken and nothing is written for bad ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(try_from = "i64")]
+#[serde(try_from = "Integer")]
 pub struct Id(pub i64);
 
-impl TryFrom<i64> for Id {
+impl TryFrom<Integer> for Id {
     type Error = String;
 
-    fn try_from(value: i64) -> Result<Self, String> {
+    fn try_from(Integer(value): Integer) -> Result<Self, String> {
         if value > 0 {
             Ok(Id(value))
         } else {
@@ -163,13 +214,13 @@ impl std::fmt::Display for Id {
 
 /// A quantity or amount: 1 ..= [`MAX_AMOUNT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(try_from = "i64")]
+#[serde(try_from = "Integer")]
 pub struct Amount(pub i64);
 
-impl TryFrom<i64> for Amount {
+impl TryFrom<Integer> for Amount {
     type Error = String;
 
-    fn try_from(value: i64) -> Result<Self, String> {
+    fn try_from(Integer(value): Integer) -> Result<Self, String> {
         if (1..=MAX_AMOUNT).contains(&value) {
             Ok(Amount(value))
         } else {
@@ -180,13 +231,13 @@ impl TryFrom<i64> for Amount {
 
 /// A seat number: 1 ..= 100 000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(try_from = "i64")]
+#[serde(try_from = "Integer")]
 pub struct SeatNo(pub i32);
 
-impl TryFrom<i64> for SeatNo {
+impl TryFrom<Integer> for SeatNo {
     type Error = String;
 
-    fn try_from(value: i64) -> Result<Self, String> {
+    fn try_from(Integer(value): Integer) -> Result<Self, String> {
         if (1..=100_000).contains(&value) {
             Ok(SeatNo(value as i32))
         } else {

@@ -208,12 +208,17 @@ async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         return HttpResponse::NotFound()
             .json(serde_json::json!({"error": "not_found", "message": "no such route"}));
     }
+    method_not_allowed(req.method(), &allowed)
+}
+
+/// `405 method_not_allowed` with `Allow`.
+fn method_not_allowed(method: &actix_web::http::Method, allowed: &[&str]) -> HttpResponse {
     let allow = allowed.join(", ");
     HttpResponse::MethodNotAllowed()
         .insert_header((actix_web::http::header::ALLOW, allow.clone()))
         .json(serde_json::json!({
             "error": "method_not_allowed",
-            "message": format!("{} is not served here; allowed: {allow}", req.method()),
+            "message": format!("{method} is not served here; allowed: {allow}"),
         }))
 }
 
@@ -243,13 +248,18 @@ async fn observe_request(
     );
     let started = Instant::now();
     let refused = check_headers(&req).and_then(|()| check_path(req.path()));
-    let mut response = match refused {
-        Err(refused) => {
+    let wrong_method = crate::api::refused_on_exact_route(req.path(), req.method().as_str());
+    let mut response = match (refused, wrong_method) {
+        (Err(refused), _) => {
             span.in_scope(|| tracing::warn!(code = refused.code(), "request refused"));
             let response = actix_web::ResponseError::error_response(&refused);
             req.into_response(response).map_into_right_body()
         }
-        Ok(()) => {
+        (Ok(()), Some(allowed)) => {
+            let response = method_not_allowed(req.method(), &allowed);
+            req.into_response(response).map_into_right_body()
+        }
+        (Ok(()), None) => {
             // HEAD is served by the GET route; actix-http sends the head without the body
             // (it decided that from the request line, before this rewrite).
             if req.method() == actix_web::http::Method::HEAD {

@@ -157,7 +157,7 @@ pub async fn contract(env: &Env) -> Result<Outcome, String> {
             "/balance/transfer".into(),
             r#"{"from":987654321,"to":987654321,"amount":1}"#,
         )
-        .expect(400, Some("same_user")),
+        .expect(422, Some("same_user")),
         case(
             "a transfer from an unknown user",
             "POST",

@@ -31,6 +31,32 @@ pub fn find(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// The version of schemathesis (PyPI) the contract test runs; `cargo xtask test` installs it.
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.0";
+
+/// schemathesis' `st`: on `PATH`, else where `python3`'s pip puts scripts (a pyenv version's
+/// `bin` is not on `PATH` until `pyenv rehash`; `pip install --user` uses `~/.local/bin`).
+pub fn schemathesis() -> Option<PathBuf> {
+    if let Some(st) = find("st") {
+        return Some(st);
+    }
+    let scripts = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    let user = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/bin"));
+    scripts
+        .into_iter()
+        .chain(user)
+        .map(|dir| dir.join("st"))
+        .find(|candidate| candidate.is_file())
+}
+
 /// Whether this process runs as root (PostgreSQL then has to run as the `postgres` user).
 pub fn running_as_root() -> bool {
     Command::new("id")

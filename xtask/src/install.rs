@@ -84,6 +84,27 @@ pub fn ensure_oha() -> Result<PathBuf, String> {
     })
 }
 
+/// schemathesis (PyPI) for the contract test: `python3 -m pip install` it when it is missing.
+pub fn ensure_schemathesis() -> Result<(), String> {
+    use fencelock_testkit::programs::{schemathesis, SCHEMATHESIS};
+    if schemathesis().is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {SCHEMATHESIS} (pip)");
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet", SCHEMATHESIS]);
+    if !is_root() {
+        pip.arg("--user");
+    }
+    run_or(
+        &mut pip,
+        &format!("`python3 -m pip install {SCHEMATHESIS}` failed (the contract test needs it)"),
+    )?;
+    schemathesis()
+        .map(drop)
+        .ok_or_else(|| format!("`st` still not found after installing {SCHEMATHESIS}"))
+}
+
 // Programs are found exactly as the tests' servers find them.
 pub use fencelock_testkit::programs::{find, running_as_root as is_root};
 

@@ -35,6 +35,9 @@ const USAGE: &str = "usage: cargo xtask <chore>
                         mode, under 10 minutes): holder-pause, redis-kill, postgres-kill,
                         app-kill, hangup-storm, node-hang and majority-hang (need `up --quorum`);
                         report in .local/reports/chaos/
+  docs-shot [URL]       headless Chromium's screenshot of the docs page (default: the running
+                        cluster's, http://127.0.0.1:8080/docs/) with every host but 127.0.0.1
+                        unreachable, into docs/api-docs.png
   docker-check --engine run docker/ on a Docker engine (a private dockerd, local stand-ins for
                         the base images): build the image, compose up single and quorum, the
                         classic and contract scenarios, teardown (as root; native cluster down)
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("test") => install::ensure(install::TESTS)
+            .and_then(|()| install::ensure_schemathesis())
             // A filtered run (`cargo xtask test NAME`) is for iterating: no gates then.
             .and_then(|()| {
                 if rest.is_empty() {
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Some("up") => cluster::up(&workspace, rest.iter().any(|arg| arg == "--quorum")).map(drop),
         Some("down") => cluster::down(&workspace),
         Some("status") => cluster::status(&workspace),
+        Some("docs-shot") => docs_shot(&workspace, rest),
         Some("kill") => one_arg(rest).and_then(|name| cluster::kill(&workspace, name)),
         Some("restart") => one_arg(rest).and_then(|name| cluster::restart(&workspace, name)),
         Some("load") => load(&workspace, rest),
@@ -296,4 +301,35 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// `cargo xtask docs-shot [URL]`: the docs page rendered by headless Chromium with a proxy that
+/// does not exist for every host but loopback, so the screenshot shows what the page is when it
+/// can load nothing from elsewhere.
+fn docs_shot(workspace: &std::path::Path, rest: &[String]) -> Result<(), String> {
+    let url = rest
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}/docs/", cluster::LB_PORT));
+    install::ensure(&[install::Requirement {
+        program: "chromium",
+        debian_package: "chromium",
+    }])?;
+    let shot = workspace.join("docs/api-docs.png");
+    install::run(
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                // Loopback goes direct; everything else to a port nobody listens on.
+                "--proxy-server=127.0.0.1:9",
+                "--virtual-time-budget=8000",
+                "--window-size=1280,1000",
+            ])
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(&url),
+    )?;
+    eprintln!("xtask: {} ({url})", shot.display());
+    Ok(())
 }

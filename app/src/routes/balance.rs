@@ -60,7 +60,7 @@ fn balance_json(user_id: i64, balance: i64) -> serde_json::Value {
 /// Adds to a balance, creating the user on first charge.
 #[utoipa::path(
     tag = "balances",
-    params(("user_id" = i64, Path, minimum = 1, description = "The user (created on first charge)"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer")),
+    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user (created on first charge): a positive integer in plain decimal (no sign, no leading zeros)"), crate::api::IdempotencyHeader),
     request_body(content = AmountBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Charged (or replayed)", body = crate::api::Balance),
@@ -83,7 +83,7 @@ pub async fn charge(
 /// Spends from a balance: 409 `insufficient_balance` when it is short, nothing changed.
 #[utoipa::path(
     tag = "balances",
-    params(("user_id" = i64, Path, minimum = 1, description = "The user"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer")),
+    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user: a positive integer in plain decimal (no sign, no leading zeros)"), crate::api::IdempotencyHeader),
     request_body(content = AmountBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Spent (or replayed)", body = crate::api::Balance),
@@ -285,18 +285,18 @@ async fn subtract(
     .await
 }
 
-/// Moves `amount` from one user to another: 400 `same_user` for a transfer to oneself, 404
+/// Moves `amount` from one user to another: 422 `same_user` for a transfer to oneself, 404
 /// `user_not_found` when either user is unknown, 409 `insufficient_balance` when `from` is
 /// short; nothing is written in any of those cases.
 #[utoipa::path(
     tag = "balances",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer")),
+    params(crate::api::IdempotencyHeader),
     request_body(content = TransferBody, content_type = "application/json"),
     responses(
         (status = 200, description = "Transferred (or replayed)", body = crate::api::Transferred),
         (status = 404, description = "`user_not_found` (either user)", body = crate::api::ErrorBody),
+        (status = 422, description = "`same_user` (a transfer to oneself) or `idempotency_key_reused`", body = crate::api::ErrorBody),
         (status = 409, description = "`insufficient_balance`, `balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
-        (status = 422, description = "`idempotency_key_reused`", body = crate::api::ErrorBody),
         (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
         crate::api::WriteRefusals,
     )
@@ -308,12 +308,13 @@ pub async fn transfer(
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
     let TransferBody { from, to, amount } = body.0;
-    // Refused before any lock, like all bad input (and not stored for an Idempotency-Key).
+    // Refused before any lock, like all bad input (and not stored for an Idempotency-Key): 422,
+    // well-formed input that no state of the balances could accept.
     if from == to {
-        return Err(AppError::bad_request(
-            "same_user",
-            format!("from and to are both user {from}: a transfer needs two users"),
-        ));
+        return Err(AppError::Unprocessable {
+            code: "same_user",
+            message: format!("from and to are both user {from}: a transfer needs two users"),
+        });
     }
     let input = json!({"from": from.0, "to": to.0, "amount": amount.0});
     let key = IdempotencyKey::from_request(&req, "transfer", &input)?;
@@ -445,7 +446,7 @@ async fn move_balance(
 /// Reads a balance.
 #[utoipa::path(
     tag = "balances",
-    params(("user_id" = i64, Path, minimum = 1, description = "The user")),
+    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user: a positive integer in plain decimal (no sign, no leading zeros)")),
     responses(
         (status = 200, description = "The balance", body = crate::api::Balance),
         (status = 404, description = "`user_not_found`", body = crate::api::ErrorBody),

@@ -6,7 +6,7 @@ pub use batch::Batches;
 
 use crate::error::AppError;
 use crate::idempotency::{self, IdempotencyKey, Stored};
-use crate::input::{check_text, Amount, Id, JsonBody, MAX_AMOUNT};
+use crate::input::{check_text, integer, Amount, Id, JsonBody, MAX_AMOUNT};
 use crate::schema::{products, stock_ledger};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -22,12 +22,17 @@ use serde_json::json;
 #[serde(deny_unknown_fields)]
 pub struct ResetBody {
     /// Units in stock (default 1000).
-    #[serde(default = "default_stock")]
+    #[serde(default = "default_stock", deserialize_with = "integer")]
     #[schema(minimum = 0, maximum = 1_000_000_000, default = 1000)]
     stock: i64,
     /// Its name (default "demo product"): 1 to 200 characters, no control characters.
     #[serde(default = "default_name")]
-    #[schema(min_length = 1, max_length = 200, default = "demo product")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        default = "demo product",
+        pattern = "^(?=.*\\S)[^\\x00-\\x1F\\x7F-\\x9F\\xAD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]+$"
+    )]
     name: String,
 }
 
@@ -44,10 +49,15 @@ fn default_name() -> String {
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// 1 to 200 characters, no control characters.
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^(?=.*\\S)[^\\x00-\\x1F\\x7F-\\x9F\\xAD\\u0600-\\u0605\\u061C\\u06DD\\u070F\\u180E\\u200B-\\u200F\\u2028-\\u202E\\u2060-\\u206F\\uFEFF\\uFFF9-\\uFFFB]+$"
+    )]
     name: String,
     /// Units in stock.
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "integer")]
     stock: i64,
 }
 
@@ -97,7 +107,7 @@ impl Strategy {
 pub struct DeductQuery {
     /// How the deduction protects its read-modify-write (default `lock`).
     #[serde(default = "lock_strategy")]
-    #[param(inline, default = "lock")]
+    #[param(inline)]
     strategy: Strategy,
 }
 
@@ -209,7 +219,7 @@ pub async fn create(
 /// Reads a product.
 #[utoipa::path(
     tag = "products",
-    params(("id" = i64, Path, minimum = 1, description = "The product")),
+    params(("id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The product: a positive integer in plain decimal (no sign, no leading zeros)")),
     responses(
         (status = 200, description = "The product", body = crate::api::Product),
         (status = 404, description = "`product_not_found`", body = crate::api::ErrorBody),
@@ -238,9 +248,9 @@ pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpR
 #[utoipa::path(
     tag = "products",
     params(
-        ("id" = i64, Path, minimum = 1, description = "The product"),
+        ("id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The product: a positive integer in plain decimal (no sign, no leading zeros)"),
         DeductQuery,
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters: a repeat of the same request replays the first answer"),
+        crate::api::IdempotencyHeader,
     ),
     request_body(content = Option<DeductBody>, content_type = "application/json"),
     responses(

@@ -16,7 +16,7 @@ use serde_json::json;
 /// Hands out the next position in a concert's queue.
 #[utoipa::path(
     tag = "seats",
-    params(("concert_id" = i64, Path, minimum = 1, description = "The concert")),
+    params(("concert_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The concert: a positive integer in plain decimal (no sign, no leading zeros)")),
     request_body(content = crate::routes::seats::UserBody, content_type = "application/json"),
     responses(
         (status = 201, description = "The next place", body = crate::api::QueueToken),

@@ -32,8 +32,8 @@ fn seat_taken(concert_id: i64, seat_no: i32) -> AppError {
 #[utoipa::path(
     tag = "seats",
     params(
-        ("concert_id" = i64, Path, minimum = 1, description = "The concert"),
-        ("seat_no" = i32, Path, minimum = 1, maximum = 100_000, description = "The seat"),
+        ("concert_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The concert: a positive integer in plain decimal (no sign, no leading zeros)"),
+        ("seat_no" = String, Path, pattern = "^([1-9][0-9]{0,4}|100000)$", description = "The seat: 1 to 100000 in plain decimal"),
     ),
     request_body(content = UserBody, content_type = "application/json"),
     responses(

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod balancer;
+mod contract;
 mod faults;
 mod helpers;
 mod honest;

@@ -74,7 +74,7 @@ async fn refused_transfers_write_nothing() {
     let before = written(&cluster);
 
     let cases = [
-        (json!({"from": 1, "to": 1, "amount": 5}), 400, "same_user"),
+        (json!({"from": 1, "to": 1, "amount": 5}), 422, "same_user"),
         (
             json!({"from": 1, "to": 99, "amount": 5}),
             404,
@@ -127,7 +127,7 @@ async fn refused_transfers_write_nothing() {
             ],
         )
         .await;
-    assert_eq!((reply.status, reply.code()), (400, "same_user"));
+    assert_eq!((reply.status, reply.code()), (422, "same_user"));
 
     assert_eq!(written(&cluster), before);
 }
