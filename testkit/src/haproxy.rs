@@ -73,14 +73,22 @@ defaults
     option redispatch 1
     timeout connect 1s
     timeout client 30s
-    # Longer than the longest answer an instance gives (an idempotency lookup, a 20 s lock
-    # wait, the hold and storing the answer: at most 2 + 20 + 2 + 2 s).
+    # Longer than the longest answer an instance gives (a request's own 20 s lock wait, then
+    # at most 2 s for a database connection and 6 s for its write).
     timeout server 30s
     timeout http-request 10s
     # The load balancer's own errors in the service's JSON shape, with stable codes.
 {errorfiles}
 frontend api
     bind {bind}
+    # Every answer names its request and who answered, the load balancer's own errors too: a
+    # request without an X-Request-Id gets one here, passed to the instance and sent back.
+    # (HAProxy 2.6 answers a request head not received in time from its HTTP/1 layer, before
+    # any of this runs: that 408 alone is its built-in HTML page; no instance saw the request.)
+    unique-id-format %{{+X}}o%ci%cp%fp%Ts%ms%rt%pid
+    http-request set-header X-Request-Id %[unique-id] unless {{ req.hdr(x-request-id) -m found }}
+    http-after-response set-header X-Request-Id %[unique-id] unless {{ res.hdr(x-request-id) -m found }}
+    http-after-response set-header X-Instance lb unless {{ res.hdr(x-instance) -m found }}
     default_backend apps
 
 backend apps

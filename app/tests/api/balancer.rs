@@ -89,3 +89,47 @@ async fn with_no_instance_left_the_balancer_answers_json() {
     let body: serde_json::Value = reply.json().await.expect("a JSON body");
     assert_eq!(body["error"], "lb_no_server", "{body}");
 }
+
+/// Issue 19, finding 10: every answer names who answered and the request, the load balancer's
+/// own errors too: a request through the balancer carries one id from the balancer to the
+/// instance and back, and the balancer's JSON errors carry `X-Instance: lb` and an id.
+/// (HAProxy 2.6's 408 for a request head not received in time is the exception: see
+/// `testkit::haproxy::config`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_balancers_own_answers_are_identified() {
+    let cluster = spawn_cluster().await;
+    let lb = balancer(&cluster, &[]);
+    let through = cluster
+        .client
+        .get(format!("{}/health/live", lb.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through.status(), 200);
+    assert!(through.headers()["x-instance"]
+        .to_str()
+        .unwrap()
+        .starts_with("app"));
+    assert!(!through.headers()["x-request-id"].is_empty());
+    let chosen = cluster
+        .client
+        .get(format!("{}/health/live", lb.url()))
+        .header("x-request-id", "chosen-by-the-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chosen.headers()["x-request-id"], "chosen-by-the-client");
+
+    let dead = ("app1".to_string(), format!("127.0.0.1:{}", free_port()));
+    let nobody = HaProxy::start(&[dead]);
+    let refused = reqwest::Client::new()
+        .get(format!("{}/health/live", nobody.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["x-instance"], "lb");
+    assert!(!refused.headers()["x-request-id"].is_empty());
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "lb_no_server");
+}
