@@ -70,7 +70,7 @@ pub const POOL_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 ///
 /// **A connection whose work did not finish is not reused.** A request cut at its deadline or
 /// dropped by its client may leave a statement running on its session; the session is marked
-/// broken ([`InUse`]) and the pool closes it instead of handing it to the next request.
+/// broken (`InUse`) and the pool closes it instead of handing it to the next request.
 ///
 /// **Writes are never cut short.** Once a write's work has its connection it runs until the
 /// database answers (bounded by [`STATEMENT_TIMEOUT`] per statement on the server,
