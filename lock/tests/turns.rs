@@ -101,10 +101,17 @@ async fn a_process_that_had_its_turn_lets_a_waiting_one_go_next() {
             .unwrap_or(0);
     let turns = turns(&order[warmed_up..]);
     let longest = turns.iter().max().copied().unwrap_or(0);
+    // A turn is one acquisition plus at most MAX_LOCAL_HANDOFFS handoffs. On a loaded machine
+    // the other process's waiter may not have asked yet when a turn ends (seen in a full
+    // `cargo xtask test` on two cores: 2 of 56 turns were two in a row); then the process
+    // takes one more turn, never a streak. Without yielding, a process wins its own races
+    // turn after turn: most runs would be long.
+    let turn = MAX_LOCAL_HANDOFFS as usize + 1;
+    let doubled = turns.iter().filter(|&&run| run > turn).count();
     assert!(
-        longest <= MAX_LOCAL_HANDOFFS as usize + 1,
-        "one process held the lock {longest} times in a row (turns: {turns:?}); a turn is one \
-         acquisition plus at most {MAX_LOCAL_HANDOFFS} handoffs"
+        longest <= 2 * turn && doubled * 10 <= turns.len(),
+        "one process held the lock {longest} times in a row, {doubled} runs longer than a turn \
+         (turns: {turns:?}); a turn is one acquisition plus at most {MAX_LOCAL_HANDOFFS} handoffs"
     );
     assert!(
         turns.len() >= 20,
