@@ -71,6 +71,13 @@ pub fn refused_on_exact_route(path: &str, method: &str) -> Option<Vec<&'static s
 pub fn allowed_methods(path: &str) -> Vec<&'static str> {
     static PATTERNS: LazyLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> =
         LazyLock::new(|| {
+            // The contract and its page, served beside the API.
+            let docs = ["/openapi.json", "/docs/{_:.*}"].map(|pattern| {
+                (
+                    actix_web::dev::ResourceDef::new(pattern),
+                    vec!["GET", "HEAD"],
+                )
+            });
             document()
                 .paths
                 .paths
@@ -94,6 +101,7 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
                     }
                     (actix_web::dev::ResourceDef::new(pattern.as_str()), methods)
                 })
+                .chain(docs)
                 .collect()
         });
     // A path that is a route of its own (`/balance/transfer`) is not also the match of a
@@ -366,6 +374,7 @@ mod tests {
         assert_eq!(super::allowed_methods("/product/reset"), ["POST"]);
         assert_eq!(super::allowed_methods("/product/7"), ["GET", "HEAD"]);
         assert_eq!(super::allowed_methods("/balance/7"), ["GET", "HEAD"]);
+        assert_eq!(super::allowed_methods("/openapi.json"), ["GET", "HEAD"]);
         assert!(super::allowed_methods("/nowhere").is_empty());
     }
 }

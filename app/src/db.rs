@@ -24,8 +24,12 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 /// Arbitrary, fixed key of the advisory lock that serialises migrations across instances.
 const MIGRATION_LOCK_KEY: i64 = 0x646c_6f63_6b5f_6d67; // ASCII "dlock_mg" (the crate's first name)
 
-/// How long taking a connection may wait (for a free one, or for a new one to be made).
+/// How long taking a connection may wait for a free one (bb8's `connection_timeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a new session may take to connect, log in and take its settings — the pool's
+/// attempts and the probe's alike. Past it the database is suspect (the probe decides), not
+/// down: a loaded server can take a second or two to start a backend.
+pub const NEW_SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a request may wait for the database before its work starts, and how long a read
 /// may take in all. Past it the request gets a 503 (`database_unavailable` or `overloaded`);
 /// nothing was written.
@@ -259,8 +263,10 @@ impl Database {
             {
                 AppError::Overloaded("every database connection of this instance is busy".into())
             }
+            // A new session is on its way and slow: load until the probe says otherwise.
             bb8::RunError::TimedOut => {
-                AppError::DatabaseUnreachable("no database connection in time".into())
+                self.probe(false);
+                AppError::Overloaded("no database connection in time".into())
             }
             bb8::RunError::User(_) => self.connect_failure(),
         }
@@ -281,12 +287,15 @@ impl Database {
         work: impl AsyncFn(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
         let deadline = Instant::now() + QUERY_BUDGET;
+        // Where the read was when the budget ran out.
         let connected = std::cell::Cell::new(false);
+        let lost_one = std::cell::Cell::new(false);
         let attempts = async {
             let mut conn = InUse::new(self.connection().await?);
             connected.set(true);
             match conn.run(&work).await {
                 Err(AppError::DatabaseUnreachable(_)) => {
+                    lost_one.set(true);
                     drop(conn);
                     self.probe(false);
                     let mut conn = InUse::new(self.connection().await?);
@@ -297,14 +306,20 @@ impl Database {
         };
         match tokio::time::timeout_at(deadline.into(), attempts).await {
             Ok(outcome) => self.observed(outcome),
-            // The database took the read and has not answered it: slow, or gone. Overload until
-            // the probe, which asks on a new session, says otherwise.
-            Err(_) if connected.get() => {
-                self.probe(false);
+            // The database took the read and has not answered it: slow, or gone. With every
+            // pooled connection busy, that is load; otherwise overload until the probe, which
+            // asks on a new session, says otherwise.
+            Err(_) if connected.get() && !lost_one.get() => {
+                if !self.pool_is_busy() {
+                    self.probe(false);
+                }
                 Err(AppError::Overloaded(
                     "the database did not answer the read in time".into(),
                 ))
             }
+            Err(_) if lost_one.get() => Err(AppError::DatabaseUnreachable(
+                "the connection was lost and no other answered in time".into(),
+            )),
             Err(_) => Err(self.no_answer_in_time()),
         }
     }
@@ -395,10 +410,16 @@ impl Database {
     /// (an answer ends it).
     pub async fn ping(&self, timeout: Duration) -> bool {
         let answered = tokio::time::timeout(timeout, async {
-            let mut conn = self.inner.pool.get().await.ok()?;
-            diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn)
-                .await
-                .ok()
+            let conn = self.inner.pool.get().await.ok()?;
+            let mut conn = InUse::new(conn);
+            if PoolableConnection::is_broken(&mut *conn.conn) {
+                return None;
+            }
+            conn.run(&async |conn: &mut AsyncPgConnection| {
+                Ok(diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), conn).await?)
+            })
+            .await
+            .ok()
         })
         .await
         .is_ok_and(|answer| answer.is_some());
@@ -408,11 +429,11 @@ impl Database {
         answered
     }
 
-    /// Whether a new session (not one from the pool) gets an answer within [`QUERY_BUDGET`]
-    /// (what a request is given): `SELECT 1` answered, or a refusal for load (an overloaded
+    /// Whether a new session (not one from the pool) gets an answer within
+    /// [`NEW_SESSION_TIMEOUT`] (what the pool's attempts are given): `SELECT 1` answered, or a refusal for load (an overloaded
     /// server is up). An answer ends a noted outage.
     async fn answers_on_a_new_connection(&self) -> bool {
-        let answered = tokio::time::timeout(QUERY_BUDGET, async {
+        let answered = tokio::time::timeout(NEW_SESSION_TIMEOUT, async {
             match establish(&self.inner.database_url).await {
                 Ok(mut conn) => conn.batch_execute("SELECT 1").await.is_ok(),
                 Err(ConnectFailure::Overloaded(_)) => true,
@@ -515,8 +536,10 @@ impl<'a> InUse<'a> {
     /// A database error on a session the server has just closed (a restart, an administrator,
     /// `idle_in_transaction_session_timeout`) is the connection's loss, not a refusal: the
     /// connection's task may need a moment to see the end of the stream.
+    /// A connection found lost is marked broken before it goes back, whatever its task has
+    /// seen yet: the retry of a read must not be handed the same connection.
     async fn settled<T>(&mut self, outcome: Result<T, AppError>) -> Result<T, AppError> {
-        match outcome {
+        let outcome = match outcome {
             Err(AppError::Database(detail)) => {
                 tokio::task::yield_now().await;
                 if PoolableConnection::is_broken(&mut *self.conn) {
@@ -526,15 +549,23 @@ impl<'a> InUse<'a> {
                 }
             }
             outcome => outcome,
+        };
+        if let Err(AppError::DatabaseUnreachable(_)) = &outcome {
+            self.mark_broken();
         }
+        outcome
+    }
+
+    fn mark_broken(&mut self) {
+        <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut self.conn)
+            .set_in_error();
     }
 }
 
 impl Drop for InUse<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::transaction_manager_status_mut(&mut self.conn)
-                .set_in_error();
+            self.mark_broken();
         }
     }
 }
@@ -604,17 +635,21 @@ fn manager(
         Box::pin(async move {
             // tokio-postgres has no connect timeout of its own: an attempt to a silent host
             // would count against the pool's size until the kernel gave up.
-            let attempt = tokio::time::timeout(CONNECT_TIMEOUT, establish(&url))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ConnectFailure::Unreachable(format!(
+            let attempt = match tokio::time::timeout(NEW_SESSION_TIMEOUT, establish(&url)).await {
+                Ok(attempt) => attempt,
+                Err(_) => {
+                    // Slow, not refused: the requests that wait for it make the database
+                    // suspect, and the probe decides.
+                    health.last_refusal_was_load.store(false, Ordering::Relaxed);
+                    return Err(diesel::ConnectionError::BadConnection(format!(
                         "no answer to a new connection within {} s",
-                        CONNECT_TIMEOUT.as_secs()
-                    )))
-                });
+                        NEW_SESSION_TIMEOUT.as_secs()
+                    )));
+                }
+            };
+            let load = matches!(attempt, Err(ConnectFailure::Overloaded(_)));
+            health.last_refusal_was_load.store(load, Ordering::Relaxed);
             attempt.map_err(|failure| {
-                let load = matches!(failure, ConnectFailure::Overloaded(_));
-                health.last_refusal_was_load.store(load, Ordering::Relaxed);
                 let detail = match failure {
                     ConnectFailure::Overloaded(detail) | ConnectFailure::Unreachable(detail) => {
                         detail

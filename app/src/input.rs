@@ -107,7 +107,7 @@ pub fn check_text(
             code,
             format!("{field} must be 1 to {max_chars} characters"),
         ))
-    } else if value.chars().any(is_control_or_invisible) {
+    } else if value.chars().any(is_control_or_invisible) || has_stray_tags(value) {
         Err(AppError::bad_request(
             code,
             format!("{field} must not contain control characters"),
@@ -118,9 +118,9 @@ pub fn check_text(
 }
 
 /// Unicode's control (Cc), format (Cf) and line/paragraph separator (Zl, Zp) characters: what
-/// can hide text, reorder it on screen or break a log line. (Not the tag characters above the
-/// BMP: they spell subdivision flags such as 🏴󠁧󠁢󠁳󠁣󠁴󠁿.) [`TEXT_PATTERN`] says the same to
-/// the contract's readers.
+/// can hide text, reorder it on screen or break a log line. The tag characters (U+E0000 block)
+/// are judged apart, by [`has_stray_tags`]. [`TEXT_PATTERN`] says the same to the contract's
+/// readers, for the characters below U+10000.
 fn is_control_or_invisible(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -136,7 +136,37 @@ fn is_control_or_invisible(c: char) -> bool {
                 | '\u{2060}'..='\u{206F}'
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
         )
+}
+
+/// Whether `value` has tag characters (U+E0000 block, invisible: a known way to smuggle text)
+/// outside the one place they belong: a subdivision flag, 🏴 then tag letters then the cancel
+/// tag (🏴󠁧󠁢󠁳󠁣󠁴󠁿).
+fn has_stray_tags(value: &str) -> bool {
+    #[derive(PartialEq)]
+    enum At {
+        Text,
+        BlackFlag,
+        FlagTags,
+    }
+    let mut at = At::Text;
+    for c in value.chars() {
+        at = match (c, at) {
+            ('\u{E0020}'..='\u{E007E}', At::BlackFlag | At::FlagTags) => At::FlagTags,
+            ('\u{E007F}', At::FlagTags) => At::Text,
+            ('\u{E0000}'..='\u{E007F}', _) => return true,
+            // A flag left without its cancel tag.
+            (_, At::FlagTags) => return true,
+            ('\u{1F3F4}', _) => At::BlackFlag,
+            _ => At::Text,
+        };
+    }
+    at == At::FlagTags
 }
 
 /// The JSON Schema `pattern` of [`check_text`]'s rule, for the published contract: at least one
@@ -169,13 +199,15 @@ impl<'de> serde::Deserialize<'de> for Integer {
             }
 
             fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Integer, E> {
-                // Exactly representable and within i64: the cast below is exact.
-                if value.fract() == 0.0
-                    && (-9.007_199_254_740_992e15..=9.007_199_254_740_992e15).contains(&value)
-                {
+                // Below 2^52 a double still has a fraction bit, so `5.5` stays `5.5` and an
+                // integral value is the number that was sent; above, `x.5` would already have
+                // been rounded to an integer by the parser.
+                if value.fract() == 0.0 && value.abs() < FLOAT_INTEGERS {
                     Ok(Integer(value as i64))
                 } else {
-                    Err(E::custom(format!("{value} is not an integer")))
+                    Err(E::custom(format!(
+                        "{value} is not an integer (or, written with a fraction, not below 2^52)"
+                    )))
                 }
             }
         }
@@ -183,12 +215,19 @@ impl<'de> serde::Deserialize<'de> for Integer {
     }
 }
 
+/// 2^52: the integers a JSON number written with a fraction (`5.0`) may stand for.
+const FLOAT_INTEGERS: f64 = 4_503_599_627_370_496.0;
+
 /// `deserialize_with` for plain `i64` fields: an [`Integer`].
 pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     <Integer as serde::Deserialize>::deserialize(deserializer).map(|integer| integer.0)
 }
 
-/// An id from a path or body: a positive 64-bit integer. Anything else fails extraction (400)
+/// The largest id: 18 digits, as the contract's path pattern has it (ids come from sequences
+/// that never get near; client-chosen user ids are held to the same rule).
+pub const MAX_ID: i64 = 999_999_999_999_999_999;
+
+/// An id from a path or body: 1 ..= [`MAX_ID`]. Anything else fails extraction (400)
 /// before a handler runs, so no lock is taken and nothing is written for bad ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "Integer")]
@@ -198,10 +237,10 @@ impl TryFrom<Integer> for Id {
     type Error = String;
 
     fn try_from(Integer(value): Integer) -> Result<Self, String> {
-        if value > 0 {
+        if (1..=MAX_ID).contains(&value) {
             Ok(Id(value))
         } else {
-            Err(format!("ids are positive integers, got {value}"))
+            Err(format!("ids run from 1 to {MAX_ID}, got {value}"))
         }
     }
 }
@@ -341,7 +380,24 @@ mod tests {
         ] {
             assert!(check_text("c", "name", bad, 200).is_err(), "{bad:?}");
         }
-        for good in ["plain", "Crème brûlée", "日本語", "emoji 🎉", "a-b c"] {
+        for bad in [
+            "a\u{E0041}b",
+            "\u{1F3F4}\u{E0067}\u{E0062}",
+            "\u{E007F}",
+            "a\u{1D173}",
+        ] {
+            assert!(check_text("c", "name", bad, 200).is_err(), "{bad:?}");
+        }
+        let scotland = "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}";
+        for good in [
+            "plain",
+            "Crème brûlée",
+            "日本語",
+            "emoji 🎉",
+            "a-b c",
+            scotland,
+            "🏴 x",
+        ] {
             assert!(check_text("c", "name", good, 200).is_ok(), "{good:?}");
         }
         assert!(check_text("c", "name", "   ", 200).is_err());

@@ -262,7 +262,10 @@ async fn observe_request(
         (Ok(()), None) => {
             // HEAD is served by the GET route; actix-http sends the head without the body
             // (it decided that from the request line, before this rewrite).
-            if req.method() == actix_web::http::Method::HEAD {
+            // (Only where GET is served: elsewhere a HEAD is told 405 as itself.)
+            if req.method() == actix_web::http::Method::HEAD
+                && crate::api::allowed_methods(req.path()).contains(&"GET")
+            {
                 req.head_mut().method = actix_web::http::Method::GET;
             }
             next.call(req)

@@ -73,9 +73,9 @@ defaults
     option redispatch 1
     timeout connect 1s
     timeout client 30s
-    # Longer than the longest answer an instance gives (a request's own 20 s lock wait, then
-    # at most 2 s for a database connection and 6 s for its write).
-    timeout server 30s
+    # Longer than the longest answer an instance gives: a keyed deduction's lookups (2 + 2 s),
+    # its own 20 s lock wait, 2 + 6 s for its write and 2 s to replay another's answer: 34 s.
+    timeout server 45s
     timeout http-request 10s
     # The load balancer's own errors in the service's JSON shape, with stable codes.
 {errorfiles}

@@ -20,10 +20,10 @@ use serde_json::json;
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
     /// The payer.
-    #[schema(value_type = i64, minimum = 1)]
+    #[schema(value_type = i64, minimum = 1, maximum = 999_999_999_999_999_999_i64)]
     from: Id,
     /// The payee (not the payer).
-    #[schema(value_type = i64, minimum = 1)]
+    #[schema(value_type = i64, minimum = 1, maximum = 999_999_999_999_999_999_i64)]
     to: Id,
     /// How much.
     #[schema(value_type = i64, minimum = 1, maximum = 1_000_000_000)]

@@ -17,7 +17,7 @@ use serde_json::json;
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
     /// Who asks.
-    #[schema(value_type = i64, minimum = 1)]
+    #[schema(value_type = i64, minimum = 1, maximum = 999_999_999_999_999_999_i64)]
     pub user_id: Id,
 }
 

@@ -61,10 +61,15 @@ async fn schemathesis_finds_nothing_against_the_published_contract() {
              (`python3 -m pip install {SCHEMATHESIS}`; `cargo xtask test` does)"
         )
     });
-    let output = tokio::task::spawn_blocking(move || Command::new(st).args(&args).output())
-        .await
-        .unwrap()
-        .expect("run st");
+    // Its caches (`.schemathesis/`, `.hypothesis/`) go to the temporary directory, not the
+    // checkout.
+    let workdir = report.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(st).args(&args).current_dir(workdir).output()
+    })
+    .await
+    .unwrap()
+    .expect("run st");
     let stdout = String::from_utf8_lossy(&output.stdout);
     println!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(

@@ -4,6 +4,3 @@ DELETE FROM job_runs later USING job_runs earlier
 WHERE later.job = earlier.job AND later.tick = earlier.tick AND later.id > earlier.id;
 DROP INDEX job_runs_job_tick;
 CREATE UNIQUE INDEX job_runs_job_tick ON job_runs (job, tick);
-
--- Expired idempotency records are found (on lookup and by the instances' pruning) by age.
-CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at);
