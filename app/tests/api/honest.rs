@@ -611,3 +611,59 @@ async fn a_session_ended_by_the_server_mid_write_is_an_unknown_outcome() {
     );
     assert!(!reply.headers.contains_key("retry-after"));
 }
+
+/// Finding 4: when a key conflict hit a batch twice in a row (another request with one of its
+/// keys committing between the batch's check and its insert), every request of the batch got
+/// `409 idempotency_conflict`, keyless ones included — a code about a key they never sent.
+/// Here a trigger makes the conflict happen on every attempt; the keyless requests are told
+/// the truth about a batch rolled back under load: `503 overloaded`, nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyless_request_is_never_told_about_a_key_conflict() {
+    let cluster = spawn_cluster_with(Options {
+        instances: 1,
+        ..Options::default()
+    })
+    .await;
+    let product = cluster.reset(100).await;
+    // Every sale writes a record for the key `trap` in the same transaction, just before the
+    // batch stores its own answer for `trap`: a conflict on every attempt.
+    cluster.sql(
+        "CREATE FUNCTION trap_key() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO idempotency_keys (scope, key, fingerprint, status, body) \
+           VALUES ('deduct', 'trap', 'elsewhere', 200, '{}') ON CONFLICT DO NOTHING; \
+           RETURN NULL; END $$",
+    );
+    cluster.sql(
+        "CREATE TRIGGER trap_key AFTER INSERT ON stock_ledger \
+         FOR EACH STATEMENT EXECUTE FUNCTION trap_key()",
+    );
+    let held = cluster
+        .hold_lock(&format!("product:{product}"), Duration::from_secs(30))
+        .await;
+    let path = format!("/product/{product}/deduct");
+    let keyless = join_all((0..3).map(|_| cluster.post(&path, None)));
+    let trapped = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        keyed(&cluster, &path, None, "trap").await
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        held.release().await.unwrap();
+    };
+    let (keyless, trapped, ()) = tokio::join!(keyless, trapped, release);
+    for reply in &keyless {
+        assert!(
+            !reply.code().starts_with("idempotency"),
+            "a keyless request was told about a key: {}",
+            reply.text
+        );
+        assert_eq!(
+            (reply.status, reply.code()),
+            (503, "overloaded"),
+            "{}",
+            reply.text
+        );
+    }
+    assert_eq!(trapped.status, 409, "{}", trapped.text);
+    assert_eq!(count(&cluster, "stock_ledger"), 0);
+}

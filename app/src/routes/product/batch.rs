@@ -317,7 +317,16 @@ async fn serve_batch(batches: &Batches, state: &AppState, product_id: i64) -> Re
         }
         Err(error) => {
             for pending in batch {
-                let _ = pending.answer.send(Err(error.clone()));
+                let answer = match (&error, &pending.key) {
+                    // Conflicts to the end (keys committed elsewhere on every attempt): the
+                    // batch was rolled back. A keyed request learns its key's state from the
+                    // caller; a keyless one is told the truth without a word about keys.
+                    (AppError::AlreadyApplied, None) => AppError::Overloaded(
+                        "the batch was rolled back by key conflicts of other requests".into(),
+                    ),
+                    _ => error.clone(),
+                };
+                let _ = pending.answer.send(Err(answer));
             }
         }
     }
