@@ -261,7 +261,10 @@ async fn with_postgres_down_every_client_gets_a_prompt_json_503() {
         "the service did not recover after PostgreSQL came back"
     );
     // A figure for the README (not asserted: this machine's timing is noisy).
-    println!("PostgreSQL back: served again {:?} after its restart", restarted.elapsed());
+    println!(
+        "PostgreSQL back: served again {:?} after its restart",
+        restarted.elapsed()
+    );
     let stock = server.psql(
         "outage",
         &format!("SELECT stock FROM products WHERE id = {product}"),
