@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod configuration;
+pub mod contract;
 pub mod db;
 pub mod error;
 pub mod fencing;

@@ -60,14 +60,14 @@ fn balance_json(user_id: i64, balance: i64) -> serde_json::Value {
 /// Adds to a balance, creating the user on first charge.
 #[utoipa::path(
     tag = "balances",
-    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user (created on first charge): a positive integer in plain decimal (no sign, no leading zeros)"), crate::api::IdempotencyHeader),
+    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user (created on first charge): a positive integer in plain decimal (no sign, no leading zeros)"), crate::contract::IdempotencyHeader),
     request_body(content = AmountBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Charged (or replayed)", body = crate::api::Balance),
-        (status = 409, description = "`balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
-        (status = 422, description = "`idempotency_key_reused`", body = crate::api::ErrorBody),
-        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 200, description = "Charged (or replayed)", body = crate::contract::Balance),
+        (status = 409, description = "`balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::contract::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::contract::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/balance/{user_id}/charge")]
@@ -83,15 +83,15 @@ pub async fn charge(
 /// Spends from a balance: 409 `insufficient_balance` when it is short, nothing changed.
 #[utoipa::path(
     tag = "balances",
-    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user: a positive integer in plain decimal (no sign, no leading zeros)"), crate::api::IdempotencyHeader),
+    params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user: a positive integer in plain decimal (no sign, no leading zeros)"), crate::contract::IdempotencyHeader),
     request_body(content = AmountBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Spent (or replayed)", body = crate::api::Balance),
-        (status = 404, description = "`user_not_found`", body = crate::api::ErrorBody),
-        (status = 409, description = "`insufficient_balance`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
-        (status = 422, description = "`idempotency_key_reused`", body = crate::api::ErrorBody),
-        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 200, description = "Spent (or replayed)", body = crate::contract::Balance),
+        (status = 404, description = "`user_not_found`", body = crate::contract::ErrorBody),
+        (status = 409, description = "`insufficient_balance`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::contract::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = crate::contract::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/balance/{user_id}/use")]
@@ -290,15 +290,15 @@ async fn subtract(
 /// short; nothing is written in any of those cases.
 #[utoipa::path(
     tag = "balances",
-    params(crate::api::IdempotencyHeader),
+    params(crate::contract::IdempotencyHeader),
     request_body(content = TransferBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "Transferred (or replayed)", body = crate::api::Transferred),
-        (status = 404, description = "`user_not_found` (either user)", body = crate::api::ErrorBody),
-        (status = 422, description = "`same_user` (a transfer to oneself) or `idempotency_key_reused`", body = crate::api::ErrorBody),
-        (status = 409, description = "`insufficient_balance`, `balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
-        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 200, description = "Transferred (or replayed)", body = crate::contract::Transferred),
+        (status = 404, description = "`user_not_found` (either user)", body = crate::contract::ErrorBody),
+        (status = 422, description = "`same_user` (a transfer to oneself) or `idempotency_key_reused`", body = crate::contract::ErrorBody),
+        (status = 409, description = "`insufficient_balance`, `balance_overflow`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::contract::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/balance/transfer")]
@@ -448,9 +448,9 @@ async fn move_balance(
     tag = "balances",
     params(("user_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The user: a positive integer in plain decimal (no sign, no leading zeros)")),
     responses(
-        (status = 200, description = "The balance", body = crate::api::Balance),
-        (status = 404, description = "`user_not_found`", body = crate::api::ErrorBody),
-        crate::api::ReadRefusals,
+        (status = 200, description = "The balance", body = crate::contract::Balance),
+        (status = 404, description = "`user_not_found`", body = crate::contract::ErrorBody),
+        crate::contract::ReadRefusals,
     )
 )]
 #[get("/balance/{user_id}")]

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// instance with a JSON 503) does not take every instance out.
 #[utoipa::path(
     tag = "health",
-    responses((status = 200, description = "The process serves", body = crate::api::Live), crate::api::ReadRefusals)
+    responses((status = 200, description = "The process serves", body = crate::contract::Live), crate::contract::ReadRefusals)
 )]
 #[get("/health/live")]
 pub async fn live(state: web::Data<AppState>) -> HttpResponse {
@@ -23,10 +23,10 @@ pub async fn live(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(
     tag = "health",
     responses(
-        (status = 200, description = "PostgreSQL answers and Redis has a quorum", body = crate::api::Ready),
-        (status = 503, description = "A dependency is down (same shape)", body = crate::api::Ready),
-        (status = 400, description = "`invalid_path`", body = crate::api::ErrorBody),
-        (status = 431, description = "`headers_too_large`", body = crate::api::ErrorBody),
+        (status = 200, description = "PostgreSQL answers and Redis has a quorum", body = crate::contract::Ready),
+        (status = 503, description = "A dependency is down (same shape)", body = crate::contract::Ready),
+        (status = 400, description = "`invalid_path`", body = crate::contract::ErrorBody),
+        (status = 431, description = "`headers_too_large`", body = crate::contract::ErrorBody),
     )
 )]
 #[get("/health/ready")]
@@ -38,10 +38,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(
     tag = "health",
     responses(
-        (status = 200, description = "As `/health/ready`", body = crate::api::Ready),
-        (status = 503, description = "A dependency is down (same shape)", body = crate::api::Ready),
-        (status = 400, description = "`invalid_path`", body = crate::api::ErrorBody),
-        (status = 431, description = "`headers_too_large`", body = crate::api::ErrorBody),
+        (status = 200, description = "As `/health/ready`", body = crate::contract::Ready),
+        (status = 503, description = "A dependency is down (same shape)", body = crate::contract::Ready),
+        (status = 400, description = "`invalid_path`", body = crate::contract::ErrorBody),
+        (status = 431, description = "`headers_too_large`", body = crate::contract::ErrorBody),
     )
 )]
 #[get("/health")]
@@ -69,8 +69,8 @@ async fn readiness(state: &AppState) -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
-        (status = 400, description = "`invalid_path`", body = crate::api::ErrorBody),
-        (status = 431, description = "`headers_too_large`", body = crate::api::ErrorBody),
+        (status = 400, description = "`invalid_path`", body = crate::contract::ErrorBody),
+        (status = 431, description = "`headers_too_large`", body = crate::contract::ErrorBody),
     )
 )]
 #[get("/metrics")]

@@ -147,9 +147,9 @@ fn not_found(id: i64) -> AppError {
     tag = "products",
     request_body(content = Option<ResetBody>, content_type = "application/json"),
     responses(
-        (status = 201, description = "The one product now", body = crate::api::Product),
-        (status = 403, description = "`reset_disabled`: ALLOW_RESET is off", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 201, description = "The one product now", body = crate::contract::Product),
+        (status = 403, description = "`reset_disabled`: ALLOW_RESET is off", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/product/reset")]
@@ -187,8 +187,8 @@ pub async fn reset(
     tag = "products",
     request_body(content = CreateBody, content_type = "application/json"),
     responses(
-        (status = 201, description = "The product", body = crate::api::Product),
-        crate::api::WriteRefusals,
+        (status = 201, description = "The product", body = crate::contract::Product),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/product")]
@@ -221,9 +221,9 @@ pub async fn create(
     tag = "products",
     params(("id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The product: a positive integer in plain decimal (no sign, no leading zeros)")),
     responses(
-        (status = 200, description = "The product", body = crate::api::Product),
-        (status = 404, description = "`product_not_found`", body = crate::api::ErrorBody),
-        crate::api::ReadRefusals,
+        (status = 200, description = "The product", body = crate::contract::Product),
+        (status = 404, description = "`product_not_found`", body = crate::contract::ErrorBody),
+        crate::contract::ReadRefusals,
     )
 )]
 #[get("/product/{id}")]
@@ -250,16 +250,16 @@ pub async fn show(state: web::Data<AppState>, id: web::Path<Id>) -> Result<HttpR
     params(
         ("id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The product: a positive integer in plain decimal (no sign, no leading zeros)"),
         DeductQuery,
-        crate::api::IdempotencyHeader,
+        crate::contract::IdempotencyHeader,
     ),
     request_body(content = Option<DeductBody>, content_type = "application/json"),
     responses(
-        (status = 200, description = "Deducted (or replayed, with `Idempotent-Replayed: true`)", body = crate::api::Deducted),
-        (status = 404, description = "`product_not_found`", body = crate::api::ErrorBody),
-        (status = 409, description = "`out_of_stock`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::api::ErrorBody),
-        (status = 422, description = "`idempotency_key_reused`: the key was sent with another request", body = crate::api::ErrorBody),
-        (status = 423, description = "`lock_busy`: the product's lock stayed held for the whole wait", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 200, description = "Deducted (or replayed, with `Idempotent-Replayed: true`)", body = crate::contract::Deducted),
+        (status = 404, description = "`product_not_found`", body = crate::contract::ErrorBody),
+        (status = 409, description = "`out_of_stock`, `lock_lost` or `idempotency_key_in_flight`; nothing written", body = crate::contract::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was sent with another request", body = crate::contract::ErrorBody),
+        (status = 423, description = "`lock_busy`: the product's lock stayed held for the whole wait", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/product/{id}/deduct")]

@@ -19,10 +19,10 @@ use serde_json::json;
     params(("concert_id" = String, Path, pattern = "^[1-9][0-9]{0,17}$", description = "The concert: a positive integer in plain decimal (no sign, no leading zeros)")),
     request_body(content = crate::routes::seats::UserBody, content_type = "application/json"),
     responses(
-        (status = 201, description = "The next place", body = crate::api::QueueToken),
-        (status = 409, description = "`lock_lost`; nothing written", body = crate::api::ErrorBody),
-        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 201, description = "The next place", body = crate::contract::QueueToken),
+        (status = 409, description = "`lock_lost`; nothing written", body = crate::contract::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/queue/{concert_id}/tokens")]

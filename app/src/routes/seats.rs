@@ -37,10 +37,10 @@ fn seat_taken(concert_id: i64, seat_no: i32) -> AppError {
     ),
     request_body(content = UserBody, content_type = "application/json"),
     responses(
-        (status = 201, description = "Reserved", body = crate::api::Reservation),
-        (status = 409, description = "`seat_taken` or `lock_lost`; nothing written", body = crate::api::ErrorBody),
-        (status = 423, description = "`lock_busy`", body = crate::api::ErrorBody),
-        crate::api::WriteRefusals,
+        (status = 201, description = "Reserved", body = crate::contract::Reservation),
+        (status = 409, description = "`seat_taken` or `lock_lost`; nothing written", body = crate::contract::ErrorBody),
+        (status = 423, description = "`lock_busy`", body = crate::contract::ErrorBody),
+        crate::contract::WriteRefusals,
     )
 )]
 #[post("/concerts/{concert_id}/seats/{seat_no}/reserve")]
