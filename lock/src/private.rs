@@ -107,7 +107,15 @@ pub async fn release(guard: Guard) {
             tracing::warn!(%resource, "lock expired or was taken over before the body finished")
         }
         Err(error) => {
-            tracing::warn!(%resource, %error, "lock release failed; it expires by its TTL")
+            // Unavailable: too few nodes answered to tell whether the lock was still ours
+            // during the body (the release is resent to them in the background, and what it
+            // cannot reach expires by its TTL).
+            tracing::warn!(
+                %resource,
+                %error,
+                "lock release unanswered: whether the lock was ours to the end is unknown; \
+                 resent in the background, the rest expires by its TTL"
+            )
         }
     }
 }
