@@ -85,9 +85,14 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         }
     };
 
-    let ttl_ms = args.ttl_ms.unwrap_or(10_000);
-    let wait_ms = args.wait_ms.unwrap_or(5_000);
-    let min_hold_ms = args.min_hold_ms.unwrap_or(0);
+    // Unset durations are `None`: the runtime's `LockOptions::new()` defaults apply.
+    let some_ms = |ms: Option<u64>| match ms {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    let ttl_ms = some_ms(args.ttl_ms);
+    let wait_ms = some_ms(args.wait_ms);
+    let min_hold_ms = some_ms(args.min_hold_ms);
     let auto_extend = args.auto_extend.unwrap_or(false);
     let fair = args.fair.unwrap_or(false);
     let options = quote!(#private::options(#ttl_ms, #wait_ms, #auto_extend, #fair, #min_hold_ms));

@@ -15,19 +15,26 @@ pub use actix_web::Either;
 use std::time::Duration;
 
 /// The attribute's options (plain arguments keep the generated code short).
+/// The attribute's options: what it was given, and `LockOptions::new()`'s defaults for the
+/// rest (one source of truth for them: the runtime's).
 pub fn options(
-    ttl_ms: u64,
-    wait_ms: u64,
+    ttl_ms: Option<u64>,
+    wait_ms: Option<u64>,
     auto_extend: bool,
     fair: bool,
-    min_hold_ms: u64,
+    min_hold_ms: Option<u64>,
 ) -> LockOptions {
-    LockOptions::new()
-        .ttl(Duration::from_millis(ttl_ms))
-        .wait(Duration::from_millis(wait_ms))
-        .auto_extend(auto_extend)
-        .fair(fair)
-        .min_hold(Duration::from_millis(min_hold_ms))
+    let mut options = LockOptions::new().auto_extend(auto_extend).fair(fair);
+    if let Some(ttl_ms) = ttl_ms {
+        options = options.ttl(Duration::from_millis(ttl_ms));
+    }
+    if let Some(wait_ms) = wait_ms {
+        options = options.wait(Duration::from_millis(wait_ms));
+    }
+    if let Some(min_hold_ms) = min_hold_ms {
+        options = options.min_hold(Duration::from_millis(min_hold_ms));
+    }
+    options
 }
 
 pub async fn acquire_many(
