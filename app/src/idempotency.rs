@@ -5,7 +5,7 @@
 //!
 //! "The same request" is the operation and its parsed, defaulted input (the route's ids, the
 //! query with its defaults, the JSON body as values), so `{}` and no body, `?strategy=lock` and
-//! no query, `/product/02`… are one request. A key answers for [`KEY_TTL`]: past it the record
+//! no query, `{"quantity": 1}` and `{"quantity": 1.0}` are one request. A key answers for [`KEY_TTL`]: past it the record
 //! is ignored on lookup and may be replaced, and the instances prune expired records every
 //! [`PRUNE_INTERVAL`] whether or not the tick job runs.
 //!
@@ -38,8 +38,8 @@ const IN_FLIGHT_TTL: Duration = Duration::from_secs(10);
 pub const KEY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often each instance deletes expired records.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(10 * 60);
-/// `KEY_TTL` as a PostgreSQL interval, for the queries.
-const KEY_TTL_SQL: &str = "interval '24 hours'";
+/// [`KEY_TTL`] as a PostgreSQL interval, for the queries (a unit test keeps the two equal).
+const KEY_TTL_SQL: &str = "interval '86400 seconds'";
 
 /// A validated key with the fingerprint of the request that carried it, and (once taken) its
 /// in-flight marker, shared by everything that still works for the request.
@@ -343,5 +343,16 @@ async fn respond(
             }
         }
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_sql_interval_is_the_key_ttl() {
+        assert_eq!(
+            super::KEY_TTL_SQL,
+            format!("interval '{} seconds'", super::KEY_TTL.as_secs())
+        );
     }
 }
