@@ -516,10 +516,8 @@ impl<'a> InUse<'a> {
         &mut self,
         work: &impl AsyncFn(&mut AsyncPgConnection) -> Result<T, AppError>,
     ) -> Result<T, AppError> {
-        self.finished = false;
-        let outcome = work(&mut self.conn).await;
-        self.finished = true;
-        self.settled(outcome).await
+        self.run_once(async |conn: &mut AsyncPgConnection| work(conn).await)
+            .await
     }
 
     /// Runs `work`, once.

@@ -169,17 +169,26 @@ pub async fn reset(
             conn.transaction::<_, AppError, _>(async |conn| {
                 diesel::delete(stock_ledger::table).execute(conn).await?;
                 diesel::delete(products::table).execute(conn).await?;
-                Ok(diesel::insert_into(products::table)
-                    .values((products::name.eq(&name), products::stock.eq(stock)))
-                    .returning(products::id)
-                    .get_result(conn)
-                    .await?)
+                insert_product(conn, &name, stock).await
             })
             .await
         })
         .await?;
     tracing::info!(product = id, stock, "products reset");
     Ok(HttpResponse::Created().json(product_json(id, &name, stock)))
+}
+
+/// A new product row; its id.
+async fn insert_product(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    stock: i64,
+) -> Result<i64, AppError> {
+    Ok(diesel::insert_into(products::table)
+        .values((products::name.eq(name), products::stock.eq(stock)))
+        .returning(products::id)
+        .get_result(conn)
+        .await?)
 }
 
 /// Creates a product.
@@ -204,11 +213,7 @@ pub async fn create(
         .write(async |conn| {
             // A transaction so that the COMMIT's answer is awaited (see `fenced_deduct`).
             conn.transaction::<_, AppError, _>(async |conn| {
-                Ok(diesel::insert_into(products::table)
-                    .values((products::name.eq(&name), products::stock.eq(stock)))
-                    .returning(products::id)
-                    .get_result(conn)
-                    .await?)
+                insert_product(conn, &name, stock).await
             })
             .await
         })
