@@ -245,6 +245,7 @@ mod quorum;
 mod resource;
 mod rounds;
 mod scripts;
+mod sync;
 
 #[cfg(feature = "actix")]
 pub use actix::AppLocker;

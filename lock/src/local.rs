@@ -14,12 +14,12 @@
 //! one of the others takes the next turn. Without such evidence nobody else is waiting, and
 //! the process goes on at once. If the others are gone after all, the window is all it costs.
 
+use crate::sync::{oneshot, AtomicU64, Mutex, Shared};
 use crate::{observe, LockOptions};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// The queues of one locker, by resource. Generic over what is handed over (`G`: a `Guard` in
@@ -30,12 +30,12 @@ pub(crate) struct LocalQueues<G> {
     next_id: AtomicU64,
 }
 
-type Queues<G> = Arc<Mutex<HashMap<Arc<str>, LocalQueue<G>>>>;
+type Queues<G> = Shared<Mutex<HashMap<Arc<str>, LocalQueue<G>>>>;
 
 impl<G> Default for LocalQueues<G> {
     fn default() -> Self {
         LocalQueues {
-            by_resource: Arc::default(),
+            by_resource: Shared::new(Mutex::new(HashMap::new())),
             next_id: AtomicU64::new(0),
         }
     }
@@ -105,7 +105,7 @@ impl<G> LocalQueues<G> {
         LocalTicket {
             id,
             resource: Arc::clone(resource),
-            queues: Arc::clone(&self.by_resource),
+            queues: Shared::clone(&self.by_resource),
             granted: Some(granted),
             options,
         }
@@ -264,7 +264,10 @@ impl<G> Drop for LocalTicket<G> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, fencelock_loom))]
+mod model;
+
+#[cfg(all(test, not(fencelock_loom)))]
 mod interleavings {
     //! Every interleaving of a releasing holder and two waiters of one process over the real
     //! queue: the holder takes the next waiter and hands it the lock (`send`), or fails and puts

@@ -59,7 +59,14 @@ fn main() -> ExitCode {
                     Ok(())
                 }
             })
-            .and_then(|()| cargo(&workspace, &["test", "--workspace", "--all-features"], rest)),
+            .and_then(|()| cargo(&workspace, &["test", "--workspace", "--all-features"], rest))
+            .and_then(|()| {
+                if rest.is_empty() {
+                    loom_model(&workspace)
+                } else {
+                    Ok(())
+                }
+            }),
         Some("bench") => install::ensure(&install::TESTS[..1]).and_then(|()| {
             cargo(
                 &workspace,
@@ -292,6 +299,20 @@ fn cargo(workspace: &Path, args: &[&str], extra: &[String]) -> Result<(), String
             .args(args)
             .args(extra),
         &format!("`cargo {}` failed", args.join(" ")),
+    )
+}
+
+/// The loom model of the runtime's in-process queue (`lock/src/local/model.rs`): the crate
+/// built with `--cfg fencelock_loom`, in a target directory of its own so that the flag does
+/// not invalidate the workspace's build.
+fn loom_model(workspace: &Path) -> Result<(), String> {
+    install::run_or(
+        install::cargo()
+            .current_dir(workspace)
+            .args(["test", "-p", "fencelock", "--lib", "local::model"])
+            .env("RUSTFLAGS", "--cfg fencelock_loom")
+            .env("CARGO_TARGET_DIR", workspace.join("target/loom")),
+        "the loom model of the in-process queue failed",
     )
 }
 
