@@ -62,6 +62,13 @@ pub(crate) fn take_result(yes: usize, no: usize, nodes: usize) -> TakeResult {
     }
 }
 
+/// Whether a take round that was not won was a split vote — we won some nodes, and the
+/// refusals do not rule out a majority — so contenders retry after a short random pause,
+/// rather than the backoff of "busy" (a majority refused: the lock is held).
+pub(crate) fn is_split_vote(yes: usize, no: usize, nodes: usize) -> bool {
+    yes > 0 && take_result(yes, no, nodes) == TakeResult::Split
+}
+
 /// One node's answer, as far as a round's stopping rule cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Vote {
@@ -259,6 +266,14 @@ mod tests {
             TakeResult::Refused => assert!(yes + unknown < needed, "{case}"),
             TakeResult::Split => assert!(yes < needed && unknown <= nodes - needed, "{case}"),
             TakeResult::Unreachable => assert!(unknown > nodes - needed, "{case}"),
+        }
+        // The quick retry of a split vote, never when a majority refused (the lock is held).
+        if is_split_vote(yes, no, nodes) {
+            assert!(yes > 0 && yes < needed, "{case}");
+            assert!(
+                no <= nodes - needed,
+                "a split vote a majority refused: {case}"
+            );
         }
     }
 }

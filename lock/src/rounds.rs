@@ -75,7 +75,8 @@ pub(crate) struct Terms {
 pub(crate) struct NotTaken {
     /// The shortest remaining TTL a refusing node reported, if any.
     pub retry_after: Option<Duration>,
-    /// Quorum mode: some nodes issued, but not a majority (a split vote); they were given back.
+    /// Quorum mode: some nodes issued, but not a majority, and the refusals did not rule one
+    /// out (a split vote); they were given back.
     pub split: bool,
     /// How the vote ended ([`TakeResult::Won`] when a majority issued but the fence could not
     /// be settled or the validity was used up).
@@ -365,7 +366,7 @@ impl Cluster {
                     _ => None,
                 })
                 .min(),
-            split: answers.yes() > 0,
+            split: quorum::is_split_vote(answers.yes(), answers.no(), count),
             result: quorum::take_result(answers.yes(), answers.no(), count),
             errors: self.with_silent_nodes(&answers, timeout),
         })

@@ -198,3 +198,49 @@ async fn a_release_retried_after_its_connection_died_does_not_say_not_ours() {
         "a release that ran was answered 'not ours'"
     );
 }
+
+/// Found by review: a take round refused by a majority (the lock held on nodes 1 and 2) but
+/// answered yes by node 3 (which the holder never won) was treated as a split vote, so the
+/// waiter retried every 0–3 ms, never stopping at the wait where a local handoff is received:
+/// it hammered every node, and took the lock its own process handed it only at its deadline.
+/// A majority's refusal is "busy": the waiter backs off and takes the handoff at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_refused_by_a_majority_is_busy_not_a_split_vote() {
+    let (_nodes, urls) = start_nodes(3);
+    let locker = Locker::new(LockerConfig::new(urls.clone())).unwrap();
+    let resource = unique("refused-not-split");
+    // Node 3 is taken by someone else for a moment: the holder wins nodes 1 and 2 only.
+    command(
+        &urls[2],
+        &["SET", &lock_key(&resource), "foreign", "PX", "200"],
+    )
+    .await;
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(3))
+        .wait(Duration::from_secs(4));
+    let holder = locker.acquire(&resource, &options).await.unwrap();
+    // The foreign key expires: node 3 is free, nodes 1 and 2 are the holder's.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!exists(&urls[2], &lock_key(&resource)).await);
+    let waiter = {
+        let (locker, resource, options) = (locker.clone(), resource.clone(), options.clone());
+        tokio::spawn(async move { locker.acquire(&resource, &options).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls_before = common::script_calls(&urls[0]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = common::script_calls(&urls[0]).await - calls_before;
+    assert!(
+        calls < 40,
+        "{calls} script calls on node 1 in 500 ms from one waiter refused by a majority"
+    );
+    let released = Instant::now();
+    assert!(holder.release().await.unwrap());
+    let taken = waiter.await.unwrap().unwrap();
+    assert!(
+        released.elapsed() < Duration::from_secs(1),
+        "the waiter took the lock {:?} after its process handed it over",
+        released.elapsed()
+    );
+    assert!(taken.release().await.unwrap());
+}
