@@ -351,7 +351,8 @@ impl Cluster {
             }
         }
         if !issued.is_empty() {
-            self.undo_on(&issued, &give_back(), timeout).await;
+            self.undo_on(&issued, &give_back(), timeout, lock_gone_by)
+                .await;
         }
         undo_on_drop.armed = false;
         if let Some(grant) = grant {
@@ -388,12 +389,27 @@ impl Cluster {
         errors
     }
 
-    /// Runs the undo on `nodes` (whose take call answered, so any connection will do).
-    async fn undo_on(&self, nodes: &[usize], undo: &[OwnedCall], timeout: Duration) {
+    /// Runs the undo on `nodes` (whose take call answered, so any connection will do). What
+    /// goes unanswered (a suspect node skipped, no connection in time, no reply) is resent
+    /// from the background until `until`, when what it undoes has expired anyway.
+    async fn undo_on(
+        &self,
+        nodes: &[usize],
+        undo: &[OwnedCall],
+        timeout: Duration,
+        until: Instant,
+    ) {
         let undo_one = |node: usize| async move {
-            for call in undo {
+            for (sent, call) in undo.iter().enumerate() {
                 let borrowed = call.borrowed();
-                let _ = self.nodes[node].run::<i64>(&borrowed.call(), timeout).await;
+                if self.nodes[node]
+                    .run::<i64>(&borrowed.call(), timeout)
+                    .await
+                    .is_err()
+                {
+                    self.nodes[node].follow_up(None, undo[sent..].to_vec(), until);
+                    return;
+                }
             }
         };
         futures_util::future::join_all(nodes.iter().map(|&node| undo_one(node))).await;

@@ -6,7 +6,7 @@ mod common;
 
 use common::{connection, exists, lock_key, unique};
 use fencelock::{LockOptions, Locker, LockerConfig};
-use fencelock_testkit::RedisServer;
+use fencelock_testkit::{FaultProxy, RedisServer};
 use std::time::{Duration, Instant};
 
 fn start_nodes(count: usize) -> (Vec<RedisServer>, Vec<String>) {
@@ -243,4 +243,49 @@ async fn a_round_refused_by_a_majority_is_busy_not_a_split_vote() {
         released.elapsed()
     );
     assert!(taken.release().await.unwrap());
+}
+
+/// Found by review: a node that answered yes in a lost take round gets the give-back at once;
+/// if that give-back went unanswered (the link to the node hung right after its yes), it was
+/// never sent again, and our dead token kept the node for the whole TTL, refusing everyone
+/// there. It must be resent, like an undo or a release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_that_went_unanswered_is_sent_again() {
+    let (nodes, urls) = start_nodes(3);
+    let proxy = FaultProxy::start(nodes[2].port());
+    let through_proxy = vec![urls[0].clone(), urls[1].clone(), proxy.redis_url()];
+    let locker =
+        Locker::new(LockerConfig::new(through_proxy).node_timeout(Duration::from_millis(300)))
+            .unwrap();
+    let resource = unique("give-back");
+    let key = lock_key(&resource);
+    // Nodes 1 and 2 are someone else's, and answer late; node 3 is free and answers at once.
+    for url in &urls[..2] {
+        command(url, &["SET", &key, "foreign", "PX", "10000"]).await;
+    }
+    for url in &urls[..2] {
+        command(url, &["CLIENT", "PAUSE", "150", "ALL"]).await;
+    }
+    let attempt = {
+        let (locker, resource) = (locker.clone(), resource.clone());
+        tokio::spawn(async move {
+            let options = LockOptions::new()
+                .ttl(Duration::from_secs(6))
+                .wait(Duration::ZERO);
+            locker.acquire(&resource, &options).await
+        })
+    };
+    // Node 3 said yes; its link hangs before the round is lost (nodes 1 and 2 refuse at 150 ms).
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(exists(&urls[2], &key).await, "node 3 said yes");
+    proxy.hang_open_connections();
+    assert!(attempt.await.unwrap().is_err(), "the round must be lost");
+    let lost = Instant::now();
+    while exists(&urls[2], &key).await {
+        assert!(
+            lost.elapsed() < Duration::from_secs(2),
+            "node 3 still holds the lost round's token 2 s later (TTL 6 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
