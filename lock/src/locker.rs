@@ -264,16 +264,21 @@ impl Inner {
                     )
                     .taken());
                 }
-                Attempt::Unavailable(errors) => return Err(self.unavailable(&resource, errors)),
+                Attempt::Unavailable(errors) => {
+                    // A holder of this process may have handed us the lock meanwhile: that
+                    // needed no Redis, and is not lost to an outage the attempt ran into.
+                    if let Some(guard) = handed_over(&mut local) {
+                        return Ok(guard);
+                    }
+                    return Err(self.unavailable(&resource, errors));
+                }
                 Attempt::Busy { retry_after, split } => (retry_after, split),
             };
             let now = Instant::now();
             if now >= deadline {
                 // A holder may have handed us the lock while we were out asking Redis.
-                if let Some(guard) = local.as_mut().and_then(LocalTicket::try_take) {
-                    if !guard.is_lost() {
-                        return Ok(guard.taken());
-                    }
+                if let Some(guard) = handed_over(&mut local) {
+                    return Ok(guard);
                 }
                 return Err(LockError::Busy {
                     resource: resource.to_string(),
@@ -698,6 +703,13 @@ impl Inner {
 
 /// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
 /// other contenders are retrying already) and for ones whose outcome is unknown.
+/// The lock a holder of this process handed to `local` while the waiter was out asking Redis,
+/// taken (its watchdog started) — unless its validity ran out before anyone took it.
+fn handed_over(local: &mut Option<LocalTicket<Guard>>) -> Option<Guard> {
+    let guard = local.as_mut().and_then(LocalTicket::try_take)?;
+    (!guard.is_lost()).then(|| guard.taken())
+}
+
 fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
     release_call(keys, token, "0", None)
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::{connection, exists, lock_key, unique};
 use fencelock::{LockOptions, Locker, LockerConfig};
-use fencelock_testkit::{FaultProxy, RedisServer};
+use fencelock_testkit::{Fault, FaultProxy, RedisServer};
 use std::time::{Duration, Instant};
 
 fn start_nodes(count: usize) -> (Vec<RedisServer>, Vec<String>) {
@@ -288,4 +288,41 @@ async fn a_give_back_that_went_unanswered_is_sent_again() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Found by review: a waiter whose attempt ran into an outage answered `Unavailable` though a
+/// holder of its own process had handed it the lock meanwhile (a pass-on needs no Redis); the
+/// lock then went on to nobody. It must take what it was handed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_handed_the_lock_during_an_outage_takes_it() {
+    let redis = RedisServer::start();
+    let proxy = FaultProxy::start(redis.port());
+    let locker = Locker::new(
+        LockerConfig::new([proxy.redis_url()])
+            .node_timeout(Duration::from_millis(400))
+            .retry_min_delay(Duration::from_millis(5))
+            .retry_max_delay(Duration::from_millis(20)),
+    )
+    .unwrap();
+    let resource = unique("handed-in-outage");
+    let holder_options = LockOptions::new().ttl(Duration::from_millis(3200));
+    let waiter_options = LockOptions::new()
+        .ttl(Duration::from_secs(3))
+        .wait(Duration::from_secs(5));
+    let holder = locker.acquire(&resource, &holder_options).await.unwrap();
+    let waiter = {
+        let (locker, resource) = (locker.clone(), resource.clone());
+        tokio::spawn(async move { locker.acquire(&resource, &waiter_options).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The link hangs: the waiter's next attempt (within 20 ms) waits 400 ms for nothing, and
+    // meanwhile the holder passes the lock on, without a round trip.
+    proxy.set(Fault::Blackhole);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let releasing = tokio::spawn(holder.release());
+    let taken = waiter.await.unwrap();
+    proxy.set(Fault::None);
+    let taken = taken.expect("the waiter was handed the lock; it must not say Redis is down");
+    let _ = releasing.await.unwrap();
+    let _ = taken.release().await;
 }
