@@ -176,3 +176,39 @@ async fn in_quorum_mode_they_answer_for_the_majority() {
     );
     drop(guard);
 }
+
+/// #18.9, refuted: `force_unlock` says `Ok` only when a majority is known clear of the holder
+/// — nodes that answered the inspection with no holder, or answered the unlock. Here node 3 is
+/// silent throughout and node 2 answers the inspection (held) but dies before the unlock: only
+/// node 1 is known clear, a minority, so the answer is `Unavailable`, never `Ok(true)`.
+#[tokio::test(flavor = "multi_thread")]
+async fn force_unlock_with_only_a_minority_known_clear_is_unavailable() {
+    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let holder: Locker = locker(&urls);
+    let resource = unique("force-minority");
+    let guard = holder
+        .acquire(&resource, &LockOptions::new().ttl(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    // A fresh operator: node 3 is not yet suspected, so its inspection waits the node timeout
+    // for an answer, and node 2 dies in that time, after answering its own.
+    let operator = Locker::new(
+        fencelock::LockerConfig::new(urls.clone()).node_timeout(Duration::from_millis(600)),
+    )
+    .unwrap();
+    servers[2].pause();
+    let forcing = {
+        let (operator, resource) = (operator.clone(), resource.clone());
+        tokio::spawn(async move { operator.force_unlock(&resource).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    servers[1].kill();
+    let outcome = forcing.await.unwrap();
+    assert!(
+        matches!(outcome, Err(fencelock::LockError::Unavailable { .. })),
+        "only node 1 is known clear: {outcome:?}"
+    );
+    servers[2].resume();
+    drop(guard);
+}
