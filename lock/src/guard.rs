@@ -141,8 +141,8 @@ impl Guard {
 
     /// The guard's holder has it in hand: starts the auto-extend watchdog if asked. A guard
     /// handed to a local waiter is started only once that waiter takes it — a future that is
-    /// alive but not polled must not keep a lock alive that nobody uses; untaken, the lock
-    /// expires by its TTL (and is released when the waiter's future is dropped).
+    /// alive but not polled must not keep a lock alive that nobody uses; untaken within the
+    /// hand-over bound, it goes on (see [`Handover`]).
     pub(crate) fn taken(self) -> Guard {
         let hold = self.hold();
         if hold.options.auto_extend && !hold.stop_watchdog.is_cancelled() {
@@ -331,6 +331,36 @@ impl Hold {
     }
 }
 
+/// A lock on its way to a local waiter. Whoever takes the guard out first has it: the waiter
+/// (in `Locker::acquire`), or — if the waiter did not take it within the hand-over bound,
+/// because its future is parked or its runtime blocked — the releaser's background task,
+/// which drops it, and so passes the lock on to the next local waiter or releases it in Redis.
+/// A waiter that finds its hand-over empty queues again.
+#[derive(Debug, Clone)]
+pub(crate) struct Handover(Arc<Mutex<Option<Guard>>>);
+
+impl Handover {
+    fn new(guard: Guard) -> Handover {
+        Handover(Arc::new(Mutex::new(Some(guard))))
+    }
+
+    /// The guard, unless someone took it already.
+    pub(crate) fn take(&self) -> Option<Guard> {
+        self.0.lock().expect("hand-over lock").take()
+    }
+
+    fn take_back_unless_taken_within(&self, bound: Duration) {
+        let handover = self.clone();
+        background::runtime().spawn(async move {
+            tokio::time::sleep(bound).await;
+            if let Some(untaken) = handover.take() {
+                tracing::debug!(resource = %untaken.hold().resource, ?bound, "a hand-over was not taken in time: it goes on");
+                drop(untaken);
+            }
+        });
+    }
+}
+
 /// A lock is passed on without a round trip only while the validity left is within a tenth of
 /// the waiter's TTL (90% to 110% of it): a waiter never gets much less, or much more, than it
 /// asked for.
@@ -378,7 +408,14 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                         guard.hold_mut().confirmed = Some(confirmed);
                         (done, Arc::clone(&guard.hold().lease))
                     });
-                    match (waiter.grant.send(guard), confirming) {
+                    let handover = Handover::new(guard);
+                    let sent = waiter.grant.send(handover.clone());
+                    if sent.is_ok() {
+                        handover.take_back_unless_taken_within(
+                            inner.handover_bound(waiter.options.effective_ttl()),
+                        );
+                    }
+                    match (sent, confirming) {
                         (Ok(()), Some((done, recipient))) => {
                             let outcome =
                                 confirm_passed_on(&inner, &hold, &recipient, &waiter.options).await;
@@ -391,7 +428,8 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                             return Ok(true);
                         }
                         // The waiter gave up meanwhile: the lock is ours again, under the new token.
-                        (Err(guard), _) => {
+                        (Err(handover), _) => {
+                            let guard = handover.take().expect("a hand-over never sent is ours");
                             hold = guard.into_hold();
                             hold.confirmed = None;
                         }

@@ -3,7 +3,7 @@
 
 use crate::background;
 use crate::error::{NodeError, NodeErrors};
-use crate::guard::{Guard, Hold};
+use crate::guard::{Guard, Handover, Hold};
 use crate::local::{LocalQueues, LocalTicket};
 use crate::node::{Node, OwnedCall, Retry, ScriptCall};
 use crate::notify::{Listener, Subscription};
@@ -45,7 +45,7 @@ pub(crate) struct Inner {
     pub(crate) id: Arc<str>,
     pub(crate) cluster: Cluster,
     pub(crate) config: LockerConfig,
-    pub(crate) local: LocalQueues<Guard>,
+    pub(crate) local: LocalQueues<Handover>,
 }
 
 /// Whether a locker talks to one Redis or runs Redlock over several.
@@ -161,8 +161,10 @@ impl Locker {
     /// long) holds its place in this process's queue for the resource, and, in fair mode, its
     /// place in the fair queue until its `fair_waiter_lease` runs out. The other waiters of the
     /// process still ask Redis when their timers fire, so it cannot keep them from a free lock.
-    /// A lock handed to it meanwhile stays with it unrenewed (its auto-extend starts only when
-    /// the future takes it) and expires by its TTL; dropping the future releases it at once.
+    /// A lock handed to it meanwhile is not renewed (its auto-extend starts only when the future
+    /// takes it), and if the future does not take it within the hand-over bound (two call
+    /// timeouts and 50 ms: 1.05 s by default), it goes on to the next waiter or back to Redis;
+    /// the future, polled again, queues anew. Dropping the future gives up its place at once.
     ///
     /// # Errors
     /// [`LockError::Busy`] when the wait budget is spent, [`LockError::Unavailable`] at once when
@@ -224,7 +226,7 @@ impl Inner {
         // the lock under a token of its own, so a late undo of one attempt cannot touch another.)
         let waiter_id = new_token();
         let mut listeners: Vec<Listener> = Vec::new();
-        let mut local: Option<LocalTicket<Guard>> = None;
+        let mut local: Option<LocalTicket<Handover>> = None;
         let mut fair_place = FairPlace::default();
         let mut attempt = 0u32;
         let local_handoff = !options.fair && self.config.max_local_handoffs > 0;
@@ -312,15 +314,18 @@ impl Inner {
             loop {
                 tokio::select! {
                     biased;
-                    guard = LocalTicket::granted(&mut local) => {
-                        if !guard.is_lost() {
-                            observe::acquired("handoff", started.elapsed());
-                            return Ok(guard.taken());
+                    handover = LocalTicket::granted(&mut local) => {
+                        match handover.take() {
+                            Some(guard) if !guard.is_lost() => {
+                                observe::acquired("handoff", started.elapsed());
+                                return Ok(guard.taken());
+                            }
+                            // Handed over while this future was not polled: taken back after
+                            // the hand-over bound (`None`), or its validity ran out meanwhile
+                            // (not a lock any more; dropping it releases what is left of it).
+                            // Queue again and ask Redis.
+                            untaken => drop(untaken),
                         }
-                        // Handed over while this future was not polled, and its validity ran
-                        // out meanwhile: not a lock any more (dropping it releases what is
-                        // left of it). Queue again and ask Redis.
-                        drop(guard);
                         local = Some(self.local.enqueue(&resource, options.clone()));
                         timer_fired = true;
                         break;
@@ -699,17 +704,28 @@ impl Inner {
     pub(crate) fn release_timeout(&self, ttl: Duration) -> Duration {
         self.cluster.call_timeout(ttl)
     }
+
+    /// How long a waiter has to take a lock handed to it before it goes on (see
+    /// `guard::Handover`). A waiter being polled takes it at once, or — out asking Redis at
+    /// that moment — once its attempt ends: within two calls (the round, and the give-back of
+    /// a lost one), each bounded by the call timeout. A waiter whose future is parked or whose
+    /// runtime is blocked must not keep the lock from everyone for the rest of its TTL.
+    pub(crate) fn handover_bound(&self, ttl: Duration) -> Duration {
+        const MARGIN: Duration = Duration::from_millis(50);
+        self.cluster.call_timeout(ttl) * 2 + MARGIN
+    }
+}
+
+/// The lock a holder of this process handed to `local` while the waiter was out asking Redis,
+/// taken (its watchdog started) — unless its validity ran out before anyone took it, or the
+/// releaser took it back.
+fn handed_over(local: &mut Option<LocalTicket<Handover>>) -> Option<Guard> {
+    let guard = local.as_mut().and_then(LocalTicket::try_take)?.take()?;
+    (!guard.is_lost()).then(|| guard.taken())
 }
 
 /// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
 /// other contenders are retrying already) and for ones whose outcome is unknown.
-/// The lock a holder of this process handed to `local` while the waiter was out asking Redis,
-/// taken (its watchdog started) — unless its validity ran out before anyone took it.
-fn handed_over(local: &mut Option<LocalTicket<Guard>>) -> Option<Guard> {
-    let guard = local.as_mut().and_then(LocalTicket::try_take)?;
-    (!guard.is_lost()).then(|| guard.taken())
-}
-
 fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
     release_call(keys, token, "0", None)
 }

@@ -97,3 +97,47 @@ async fn a_lock_handed_to_a_parked_waiter_is_not_renewed() {
     assert!(release_later.await.unwrap());
     woken.release().await.unwrap();
 }
+
+/// Found by review: a lock handed to a parked waiter stayed with it, unrenewed, for the rest of
+/// its TTL — with the default 10 s TTL, everyone else got `lock_busy`. A hand-over not taken
+/// within a bound (two call timeouts and 50 ms: 1.05 s here) is taken back and goes on: to the
+/// next waiter of the process, or back to Redis. The parked waiter, woken at last, queues again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_not_taken_within_a_bound_goes_on() {
+    let redis = RedisServer::start();
+    let ours = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let theirs = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let resource = unique("parked-bound");
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(3));
+    let holder = ours.acquire(&resource, &options).await.unwrap();
+    let parked: Pin<Box<_>> = Box::pin(ours.acquire(&resource, &options));
+    let parked = poll_then_park(parked, Duration::from_millis(100)).await;
+    assert!(holder.release().await.unwrap());
+    let asked = Instant::now();
+    let guard = theirs
+        .acquire(&resource, &options)
+        .await
+        .expect("the other process gets the lock the parked waiter did not take");
+    assert!(
+        asked.elapsed() < Duration::from_millis(2500),
+        "after {:?} (TTL 10 s)",
+        asked.elapsed()
+    );
+    let their_fence = guard.fence();
+    let release_later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        guard.release().await.unwrap()
+    });
+    let woken = parked
+        .await
+        .expect("the parked waiter gets the lock once it is free");
+    assert!(
+        woken.fence() > their_fence && !woken.is_lost(),
+        "a hand-over taken back returned as held (fence {} vs theirs {their_fence})",
+        woken.fence()
+    );
+    assert!(release_later.await.unwrap());
+    assert!(woken.release().await.unwrap());
+}
