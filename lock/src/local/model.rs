@@ -10,14 +10,16 @@
 //! the lock to the next waiter (and, if that one gave up meanwhile, to the one after, or
 //! releases it for real when none is left or the streak is used up), or its handoff fails and
 //! the waiter is put back, or its task dies half-way (the runtime shut down: the waiter's
-//! sender is dropped, nothing else runs). Two waiters queue, look for the lock, take it, work,
+//! sender is dropped, nothing else runs). The lock travels in a hand-over (`Parcel`, as
+//! `guard::Handover`); in the second test a fourth thread, the take-back after the hand-over
+//! bound, races the waiter for it, and a waiter that finds it empty queues again. Two waiters queue, look for the lock, take it, work,
 //! and end their own hold the same way (so a lock can travel down the queue and back), and
 //! may leave — drop their ticket, as a cancelled `acquire` does — at any point. A lock sent to
 //! a waiter that left is dropped in its channel; then, as `Drop for Guard` does, it is released
 //! by `finish` (run by the checker after the threads, like the background task would).
 //!
-//! Checked, for every interleaving: never two holders at once; every lock sent is taken or
-//! dropped untaken, exactly once; no waiter left behind (one still waiting is queued exactly
+//! Checked, for every interleaving: never two holders at once; every lock sent is taken,
+//! taken back, returned or dropped untaken, exactly once; no waiter left behind (one still waiting is queued exactly
 //! once, and is handed the lock or reaches Redis); the queue never holds a waiter that left;
 //! the streak stays within its bound; and once everyone is gone nothing is left of the
 //! resource (except after a dead `finish`, whose streak the next real release ends).
@@ -38,6 +40,8 @@ enum Event {
     DroppedUntaken(usize),
     /// Its recipient had left before it was sent: the holder has it back.
     Returned(usize),
+    /// Its recipient did not take it in time: the releaser took it back (and passed it on).
+    TakenBack(usize),
     Released,
 }
 
@@ -107,9 +111,19 @@ impl Drop for Lock {
     }
 }
 
+/// What the queue carries: the lock in a hand-over, emptied by whoever takes it first — the
+/// waiter, or the releaser taking it back (`guard::Handover`).
+type Parcel = Shared<Mutex<Option<Lock>>>;
+
+fn unwrap(parcel: &Parcel) -> Option<Lock> {
+    parcel.lock().unwrap().take()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum HolderEnd {
     HandsOver,
+    /// Hands over, and a take-back (a thread of its own) races the waiter for the lock.
+    HandsOverAndTakesBack,
     HandoffFails,
     Dies,
 }
@@ -120,23 +134,29 @@ enum Leaves {
     Never,
 }
 
-/// `finish` in guard.rs, with `end` deciding how each handoff goes.
-fn finish(queues: &LocalQueues<Lock>, record: &Record, end: HolderEnd, max_streak: u32) {
+/// `finish` in guard.rs, with `end` deciding how each handoff goes. Returns the hand-over
+/// sent, if any.
+fn finish(
+    queues: &LocalQueues<Parcel>,
+    record: &Record,
+    end: HolderEnd,
+    max_streak: u32,
+) -> Option<Parcel> {
     while let Some(waiter) = queues.next_for_handoff(RESOURCE, max_streak) {
         match end {
-            HolderEnd::HandsOver => {
+            HolderEnd::HandsOver | HolderEnd::HandsOverAndTakesBack => {
                 let number = record.sent.fetch_add(1, SeqCst);
-                let lock = Lock {
+                let parcel = Shared::new(Mutex::new(Some(Lock {
                     number,
                     taken: false,
                     record: record.clone(),
-                };
+                })));
                 record.note(Event::SentTo(waiter.id, number));
-                match waiter.grant.send(lock) {
-                    Ok(()) => return,
+                match waiter.grant.send(Shared::clone(&parcel)) {
+                    Ok(()) => return Some(parcel),
                     // The waiter gave up meanwhile: ours again, on to the next one.
-                    Err(mut lock) => {
-                        lock.take();
+                    Err(_) => {
+                        unwrap(&parcel).unwrap().take();
                         record.note(Event::Returned(number));
                     }
                 }
@@ -144,30 +164,49 @@ fn finish(queues: &LocalQueues<Lock>, record: &Record, end: HolderEnd, max_strea
             HolderEnd::HandoffFails => {
                 queues.handoff_failed(RESOURCE, waiter);
                 record.note(Event::Released);
-                return;
+                return None;
             }
             HolderEnd::Dies => {
                 drop(waiter);
-                return;
+                return None;
             }
         }
     }
     queues.end_streak(RESOURCE, Duration::ZERO);
     record.note(Event::Released);
+    None
+}
+
+/// The releaser's take-back after the hand-over bound: if the waiter has not taken the lock,
+/// it is dropped — which, as `Drop for Guard` does, ends the hold with `finish`.
+fn take_back(queues: &LocalQueues<Parcel>, record: &Record, parcel: &Parcel, max_streak: u32) {
+    if let Some(mut lock) = unwrap(parcel) {
+        let number = lock.take();
+        record.note(Event::TakenBack(number));
+        finish(queues, record, HolderEnd::HandsOver, max_streak);
+    }
 }
 
 /// A waiter's thread: queue, look for the lock twice (leaving after the first look if so
-/// told); with the lock, work and end the hold. Returns the ticket if still waiting.
+/// told); with the lock, work and end the hold; finding its hand-over taken back, queue again.
+/// Returns the ticket if still waiting.
 fn waiter(
-    queues: &LocalQueues<Lock>,
+    queues: &LocalQueues<Parcel>,
     record: &Record,
     leaves: Leaves,
     max_streak: u32,
-) -> (u64, Option<LocalTicket<Lock>>) {
-    let mut ticket = Some(queues.enqueue(&Arc::from(RESOURCE), LockOptions::new()));
-    let id = ticket.as_ref().map(|ticket| ticket.id).unwrap();
+) -> (u64, Option<LocalTicket<Parcel>>) {
+    let enqueue = || queues.enqueue(&Arc::from(RESOURCE), LockOptions::new());
+    let mut ticket = Some(enqueue());
+    let mut id = ticket.as_ref().map(|ticket| ticket.id).unwrap();
     for look in 0..2 {
-        if let Some(mut lock) = LocalTicket::granted(&mut ticket).now_or_never() {
+        if let Some(parcel) = LocalTicket::granted(&mut ticket).now_or_never() {
+            let Some(mut lock) = unwrap(&parcel) else {
+                let again = enqueue();
+                id = again.id;
+                ticket = Some(again);
+                continue;
+            };
             drop(ticket.take());
             record.start_holding(id, Some(&mut lock));
             record.stop_holding();
@@ -182,32 +221,43 @@ fn waiter(
     (id, ticket)
 }
 
-fn model(end: HolderEnd, max_streak: u32, leaves: [Leaves; 2]) {
+fn model(end: HolderEnd, max_streak: u32, leaves: Vec<Leaves>, preemptions: usize) {
     let case = format!("{end:?}, streak {max_streak}, {leaves:?}");
     let mut builder = loom::model::Builder::new();
-    // Four preemptions: the fewest that reach a waiter leaving between the queue's lock and its
-    // channel's close while the holder puts it back (closing the receiver after unlocking the
-    // queue is found at 4, not at 3). All 36 cases take about 2 minutes in a debug build.
-    builder.preemption_bound = Some(4);
+    // Four preemptions for three threads: the fewest that reach a waiter leaving between the
+    // queue's lock and its channel's close while the holder puts it back (closing the receiver
+    // after unlocking the queue is found at 4, not at 3). Those 36 cases take about 2 minutes
+    // in a debug build; with a fourth thread (a take-back) the bound is lower, or it would
+    // take hours.
+    builder.preemption_bound = Some(preemptions);
     builder.check(move || {
-        let queues = Shared::new(LocalQueues::<Lock>::default());
+        let queues = Shared::new(LocalQueues::<Parcel>::default());
         let record = Record::new(1);
         let waiters: Vec<_> = leaves
-            .into_iter()
-            .map(|leaves| {
+            .iter()
+            .map(|&leaves| {
                 let (queues, record) = (Shared::clone(&queues), record.clone());
                 loom::thread::spawn(move || waiter(&queues, &record, leaves, max_streak))
             })
             .collect();
         record.stop_holding();
-        finish(&queues, &record, end, max_streak);
-        let mut waiting: Vec<(u64, LocalTicket<Lock>)> = waiters
+        let sent = finish(&queues, &record, end, max_streak);
+        let taking_back = sent
+            .filter(|_| end == HolderEnd::HandsOverAndTakesBack)
+            .map(|parcel| {
+                let (queues, record) = (Shared::clone(&queues), record.clone());
+                loom::thread::spawn(move || take_back(&queues, &record, &parcel, max_streak))
+            });
+        let mut waiting: Vec<(u64, LocalTicket<Parcel>)> = waiters
             .into_iter()
             .filter_map(|thread| match thread.join().unwrap() {
                 (id, Some(ticket)) => Some((id, ticket)),
                 (_, None) => None,
             })
             .collect();
+        if let Some(thread) = taking_back {
+            thread.join().unwrap();
+        }
         check_queue(&queues, &waiting, &case);
         settle(&queues, &record, &mut waiting, max_streak, &case);
         check_history(&record.events(), end, &case);
@@ -225,7 +275,7 @@ fn model(end: HolderEnd, max_streak: u32, leaves: [Leaves; 2]) {
 }
 
 /// The queue after the threads: exactly the waiters still waiting, once each.
-fn check_queue(queues: &LocalQueues<Lock>, waiting: &[(u64, LocalTicket<Lock>)], case: &str) {
+fn check_queue(queues: &LocalQueues<Parcel>, waiting: &[(u64, LocalTicket<Parcel>)], case: &str) {
     let map = queues.by_resource.lock().unwrap();
     let queued: Vec<u64> = map
         .get(RESOURCE)
@@ -251,9 +301,9 @@ fn check_queue(queues: &LocalQueues<Lock>, waiting: &[(u64, LocalTicket<Lock>)],
 /// released by `finish` (the guard's drop), a waiting waiter takes what it was sent, or — the
 /// lock being free — reaches Redis and takes it there (its ticket dropped as it returns).
 fn settle(
-    queues: &LocalQueues<Lock>,
+    queues: &LocalQueues<Parcel>,
     record: &Record,
-    waiting: &mut Vec<(u64, LocalTicket<Lock>)>,
+    waiting: &mut Vec<(u64, LocalTicket<Parcel>)>,
     max_streak: u32,
     case: &str,
 ) {
@@ -273,7 +323,10 @@ fn settle(
             return;
         };
         let mut ticket = Some(ticket);
-        match LocalTicket::granted(&mut ticket).now_or_never() {
+        let handed = LocalTicket::granted(&mut ticket)
+            .now_or_never()
+            .and_then(|parcel| unwrap(&parcel));
+        match handed {
             Some(mut lock) => {
                 drop(ticket);
                 record.start_holding(id, Some(&mut lock));
@@ -298,7 +351,10 @@ fn fates(events: &[Event], number: usize) -> usize {
     events
         .iter()
         .filter(|event| match event {
-            Event::TakenBy(_, n) | Event::DroppedUntaken(n) | Event::Returned(n) => *n == number,
+            Event::TakenBy(_, n)
+            | Event::DroppedUntaken(n)
+            | Event::Returned(n)
+            | Event::TakenBack(n) => *n == number,
             _ => false,
         })
         .count()
@@ -342,7 +398,30 @@ fn every_interleaving_of_a_holder_and_two_waiters() {
         for max_streak in 0..=2 {
             for first in leaves {
                 for second in leaves {
-                    model(end, max_streak, [first, second]);
+                    model(end, max_streak, vec![first, second], 4);
+                }
+            }
+        }
+    }
+}
+
+/// The take-back after the hand-over bound (a fourth thread) races the waiter for the lock:
+/// exactly one of them has it, a waiter that finds its hand-over empty queues again, and a
+/// lock taken back goes on to the next waiter or is released.
+#[test]
+fn a_take_back_races_the_waiter() {
+    let leaves = [Leaves::AfterFirstLook, Leaves::Never];
+    for (waiters, preemptions) in [(1, 5), (2, 3)] {
+        for max_streak in 1..=2 {
+            for first in leaves {
+                for second in leaves {
+                    let leaves = [first, second][..waiters].to_vec();
+                    model(
+                        HolderEnd::HandsOverAndTakesBack,
+                        max_streak,
+                        leaves,
+                        preemptions,
+                    );
                 }
             }
         }
