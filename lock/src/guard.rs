@@ -333,11 +333,16 @@ impl Hold {
 
 /// A lock on its way to a local waiter. Whoever takes the guard out first has it: the waiter
 /// (in `Locker::acquire`), or — if the waiter did not take it within the hand-over bound,
-/// because its future is parked or its runtime blocked — the releaser's background task,
-/// which drops it, and so passes the lock on to the next local waiter or releases it in Redis.
-/// A waiter that finds its hand-over empty queues again.
-#[derive(Debug, Clone)]
+/// because its future is parked or its runtime blocked — the releaser's [`TakeBack`], which
+/// drops it, and so passes the lock on to the next local waiter or releases it in Redis. A
+/// waiter that finds its hand-over empty queues again. The hand-over is the guard's only
+/// owner: dropped untaken (the waiter's future dropped), it drops the guard at once.
+#[derive(Debug)]
 pub(crate) struct Handover(Arc<Mutex<Option<Guard>>>);
+
+/// The releaser's side of a [`Handover`]: it does not keep the guard alive.
+#[derive(Debug)]
+pub(crate) struct TakeBack(std::sync::Weak<Mutex<Option<Guard>>>);
 
 impl Handover {
     fn new(guard: Guard) -> Handover {
@@ -349,11 +354,20 @@ impl Handover {
         self.0.lock().expect("hand-over lock").take()
     }
 
-    fn take_back_unless_taken_within(&self, bound: Duration) {
-        let handover = self.clone();
+    fn take_back(&self) -> TakeBack {
+        TakeBack(Arc::downgrade(&self.0))
+    }
+}
+
+impl TakeBack {
+    fn unless_taken_within(self, bound: Duration) {
         background::runtime().spawn(async move {
             tokio::time::sleep(bound).await;
-            if let Some(untaken) = handover.take() {
+            let Some(handover) = self.0.upgrade() else {
+                return;
+            };
+            let untaken = handover.lock().expect("hand-over lock").take();
+            if let Some(untaken) = untaken {
                 tracing::debug!(resource = %untaken.hold().resource, ?bound, "a hand-over was not taken in time: it goes on");
                 drop(untaken);
             }
@@ -409,9 +423,10 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                         (done, Arc::clone(&guard.hold().lease))
                     });
                     let handover = Handover::new(guard);
-                    let sent = waiter.grant.send(handover.clone());
+                    let take_back = handover.take_back();
+                    let sent = waiter.grant.send(handover);
                     if sent.is_ok() {
-                        handover.take_back_unless_taken_within(
+                        take_back.unless_taken_within(
                             inner.handover_bound(waiter.options.effective_ttl()),
                         );
                     }

