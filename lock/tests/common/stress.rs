@@ -22,9 +22,10 @@
 //! few milliseconds); `DEBUG SLEEP` stalls of a few milliseconds on one node while the others
 //! answer; SIGSTOP; kills with a delayed restart; data loss (`FLUSHALL`, kill + restart empty
 //! at once); steps of the first node's wall clock (libfaketime; a step forward is a data loss
-//! there, a step back must change nothing); a blocked thread of the callers' runtime. Workers cancel futures at random
-//! points and park acquisitions (alive, unpolled) now and then; half the lockers use the
-//! highest `max_local_handoffs` the crate accepts.
+//! there, a step back must change nothing); a blocked thread of the callers' runtime. Workers
+//! cancel futures at random points, park acquisitions (alive, unpolled) now and then, and
+//! start releases on runtimes that shut down while they are in flight; half the lockers use
+//! the highest `max_local_handoffs` the crate accepts.
 //!
 //! Every random choice comes from one seed, printed first, so a failing schedule can be run
 //! again (`FENCELOCK_STRESS_SEED`); the interleaving itself is up to the machine.
@@ -148,6 +149,7 @@ pub struct Counts {
     pub cancelled_acquires: AtomicUsize,
     pub cancelled_holds: AtomicUsize,
     pub cancelled_releases: AtomicUsize,
+    pub shut_down_releases: AtomicUsize,
     pub faults: AtomicUsize,
     pub data_losses: AtomicUsize,
     pub clock_steps: AtomicUsize,
@@ -375,7 +377,7 @@ impl Stress {
     pub fn summary(&self) -> String {
         let c = &self.counts;
         format!(
-            "{} holds, {} busy, {} unavailable, {} lost, cancelled: {} acquires / {} holds / {} releases, {} parked acquires, {} faults ({} data losses, {} clock steps), {} stale register writes rejected",
+            "{} holds, {} busy, {} unavailable, {} lost, cancelled: {} acquires / {} holds / {} releases, {} releases on a runtime shut down, {} parked acquires, {} faults ({} data losses, {} clock steps), {} stale register writes rejected",
             c.holds.load(Ordering::Relaxed),
             c.busy.load(Ordering::Relaxed),
             c.unavailable.load(Ordering::Relaxed),
@@ -383,6 +385,7 @@ impl Stress {
             c.cancelled_acquires.load(Ordering::Relaxed),
             c.cancelled_holds.load(Ordering::Relaxed),
             c.cancelled_releases.load(Ordering::Relaxed),
+            c.shut_down_releases.load(Ordering::Relaxed),
             c.parked_acquires.load(Ordering::Relaxed),
             c.faults.load(Ordering::Relaxed),
             c.data_losses.load(Ordering::Relaxed),
@@ -714,6 +717,26 @@ async fn worker(
         }
         tokio::time::sleep(work).await;
         let recorded = record(&guard, index, &records, may_be_lost);
+        if rng.random_bool(0.02) {
+            // The release is started on a runtime of its own, which shuts down while it is in
+            // flight (an actix worker stopping): it must go on, on the background runtime,
+            // with no panic anywhere; hygiene checks that it landed.
+            counts.shut_down_releases.fetch_add(1, Ordering::Relaxed);
+            let runs_for = Duration::from_micros(rng.random_range(0..2_000));
+            let _ = tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the release");
+                runtime.block_on(async move {
+                    let _in_flight = tokio::spawn(guard.release());
+                    tokio::time::sleep(runs_for).await;
+                });
+                drop(runtime);
+            })
+            .await;
+            continue;
+        }
         let cut = rng
             .random_bool(0.1)
             .then(|| Duration::from_micros(rng.random_range(0..2_000)));
