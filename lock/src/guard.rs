@@ -5,99 +5,25 @@
 //! runtime stops.
 
 use crate::background;
-use crate::locker::{HandoffFailed, Inner};
+use crate::hold::{Hold, Lease};
+use crate::local::LocalQueues;
 use crate::options::LockOptions;
+use crate::protocol::{HandoffFailed, Protocol};
 use crate::resource::ResourceKeys;
 use crate::rounds::Grant;
-use crate::{observe, LockError};
+use crate::{observe, quorum, watchdog, LockError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long the lock can be relied on, shared by the guard and its watchdog.
+/// What one locker's guards and waiters share: its way to the nodes, and this process's queues
+/// of waiters that a releasing guard hands the lock to.
 #[derive(Debug)]
-pub(crate) struct Lease {
-    /// Until when the lock is certainly ours: set by the acquisition, advanced by extensions.
-    valid_until: Mutex<Instant>,
-    /// Cancelled when the lock is known lost (an extension was refused, or validity ran out
-    /// with no extension confirmed).
-    lost: CancellationToken,
-}
-
-impl Lease {
-    fn new(valid_until: Instant) -> Lease {
-        Lease {
-            valid_until: Mutex::new(valid_until),
-            lost: CancellationToken::new(),
-        }
-    }
-
-    pub(crate) fn valid_until(&self) -> Instant {
-        *self.valid_until.lock().expect("lease lock")
-    }
-
-    /// Advances the validity to `until` (an extension was confirmed), unless the lease is lost
-    /// already: once lost, a lease stays lost (work done while it was lost was not safe, and
-    /// an extension confirmed later does not make it so). Whether it was advanced.
-    fn extend_to(&self, until: Instant) -> bool {
-        let mut valid_until = self.valid_until.lock().expect("lease lock");
-        if self.lost.is_cancelled() || Instant::now() >= *valid_until {
-            self.lost.cancel();
-            return false;
-        }
-        *valid_until = (*valid_until).max(until);
-        true
-    }
-
-    fn is_lost(&self) -> bool {
-        if self.lost.is_cancelled() {
-            return true;
-        }
-        if Instant::now() >= self.valid_until() {
-            // Make it final: `lost_token()` holders hear it, and no extension revives it.
-            self.lost.cancel();
-            return true;
-        }
-        false
-    }
-
-    /// Resolves when the lock is lost: the token is cancelled or the validity runs out,
-    /// whichever comes first (re-reading the validity, which extensions advance).
-    async fn lost(&self) {
-        loop {
-            let until = self.valid_until();
-            tokio::select! {
-                () = self.lost.cancelled() => return,
-                () = tokio::time::sleep_until(until) => {
-                    if Instant::now() >= self.valid_until() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The state of one hold, owned by its guard until release.
-#[derive(Debug)]
-pub(crate) struct Hold {
-    pub resource: Arc<str>,
-    pub keys: Arc<ResourceKeys>,
-    pub token: String,
-    pub fence: u64,
-    /// The last fence reserved for this process with the lock (see `Hold::pass_on`).
-    pub fence_limit: u64,
-    pub acquired_at: Instant,
-    pub lease: Arc<Lease>,
-    pub options: LockOptions,
-    /// Cancelled to stop the auto-extend watchdog.
-    pub stop_watchdog: CancellationToken,
-    /// A lock passed on without a round trip is confirmed by its releaser afterwards; this
-    /// hold's own release waits for that first (so the confirmation cannot mistake our own
-    /// release for a loss).
-    pub confirmed: Option<oneshot::Receiver<()>>,
+pub(crate) struct LockerState {
+    pub(crate) protocol: Arc<Protocol>,
+    pub(crate) waiters: LocalQueues<Handover>,
 }
 
 /// A held distributed lock.
@@ -108,13 +34,13 @@ pub(crate) struct Hold {
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct Guard {
     hold: Option<Hold>,
-    inner: Arc<Inner>,
+    locker: Arc<LockerState>,
 }
 
 impl Guard {
     /// Wraps a fresh grant; its holder calls [`Guard::taken`] once it has it in hand.
     pub(crate) fn start(
-        inner: Arc<Inner>,
+        locker: Arc<LockerState>,
         resource: Arc<str>,
         keys: Arc<ResourceKeys>,
         grant: Grant,
@@ -135,7 +61,7 @@ impl Guard {
         tracing::debug!(resource = %hold.resource, fence = hold.fence, "lock acquired");
         Guard {
             hold: Some(hold),
-            inner,
+            locker,
         }
     }
 
@@ -146,7 +72,7 @@ impl Guard {
     pub(crate) fn taken(self) -> Guard {
         let hold = self.hold();
         if hold.options.auto_extend && !hold.stop_watchdog.is_cancelled() {
-            spawn_watchdog(&self.inner, hold);
+            watchdog::spawn(&self.locker.protocol, hold);
         }
         self
     }
@@ -206,7 +132,7 @@ impl Guard {
     /// stop. (It is cancelled by the auto-extend watchdog; without auto-extend, use
     /// [`Guard::lost`], which also watches the validity.)
     pub fn lost_token(&self) -> CancellationToken {
-        self.hold().lease.lost.clone()
+        self.hold().lease.lost_token()
     }
 
     /// Extends the lock by hand: it lives at least `by` from now (it is never shortened, so an
@@ -226,19 +152,16 @@ impl Guard {
             // the key, should it still be ours, would not make the work done since safe.
             return Ok(false);
         }
-        let timeout = self.inner.release_timeout(by);
-        match self
-            .inner
-            .extend_on_nodes(&hold.keys, &hold.token, by, timeout)
-            .await
-        {
+        let protocol = &self.locker.protocol;
+        let timeout = protocol.call_timeout(by);
+        match protocol.extend(&hold.keys, &hold.token, by, timeout).await {
             Ok(Some(valid_until)) => Ok(hold.lease.extend_to(valid_until)),
             Ok(None) => {
                 observe::lost();
-                hold.lease.lost.cancel();
+                hold.lease.declare_lost();
                 Ok(false)
             }
-            Err(errors) => Err(self.inner.unavailable(&hold.resource, errors)),
+            Err(errors) => Err(protocol.unavailable(&hold.resource, errors)),
         }
     }
 
@@ -266,7 +189,7 @@ impl Guard {
         // and been moved there when dropped, a future still tied to this runtime's timers
         // would panic once this runtime shut down, and the release would never land. Dropping
         // the handle leaves the task running.
-        let finishing = background::runtime().spawn(finish(Arc::clone(&self.inner), hold));
+        let finishing = background::runtime().spawn(finish(Arc::clone(&self.locker), hold));
         match finishing.await {
             Ok(outcome) => outcome,
             Err(err) => match err.try_into_panic() {
@@ -291,43 +214,7 @@ impl Drop for Guard {
         };
         // On the background runtime: it outlives the caller's (a runtime shutting down drops
         // its tasks' guards), and works where there is none at all.
-        background::runtime().spawn(finish(Arc::clone(&self.inner), hold));
-    }
-}
-
-impl Hold {
-    /// The lock for the next local waiter without asking Redis, if that is safe: the lock
-    /// stays under this process's token in Redis (it never becomes free), the waiter gets the
-    /// next fence of the block reserved at acquisition (greater than this holder's; every later
-    /// acquisition anywhere issues above the block), and the validity this hold has left,
-    /// which must be close to what the waiter asks for: at least 90% of its TTL (so the lock
-    /// was confirmed by Redis within about a tenth of a TTL), at most 110% (a waiter asking for
-    /// 5 s does not inherit a 60 s lock that would outlive a crash by a minute). Otherwise (no
-    /// fence left in the block, the time off, or a waiter with `min_hold`, whose minimum Redis
-    /// must keep exactly) the handoff goes through Redis, which sets the waiter's TTL.
-    ///
-    /// The releaser confirms the token in Redis right after (`confirm_passed_on`): a lock
-    /// deleted behind this process's back (`force_unlock`, a Redis restart that lost it) makes
-    /// the releaser's `release()` answer `Ok(false)` and the recipient's guard lost within one
-    /// round trip. Until then the recipient works under a lock Redis may have lost, as any
-    /// holder does between round trips; fencing is what protects the data then.
-    fn pass_on(&self, options: &LockOptions) -> Option<Grant> {
-        let now = Instant::now();
-        let left = self.lease.valid_until().saturating_duration_since(now);
-        let wanted = options.effective_ttl();
-        let slack = wanted / PASS_ON_VALIDITY_DIVISOR;
-        let close_to_wanted = left >= wanted - slack && left <= wanted + slack;
-        let usable = self.fence < self.fence_limit
-            && close_to_wanted
-            && options.min_hold.is_zero()
-            && !self.lease.is_lost();
-        usable.then(|| Grant {
-            token: self.token.clone(),
-            fence: self.fence + 1,
-            fence_limit: self.fence_limit,
-            acquired_at: now,
-            valid_until: self.lease.valid_until(),
-        })
+        background::runtime().spawn(finish(Arc::clone(&self.locker), hold));
     }
 }
 
@@ -375,11 +262,6 @@ impl TakeBack {
     }
 }
 
-/// A lock is passed on without a round trip only while the validity left is within a tenth of
-/// the waiter's TTL (90% to 110% of it): a waiter never gets much less, or much more, than it
-/// asked for.
-const PASS_ON_VALIDITY_DIVISOR: u32 = 10;
-
 /// Ends a hold: stop the watchdog, then hand the lock to a local waiter if one is queued (and
 /// the streak and `min_hold` allow), else release it on the nodes.
 ///
@@ -389,28 +271,31 @@ const PASS_ON_VALIDITY_DIVISOR: u32 = 10;
 /// hold — or declares the recipient's lock lost (Redis lost it behind our back: a restart,
 /// `FLUSHALL`, eviction, `force_unlock`). The recipient starts at once; only its own release
 /// waits for the confirmation.
-async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
+async fn finish(locker: Arc<LockerState>, mut hold: Hold) -> Result<bool, LockError> {
     if let Some(confirmed) = hold.confirmed.take() {
         let _ = confirmed.await;
     }
     hold.stop_watchdog.cancel();
     let held_for = hold.acquired_at.elapsed();
     let keep = hold.options.min_hold.saturating_sub(held_for);
+    let protocol = &locker.protocol;
+    let config = protocol.config();
+    // Fair locks are never passed on in-process: a local waiter would jump the fair queue.
     if keep.is_zero() && !hold.options.fair && !hold.lease.is_lost() {
-        while let Some(waiter) = inner
-            .local
-            .next_for_handoff(&hold.resource, inner.max_local_handoffs())
+        while let Some(waiter) = locker
+            .waiters
+            .next_for_handoff(&hold.resource, config.max_local_handoffs)
         {
             let without_asking = hold.pass_on(&waiter.options);
-            let confirm = without_asking.is_some() && inner.confirms_pass_on();
+            let confirm = without_asking.is_some() && config.confirm_pass_on;
             let passed_on = match without_asking {
                 Some(grant) => Ok(grant),
-                None => inner.handoff(&hold, &waiter.options).await,
+                None => hand_off(protocol, &hold, &waiter.options).await,
             };
             match passed_on {
                 Ok(grant) => {
                     let mut guard = Guard::start(
-                        Arc::clone(&inner),
+                        Arc::clone(&locker),
                         Arc::clone(&hold.resource),
                         Arc::clone(&hold.keys),
                         grant,
@@ -427,13 +312,14 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                     let sent = waiter.grant.send(handover);
                     if sent.is_ok() {
                         take_back.unless_taken_within(
-                            inner.handover_bound(waiter.options.effective_ttl()),
+                            protocol.handover_bound(waiter.options.effective_ttl()),
                         );
                     }
                     match (sent, confirming) {
                         (Ok(()), Some((done, recipient))) => {
                             let outcome =
-                                confirm_passed_on(&inner, &hold, &recipient, &waiter.options).await;
+                                confirm_passed_on(protocol, &hold, &recipient, &waiter.options)
+                                    .await;
                             drop(done);
                             observe::released("handoff", held_for);
                             return outcome;
@@ -451,20 +337,22 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
                     }
                 }
                 Err(HandoffFailed::NotOurs) => {
-                    inner.local.handoff_failed(&hold.resource, waiter);
+                    locker.waiters.handoff_failed(&hold.resource, waiter);
                     observe::released("not_held", held_for);
                     return Ok(false);
                 }
                 Err(HandoffFailed::Unavailable(err)) => {
-                    inner.local.handoff_failed(&hold.resource, waiter);
+                    locker.waiters.handoff_failed(&hold.resource, waiter);
                     observe::released("failed", held_for);
                     return Err(err);
                 }
             }
         }
     }
-    let timeout = inner.release_timeout(hold.options.effective_ttl());
-    inner.local.end_streak(&hold.resource, inner.yield_window());
+    let timeout = protocol.call_timeout(hold.options.effective_ttl());
+    locker
+        .waiters
+        .end_streak(&hold.resource, config.yield_window);
     // The key lives at most a TTL past the last extension, which began before the validity
     // it confirmed ends (`extend` may have asked for more than the options' TTL).
     let left = hold
@@ -472,9 +360,9 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
         .valid_until()
         .saturating_duration_since(Instant::now());
     let ttl = hold.options.effective_ttl();
-    let expires_within = ttl.max(left) + crate::quorum::drift(ttl.max(left)) + inner.node_timeout();
-    let outcome = inner
-        .release_on_nodes(&hold.keys, &hold.token, keep, timeout, expires_within)
+    let expires_within = ttl.max(left) + quorum::drift(ttl.max(left)) + config.node_timeout;
+    let outcome = protocol
+        .release(&hold.keys, &hold.token, keep, timeout, expires_within)
         .await;
     match outcome {
         Ok(true) => {
@@ -490,94 +378,51 @@ async fn finish(inner: Arc<Inner>, mut hold: Hold) -> Result<bool, LockError> {
         Err(errors) => {
             observe::released("failed", held_for);
             observe::unavailable();
-            Err(inner.unavailable(&hold.resource, errors))
+            Err(protocol.unavailable(&hold.resource, errors))
         }
     }
+}
+
+/// Passes `hold`'s lock on through Redis (see [`Protocol::hand_off`]).
+async fn hand_off(
+    protocol: &Protocol,
+    hold: &Hold,
+    options: &LockOptions,
+) -> Result<Grant, HandoffFailed> {
+    // The old lock lives at most its TTL past now (or what is left of a longer extension).
+    let old_lock_left = hold
+        .lease
+        .valid_until()
+        .saturating_duration_since(Instant::now())
+        .max(hold.options.effective_ttl());
+    protocol
+        .hand_off(
+            &hold.resource,
+            &hold.keys,
+            &hold.token,
+            old_lock_left,
+            options,
+        )
+        .await
 }
 
 /// After a pass-on without a round trip: confirms in Redis that the shared token still owns the
 /// lock (see [`finish`]).
 async fn confirm_passed_on(
-    inner: &Inner,
+    protocol: &Protocol,
     hold: &Hold,
     recipient: &Lease,
     options: &LockOptions,
 ) -> Result<bool, LockError> {
-    let timeout = inner.release_timeout(options.effective_ttl());
-    match inner
-        .confirm_on_nodes(&hold.keys, &hold.token, timeout)
-        .await
-    {
+    let timeout = protocol.call_timeout(options.effective_ttl());
+    match protocol.confirm(&hold.keys, &hold.token, timeout).await {
         Ok(true) => Ok(true),
         Ok(false) => {
             observe::lost();
             tracing::warn!(resource = %hold.resource, fence = hold.fence, "lock was no longer held when passed on: the recipient's lock is lost");
-            recipient.lost.cancel();
+            recipient.declare_lost();
             Ok(false)
         }
-        Err(errors) => Err(inner.unavailable(&hold.resource, errors)),
+        Err(errors) => Err(protocol.unavailable(&hold.resource, errors)),
     }
-}
-
-/// Extends the lock every `ttl / 3` until stopped (Redisson's renewal, node-redlock's `using`,
-/// without the blocking). An extension that fails or times out is retried, each try bounded by
-/// the validity left; the lock is declared lost only when an extension is *refused* (the key is
-/// gone or someone else's) or the validity runs out with none confirmed.
-fn spawn_watchdog(inner: &Arc<Inner>, hold: &Hold) {
-    let inner = Arc::clone(inner);
-    let keys = Arc::clone(&hold.keys);
-    let resource = Arc::clone(&hold.resource);
-    let token = hold.token.clone();
-    let ttl = hold.options.effective_ttl();
-    let lease = Arc::clone(&hold.lease);
-    let stop = hold.stop_watchdog.clone();
-    let period = (ttl / 3).max(Duration::from_millis(1));
-    let retry_pause = (ttl / 20).max(Duration::from_millis(1));
-    background::runtime().spawn(async move {
-        // A guard taken late (handed over to a waiter that was busy elsewhere) may have less
-        // validity left than a period: the first extension comes by half of what is left.
-        let left = lease.valid_until().saturating_duration_since(Instant::now());
-        let mut next = Instant::now() + period.min(left / 2);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(next) => {}
-            }
-            let left = lease.valid_until().saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                observe::lost();
-                tracing::warn!(%resource, "lock lost: validity ran out before an extension was confirmed");
-                lease.lost.cancel();
-                return;
-            }
-            let started = Instant::now();
-            let outcome = inner.extend_on_nodes(&keys, &token, ttl, left).await;
-            if stop.is_cancelled() {
-                return;
-            }
-            match outcome {
-                Ok(Some(valid_until)) => {
-                    observe::extension("ok");
-                    if !lease.extend_to(valid_until) {
-                        observe::lost();
-                        tracing::warn!(%resource, "lock lost: validity ran out before the extension was confirmed");
-                        return;
-                    }
-                    next = started + period;
-                }
-                Ok(None) => {
-                    observe::extension("refused");
-                    observe::lost();
-                    tracing::warn!(%resource, "lock lost: extension refused (expired or taken over)");
-                    lease.lost.cancel();
-                    return;
-                }
-                Err(errors) => {
-                    observe::extension("failed");
-                    tracing::warn!(%resource, errors = %crate::error::NodeErrors(errors), "extension failed; retrying within the validity left");
-                    next = Instant::now() + retry_pause;
-                }
-            }
-        }
-    });
 }

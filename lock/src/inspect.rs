@@ -3,9 +3,9 @@
 
 use crate::error::NodeError;
 use crate::locker::Locker;
-use crate::node::{Retry, ScriptCall};
+use crate::node::{Call, Retry};
 use crate::quorum::{self, majority, VoteResult};
-use crate::resource::{validate_resource, ResourceKeys};
+use crate::resource::validate_resource;
 use crate::{scripts, LockError};
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ impl Locker {
         if quorum::vote_result(held, free, nodes) == VoteResult::Pending {
             // Free on the nodes that answered, but the silent ones could make it held.
             let errors = silent.into_iter().filter_map(Result::err).collect();
-            return Err(self.inner.unavailable(resource, errors));
+            return Err(self.protocol().unavailable(resource, errors));
         }
         Ok(lock_state(&answered, needed))
     }
@@ -82,18 +82,18 @@ impl Locker {
     /// still stand on the others (run it again).
     pub async fn force_unlock(&self, resource: &str) -> Result<bool, LockError> {
         let views = self.views(resource).await?;
-        let inner = &self.inner;
-        let keys = ResourceKeys::new(&inner.config.prefix, resource);
+        let protocol = self.protocol();
+        let keys = protocol.keys(resource);
         let unlock_on = |node: usize, holder: String| {
             let keys = &keys;
             async move {
-                let call = ScriptCall {
-                    script: &scripts::FORCE_UNLOCK,
-                    retry: Retry::NoMeansUnknown,
-                    keys: &[&keys.lock],
-                    args: &[&holder, &keys.channel, &inner.id],
-                };
-                inner.cluster.ask_one::<i64>(node, &call).await
+                let call = Call::new(
+                    &scripts::FORCE_UNLOCK,
+                    Retry::NoMeansUnknown,
+                    &[&keys.lock],
+                    &[&holder, &keys.channel, protocol.id()],
+                );
+                protocol.cluster().ask_one::<i64>(node, &call).await
             }
         };
         // A node is known clear of the holder when it answered the inspection with no holder,
@@ -120,9 +120,9 @@ impl Locker {
                 Err(err) => errors.push(err),
             }
         }
-        if !quorum::is_majority(clear, inner.cluster.len()) {
+        if !quorum::is_majority(clear, protocol.node_count()) {
             errors.sort_by_key(|err| err.node);
-            return Err(inner.unavailable(resource, errors));
+            return Err(protocol.unavailable(resource, errors));
         }
         tracing::warn!(resource, removed, "lock force-unlocked by an operator call");
         Ok(removed)
@@ -132,19 +132,22 @@ impl Locker {
     /// `Unavailable` when fewer than a majority answered.
     async fn views(&self, resource: &str) -> Result<Vec<Result<NodeView, NodeError>>, LockError> {
         validate_resource(resource)?;
-        let inner = &self.inner;
-        let keys = ResourceKeys::new(&inner.config.prefix, resource);
-        let call = ScriptCall {
-            script: &scripts::INSPECT,
-            retry: Retry::Safely,
-            keys: &[&keys.lock, &keys.fence],
-            args: &[],
-        };
-        let replies = inner.cluster.ask_all::<(i64, u64, String)>(&call).await;
+        let protocol = self.protocol();
+        let keys = protocol.keys(resource);
+        let call = Call::new(
+            &scripts::INSPECT,
+            Retry::Safely,
+            &[&keys.lock, &keys.fence],
+            &[],
+        );
+        let replies = protocol
+            .cluster()
+            .ask_all::<(i64, u64, String)>(&call)
+            .await;
         let answered = replies.iter().filter(|reply| reply.is_ok()).count();
         if answered < majority(replies.len()) {
             let errors = replies.into_iter().filter_map(Result::err).collect();
-            return Err(inner.unavailable(resource, errors));
+            return Err(protocol.unavailable(resource, errors));
         }
         Ok(replies
             .into_iter()

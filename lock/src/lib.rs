@@ -230,7 +230,9 @@ mod axum;
 mod background;
 mod error;
 mod failure;
+mod fair;
 mod guard;
+mod hold;
 #[cfg(any(feature = "actix", feature = "axum"))]
 mod http;
 mod inspect;
@@ -241,11 +243,14 @@ mod node;
 mod notify;
 pub mod observe;
 mod options;
+mod protocol;
 mod quorum;
 mod resource;
 mod rounds;
 mod scripts;
 mod sync;
+mod wait;
+mod watchdog;
 
 #[cfg(feature = "actix")]
 pub use actix::AppLocker;

@@ -119,15 +119,27 @@ impl bb8::ErrorSink<RedisError> for ConnectFailures {
     }
 }
 
-/// A script call owned outright, to be sent later from a task of its own (an undo).
+/// A script with its keys and arguments, ready to run on any node — in a round, or later
+/// from a task of its own (an undo, a resent release). The one shape every script call has.
 #[derive(Debug, Clone)]
-pub(crate) struct OwnedCall {
-    pub script: &'static Script,
-    pub keys: Vec<String>,
-    pub args: Vec<String>,
+pub(crate) struct Call {
+    script: &'static Script,
+    /// Whether it may get a second go after a connection failure.
+    retry: Retry,
+    keys: Vec<String>,
+    args: Vec<String>,
 }
 
-impl OwnedCall {
+impl Call {
+    pub(crate) fn new(script: &'static Script, retry: Retry, keys: &[&str], args: &[&str]) -> Call {
+        Call {
+            script,
+            retry,
+            keys: keys.iter().map(|key| (*key).to_string()).collect(),
+            args: args.iter().map(|arg| (*arg).to_string()).collect(),
+        }
+    }
+
     fn invocation(&self) -> redis::ScriptInvocation<'static> {
         let mut invocation = self.script.prepare_invoke();
         for key in &self.keys {
@@ -137,37 +149,6 @@ impl OwnedCall {
             invocation.arg(arg);
         }
         invocation
-    }
-
-    pub(crate) fn borrowed(&self) -> BorrowedCall<'_> {
-        BorrowedCall {
-            script: self.script,
-            keys: self.keys.iter().map(String::as_str).collect(),
-            args: self.args.iter().map(String::as_str).collect(),
-        }
-    }
-}
-
-/// An [`OwnedCall`] seen as a [`ScriptCall`].
-pub(crate) struct BorrowedCall<'a> {
-    script: &'static Script,
-    keys: Vec<&'a str>,
-    args: Vec<&'a str>,
-}
-
-impl BorrowedCall<'_> {
-    /// As a call that may be sent twice (undos and releases: see [`Retry::NoMeansUnknown`]).
-    pub(crate) fn call(&self) -> ScriptCall<'_> {
-        self.call_with(Retry::NoMeansUnknown)
-    }
-
-    fn call_with(&self, retry: Retry) -> ScriptCall<'_> {
-        ScriptCall {
-            script: self.script,
-            retry,
-            keys: &self.keys,
-            args: &self.args,
-        }
     }
 }
 
@@ -229,16 +210,6 @@ pub(crate) enum Retry {
     NoMeansUnknown,
 }
 
-/// A script with its keys and arguments, ready to run on any node.
-#[derive(Debug)]
-pub(crate) struct ScriptCall<'a> {
-    pub script: &'static Script,
-    /// Whether it may get a second go after a connection failure.
-    pub retry: Retry,
-    pub keys: &'a [&'a str],
-    pub args: &'a [&'a str],
-}
-
 #[derive(Debug)]
 pub(crate) struct Node {
     pub index: usize,
@@ -263,7 +234,7 @@ pub(crate) struct Node {
 struct Resends {
     /// Oldest first; a call that got no answer goes to the back, so one that keeps failing
     /// for a reason of its own cannot hold up the others.
-    calls: std::collections::VecDeque<(OwnedCall, Instant)>,
+    calls: std::collections::VecDeque<(Call, Instant)>,
     sending: bool,
     /// Releases dropped because the queue was full, since the last warning.
     dropped: u64,
@@ -384,21 +355,22 @@ impl Node {
     /// Runs a script, bounded by the node timeout (connection checkout included).
     pub(crate) async fn run<T: FromRedisValue + Send + 'static>(
         self: &Arc<Self>,
-        call: &ScriptCall<'_>,
+        call: &Call,
         timeout: Duration,
     ) -> Result<T, NodeError> {
-        self.run_inner(call, timeout, None, true).await
+        self.run_on_background(call, timeout, None, true).await
     }
 
     /// Like [`Node::run`], recording in `sent_on` the connection the call goes out on, so that
     /// whoever gives up on it (or is dropped while waiting) can queue a follow-up behind it.
     pub(crate) async fn run_recorded<T: FromRedisValue + Send + 'static>(
         self: &Arc<Self>,
-        call: &ScriptCall<'_>,
+        call: &Call,
         timeout: Duration,
         sent_on: &Arc<SentOn>,
     ) -> Result<T, NodeError> {
-        self.run_inner(call, timeout, Some(sent_on), true).await
+        self.run_on_background(call, timeout, Some(sent_on), true)
+            .await
     }
 
     /// `skip_if_suspect`: calls in rounds never wait on a suspect node (`probe_if_due` finds
@@ -409,9 +381,9 @@ impl Node {
     /// blocks or stops holds no connection and stalls nobody else, and a caller that stops
     /// waiting (a round's grace ran out, its future was dropped) leaves the call to finish
     /// there, by the same deadline.
-    async fn run_inner<T: FromRedisValue + Send + 'static>(
+    async fn run_on_background<T: FromRedisValue + Send + 'static>(
         self: &Arc<Self>,
-        call: &ScriptCall<'_>,
+        call: &Call,
         timeout: Duration,
         sent_on: Option<&Arc<SentOn>>,
         skip_if_suspect: bool,
@@ -421,19 +393,11 @@ impl Node {
         }
         let timeout = timeout.min(self.timeout);
         let deadline = Instant::now() + timeout;
-        let owned = OwnedCall {
-            script: call.script,
-            keys: call.keys.iter().map(|key| (*key).to_string()).collect(),
-            args: call.args.iter().map(|arg| (*arg).to_string()).collect(),
-        };
-        let retry = call.retry;
+        let call = call.clone();
         let node = Arc::clone(self);
         let sent_on = sent_on.cloned();
-        let on_background = background::runtime().spawn(async move {
-            let borrowed = owned.borrowed();
-            let call = borrowed.call_with(retry);
-            node.run_until(&call, sent_on.as_deref(), deadline).await
-        });
+        let on_background = background::runtime()
+            .spawn(async move { node.run_until(&call, sent_on.as_deref(), deadline).await });
         match tokio::time::timeout_at(deadline, on_background).await {
             Ok(Ok(result)) => result,
             Ok(Err(err)) => Err(self.error(format!("call failed: {err}"))),
@@ -442,7 +406,7 @@ impl Node {
     }
 
     /// Queues `call` for the node's resend task, starting it if none runs.
-    fn resend_later(self: &Arc<Self>, call: OwnedCall, until: Instant) {
+    fn resend_later(self: &Arc<Self>, call: Call, until: Instant) {
         {
             let mut resends = self.resends.lock().expect("resends lock");
             if resends.calls.len() >= MAX_WAITING_RESENDS {
@@ -483,9 +447,8 @@ impl Node {
                 }
             };
             let (call, until) = next;
-            let borrowed = call.borrowed();
             let tried = self
-                .run_inner::<redis::Value>(&borrowed.call(), self.timeout, None, false)
+                .run_on_background::<redis::Value>(&call, self.timeout, None, false)
                 .await;
             if tried.is_err() {
                 self.resends
@@ -509,7 +472,7 @@ impl Node {
     pub(crate) fn follow_up(
         self: &Arc<Self>,
         conn: Option<MultiplexedConnection>,
-        calls: Vec<OwnedCall>,
+        calls: Vec<Call>,
         until: Instant,
     ) {
         let node = Arc::clone(self);
@@ -547,17 +510,11 @@ impl Node {
     /// Cancel safety, with `sent_on`: see [`SentOn`].
     async fn run_until<T: FromRedisValue>(
         &self,
-        call: &ScriptCall<'_>,
+        call: &Call,
         sent_on: Option<&SentOn>,
         deadline: Instant,
     ) -> Result<T, NodeError> {
-        let mut invocation = call.script.prepare_invoke();
-        for key in call.keys {
-            invocation.key(*key);
-        }
-        for arg in call.args {
-            invocation.arg(*arg);
-        }
+        let invocation = call.invocation();
         let mut second_go = false;
         loop {
             let checked_out = tokio::time::timeout_at(deadline, self.connection()).await;
@@ -625,7 +582,7 @@ impl Node {
         }
     }
 
-    /// A pooled connection. Called on the background runtime only (see [`Node::run_inner`]):
+    /// A pooled connection. Called on the background runtime only (see [`Node::run_on_background`]):
     /// when the pool has none idle, bb8 makes one in a task of the runtime that asked, and that
     /// task (owning the pool's count of pending connections) must not live on a caller's
     /// runtime, which may block or stop half-way.
@@ -655,7 +612,7 @@ impl Node {
     /// PING, bounded by the node timeout. A dead pooled connection gets one retry on a fresh
     /// one (PING is harmless to repeat), so a restarted node reads as up.
     pub(crate) async fn ping(self: &Arc<Self>) -> bool {
-        // On the background runtime, like every call (see `run_inner`).
+        // On the background runtime, like every call (see `run_on_background`).
         let node = Arc::clone(self);
         background::runtime()
             .spawn(async move { node.ping_here().await })

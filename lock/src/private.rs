@@ -14,9 +14,9 @@ pub use actix_web::Either;
 
 use std::time::Duration;
 
-/// The attribute's options (plain arguments keep the generated code short).
-/// The attribute's options: what it was given, and `LockOptions::new()`'s defaults for the
-/// rest (one source of truth for them: the runtime's).
+/// The attribute's options: what it was given (plain arguments keep the generated code short),
+/// and `LockOptions::new()`'s defaults for the rest (one source of truth for them: the
+/// runtime's; the macro passes only what the user wrote).
 pub fn options(
     ttl_ms: Option<u64>,
     wait_ms: Option<u64>,

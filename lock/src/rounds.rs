@@ -20,7 +20,7 @@
 //! The undo calls are built only when something must be given back.
 
 use crate::error::NodeError;
-use crate::node::{Node, OwnedCall, Retry, ScriptCall, SentOn};
+use crate::node::{Call, Node, Retry, SentOn};
 use crate::quorum::{self, validity, TakeResult, Tally, Vote, VoteResult};
 use crate::resource::ResourceKeys;
 use crate::scripts;
@@ -159,7 +159,19 @@ impl Answers {
 
 /// A builder of a round's undo calls: called only when something must be given back, so the
 /// common round (won, or refused outright) allocates none of them.
-pub(crate) type Undo<'a> = &'a (dyn Fn() -> Vec<OwnedCall> + Sync);
+pub(crate) type Undo<'a> = &'a (dyn Fn() -> Vec<Call> + Sync);
+
+/// How a take round gives back what it took but does not keep — named, because the two are
+/// easy to confuse and differ for a fair waiter (which keeps its place in the queue only when
+/// it knows it lost).
+#[derive(Clone, Copy)]
+pub(crate) struct GiveBack<'a> {
+    /// For nodes whose outcome is unknown (sent behind the call, on its connection), and every
+    /// node of a round whose future was dropped.
+    pub unknown: Undo<'a>,
+    /// For nodes that issued in a round that was lost (they answered: any connection will do).
+    pub lost: Undo<'a>,
+}
 
 /// A fresh round over `count` nodes: no connection recorded, no answer yet.
 fn fresh_round(count: usize) -> (Vec<Arc<SentOn>>, Answers) {
@@ -228,7 +240,7 @@ impl Cluster {
     #[allow(clippy::too_many_arguments)]
     async fn gather(
         &self,
-        call: &ScriptCall<'_>,
+        call: &Call,
         to: &[usize],
         timeout: Duration,
         sent_on: &[Arc<SentOn>],
@@ -269,15 +281,15 @@ impl Cluster {
 
     /// A take round: `call` issues a fence on every node where it takes the lock for `token`.
     /// Won on a majority whose fence could be settled and whose validity is not used up;
-    /// otherwise what it took goes back: `give_back` runs on the nodes that issued, `undo` on
-    /// those whose outcome is unknown (and on every node if the round is dropped).
+    /// otherwise what it took goes back: `give_back.lost` runs on the nodes that issued,
+    /// `give_back.unknown` on those whose outcome is unknown (and on every node if the round is
+    /// dropped).
     pub(crate) async fn take(
         &self,
         keys: &ResourceKeys,
-        call: &ScriptCall<'_>,
+        call: &Call,
         token: &str,
-        undo: Undo<'_>,
-        give_back: Undo<'_>,
+        give_back: GiveBack<'_>,
         terms: Terms,
     ) -> Result<Grant, NotTaken> {
         let Terms {
@@ -293,7 +305,7 @@ impl Cluster {
         let mut undo_on_drop = UndoOnDrop {
             cluster: self,
             sent_on: &sent_on,
-            undo,
+            undo: give_back.unknown,
             until: lock_gone_by,
             armed: true,
         };
@@ -340,10 +352,10 @@ impl Cluster {
                 Answer::Pending | Answer::Failed(_) => {
                     let conn = sent_on[node].give_up();
                     if conn.is_some() {
-                        let calls = calls.get_or_insert_with(undo);
+                        let calls = calls.get_or_insert_with(give_back.unknown);
                         self.nodes[node].follow_up(conn, calls.clone(), lock_gone_by);
                     } else if let Some(until) = undo_unsent_until {
-                        let calls = calls.get_or_insert_with(undo);
+                        let calls = calls.get_or_insert_with(give_back.unknown);
                         self.nodes[node].follow_up(None, calls.clone(), until);
                     }
                 }
@@ -355,7 +367,7 @@ impl Cluster {
             // give-back itself: a fair waiter's give-back re-queues it, which must not happen
             // again later, when the waiter may have moved on.
             let resend = [undo_call(keys, token)];
-            self.undo_on(&issued, &give_back(), timeout, &resend, lock_gone_by)
+            self.undo_on(&issued, &(give_back.lost)(), timeout, &resend, lock_gone_by)
                 .await;
         }
         undo_on_drop.armed = false;
@@ -399,19 +411,14 @@ impl Cluster {
     async fn undo_on(
         &self,
         nodes: &[usize],
-        undo: &[OwnedCall],
+        undo: &[Call],
         timeout: Duration,
-        resend: &[OwnedCall],
+        resend: &[Call],
         until: Instant,
     ) {
         let undo_one = |node: usize| async move {
             for call in undo {
-                let borrowed = call.borrowed();
-                if self.nodes[node]
-                    .run::<i64>(&borrowed.call(), timeout)
-                    .await
-                    .is_err()
-                {
+                if self.nodes[node].run::<i64>(call, timeout).await.is_err() {
                     self.nodes[node].follow_up(None, resend.to_vec(), until);
                     return;
                 }
@@ -461,12 +468,12 @@ impl Cluster {
         }
         let reserved = fence + reserve - 1;
         let (fence_arg, ttl_ms) = (reserved.to_string(), ttl.as_millis().to_string());
-        let call = ScriptCall {
-            script: &scripts::RAISE_FENCE,
-            retry: Retry::Safely,
-            keys: &[&keys.fence],
-            args: &[&fence_arg, &ttl_ms],
-        };
+        let call = Call::new(
+            &scripts::RAISE_FENCE,
+            Retry::Safely,
+            &[&keys.fence],
+            &[&fence_arg, &ttl_ms],
+        );
         let (sent_on, mut raised) = fresh_round(count);
         self.gather(
             &call,
@@ -489,9 +496,9 @@ impl Cluster {
     /// the lock. A node that got the call but did not answer is probed as well.
     pub(crate) async fn confirm(
         &self,
-        call: &ScriptCall<'_>,
+        call: &Call,
         timeout: Duration,
-        resend: Option<(&(dyn Fn() -> OwnedCall + Sync), Instant)>,
+        resend: Option<(&(dyn Fn() -> Call + Sync), Instant)>,
     ) -> Verdict {
         let count = self.nodes.len();
         let (sent_on, mut answers) = fresh_round(count);
@@ -525,17 +532,12 @@ impl Cluster {
         }
     }
 
-    /// Runs `call` on the first node only (fair mode's queue lives there).
-    pub(crate) async fn on_first(&self, call: &ScriptCall<'_>) -> Result<i64, NodeError> {
-        self.nodes[0].run::<i64>(call, self.node_timeout).await
-    }
-
     /// Runs `call` on every node at once, each bounded by the node timeout; the replies in node
     /// order. For operator calls (inspect, force-unlock), which decide on the replies
     /// themselves.
     pub(crate) async fn ask_all<T: FromRedisValue + Send + 'static>(
         &self,
-        call: &ScriptCall<'_>,
+        call: &Call,
     ) -> Vec<Result<T, NodeError>> {
         futures_util::future::join_all(
             self.nodes
@@ -549,7 +551,7 @@ impl Cluster {
     pub(crate) async fn ask_one<T: FromRedisValue + Send + 'static>(
         &self,
         node: usize,
-        call: &ScriptCall<'_>,
+        call: &Call,
     ) -> Result<T, NodeError> {
         self.nodes[node].run::<T>(call, self.node_timeout).await
     }
@@ -566,7 +568,7 @@ impl Cluster {
 
 /// Gives back `token`'s lock without announcing it: used for attempts that did not win (the
 /// other contenders are retrying already) and for ones whose outcome is unknown.
-pub(crate) fn undo_call(keys: &ResourceKeys, token: &str) -> OwnedCall {
+pub(crate) fn undo_call(keys: &ResourceKeys, token: &str) -> Call {
     release_call(keys, token, "0", None)
 }
 
@@ -579,14 +581,15 @@ pub(crate) fn release_call(
     token: &str,
     keep_ms: &str,
     announce_as: Option<&str>,
-) -> OwnedCall {
+) -> Call {
     let (channel, locker) = match announce_as {
         Some(locker) => (keys.channel.clone(), locker.to_string()),
         None => (String::new(), String::new()),
     };
-    OwnedCall {
-        script: &scripts::RELEASE,
-        keys: vec![keys.lock.clone()],
-        args: vec![token.to_string(), keep_ms.to_string(), channel, locker],
-    }
+    Call::new(
+        &scripts::RELEASE,
+        Retry::NoMeansUnknown,
+        &[&keys.lock],
+        &[token, keep_ms, &channel, &locker],
+    )
 }

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 /// Issues the next fence for a resource and reserves the `reserve - 1` fences after it for the
 /// holder's process (it passes the lock on to its own waiters with them, without a round trip:
-/// `Hold::pass_on` in `guard.rs`). The counter stores the last fence reserved, with an expiry
+/// `Hold::pass_on` in `hold.rs`). The counter stores the last fence reserved, with an expiry
 /// of the lock's TTL plus 60 s, so Redis keeps one counter per *live* lock, not one per resource
 /// ever locked.
 ///
