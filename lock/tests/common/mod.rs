@@ -64,6 +64,14 @@ pub async fn script_calls(url: &str) -> u64 {
         .sum()
 }
 
+/// A runtime of the test's own, to stop at will (as an actix worker's stops).
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The race a lock must prevent: read a counter, yield, write it back + 1. Returns when the
 /// critical section started and ended.
 pub async fn racy_increment(
