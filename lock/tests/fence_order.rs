@@ -8,7 +8,8 @@
 
 mod common;
 
-use common::{connection, unique};
+use common::faults::command;
+use common::unique;
 use fencelock::{LockOptions, Locker, LockerConfig, MAX_LOCAL_HANDOFFS_LIMIT};
 use fencelock_testkit::RedisServer;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,10 +91,7 @@ async fn fences_keep_rising_after_the_node_loses_its_data_at_the_highest_reserve
         "{holds} holds in {HOT_FOR:?} ({:.0}/s), max_local_handoffs {MAX_LOCAL_HANDOFFS_LIMIT}",
         holds as f64 / HOT_FOR.as_secs_f64()
     );
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut connection(&url).await)
-        .await
-        .unwrap();
+    command(&url, &["FLUSHALL"]).await;
     let after_flush = next_fence(&url, &resource).await;
     assert!(
         after_flush > highest,

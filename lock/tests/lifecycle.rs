@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{connection, exists, lock_key, locker, script_calls, unique};
+use common::{connection, current_thread_runtime, exists, lock_key, locker, script_calls, unique};
 use fencelock::{LockError, LockOptions};
 use fencelock_testkit::{shared_redis, RedisServer};
 use redis::AsyncCommands;
@@ -414,12 +414,4 @@ fn a_guard_dropped_by_a_runtime_shutting_down_is_released_at_once() {
             .expect("the dropped guard released the lock");
         guard.release().await.unwrap();
     });
-}
-
-/// A runtime of the test's own, to stop at will (as an actix worker's stops).
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }

@@ -276,14 +276,36 @@ async fn a_handler_whose_lock_is_lost_answers_409_lock_lost() {
     server.handle.stop(false).await;
 }
 
+/// A case of [`early_return_and_question_mark_release_the_lock`]: how the handler leaves early
+/// (the `how` segment of `/early/{id}/{how}`) and the status it then answers.
+#[derive(Debug)]
+struct EarlyExit {
+    how: &'static str,
+    status: u16,
+}
+
 #[actix_web::test]
 async fn early_return_and_question_mark_release_the_lock() {
     let locker = locker(&[shared_redis().url()]);
     let server = TestServer::start(locker.clone());
-    for (how, expected) in [("return", 202), ("question-mark", 422)] {
+    let cases = [
+        EarlyExit {
+            how: "return",
+            status: 202,
+        },
+        EarlyExit {
+            how: "question-mark",
+            status: 422,
+        },
+    ];
+    for EarlyExit {
+        how,
+        status: expected,
+    } in cases
+    {
         let id = unique("early");
         let (status, _, _) = server.post(&format!("/early/{id}/{how}")).await;
-        assert_eq!(status, expected);
+        assert_eq!(status, expected, "`{how}`");
         let guard = locker
             .try_acquire(&format!("work:{id}"), &LockOptions::new())
             .await

@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::nodes::start_nodes;
 use common::{connection, lock_key, locker, unique};
 use fencelock::{LockOptions, Locker};
-use fencelock_testkit::{shared_redis, RedisServer};
+use fencelock_testkit::shared_redis;
 use redis::AsyncCommands;
 use std::time::Duration;
 
@@ -151,8 +152,7 @@ async fn force_unlock_frees_the_lock_for_waiters_and_the_evicted_holder_finds_ou
 /// two down it is `Unavailable`; `extend` and `force_unlock` act on the majority.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_quorum_mode_they_answer_for_the_majority() {
-    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let (mut servers, urls) = start_nodes(3);
     let locker: Locker = locker(&urls);
     let resource = unique("quorum-manual");
     let guard = locker
@@ -183,8 +183,7 @@ async fn in_quorum_mode_they_answer_for_the_majority() {
 /// node 1 is known clear, a minority, so the answer is `Unavailable`, never `Ok(true)`.
 #[tokio::test(flavor = "multi_thread")]
 async fn force_unlock_with_only_a_minority_known_clear_is_unavailable() {
-    let mut servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let (mut servers, urls) = start_nodes(3);
     let holder: Locker = locker(&urls);
     let resource = unique("force-minority");
     let guard = holder

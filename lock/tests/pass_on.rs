@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{connection, unique};
+use common::faults::command;
+use common::unique;
 use fencelock::{LockOptions, Locker, LockerConfig};
 use fencelock_testkit::RedisServer;
 use std::time::{Duration, Instant};
@@ -36,10 +37,7 @@ async fn a_lock_lost_in_redis_is_not_passed_on_as_held() {
     });
     // B has made its attempt and queued for the handoff.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut connection(&url).await)
-        .await
-        .unwrap();
+    command(&url, &["FLUSHALL"]).await;
     let other = theirs
         .acquire(&resource, &options.clone().wait(Duration::ZERO))
         .await

@@ -2,27 +2,20 @@
 
 mod common;
 
+use common::nodes::start_nodes;
 use common::{connection, lock_key, locker, racy_increment, unique};
 use fencelock::{LockError, LockOptions, Locker};
-use fencelock_testkit::{shared_redis, RedisServer};
+use fencelock_testkit::shared_redis;
 use redis::AsyncCommands;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn start_nodes(count: usize) -> Vec<RedisServer> {
-    (0..count).map(|_| RedisServer::start()).collect()
-}
-
-fn urls(nodes: &[RedisServer]) -> Vec<String> {
-    nodes.iter().map(RedisServer::url).collect()
-}
-
 /// Three lockers hammer one resource while, after `kill_after` holds, one node is killed.
 /// Checks exclusion (no lost increment, no overlap) and fence order, and that no call failed.
 async fn stress_through_a_node_kill(node_count: usize) {
-    let nodes = Arc::new(Mutex::new(start_nodes(node_count)));
-    let urls = urls(&nodes.lock().unwrap());
+    let (nodes, urls) = start_nodes(node_count);
+    let nodes = Arc::new(Mutex::new(nodes));
     let resource = unique("quorum-stress");
     let counter_key = format!("test:{resource}:counter");
     let counter_url = shared_redis().url();
@@ -92,8 +85,8 @@ async fn five_nodes_survive_one_node_dying_mid_run() {
 }
 
 async fn majority_down_is_unavailable_and_leaves_no_keys(node_count: usize) {
-    let mut nodes = start_nodes(node_count);
-    let locker = locker(&urls(&nodes));
+    let (mut nodes, urls) = start_nodes(node_count);
+    let locker = locker(&urls);
     let resource = unique("majority-down");
     for node in nodes.iter_mut().take(node_count / 2 + 1) {
         node.kill();
@@ -138,8 +131,8 @@ async fn five_nodes_with_three_down_are_unavailable() {
 
 #[tokio::test]
 async fn fences_stay_increasing_across_node_restarts() {
-    let mut nodes = start_nodes(3);
-    let locker = locker(&urls(&nodes));
+    let (mut nodes, urls) = start_nodes(3);
+    let locker = locker(&urls);
     let options = LockOptions::new().wait(Duration::from_secs(2));
     let mut last = 0;
     // Restart each node in turn (it comes back empty: persistence is off), taking locks between.
@@ -161,8 +154,7 @@ async fn fences_stay_increasing_across_node_restarts() {
 
 #[tokio::test]
 async fn quorum_lock_excludes_and_releases_on_all_nodes() {
-    let nodes = start_nodes(3);
-    let urls = urls(&nodes);
+    let (_nodes, urls) = start_nodes(3);
     let (first, second) = (locker(&urls), locker(&urls));
     let guard = first.acquire("q", &LockOptions::new()).await.unwrap();
     assert!(matches!(

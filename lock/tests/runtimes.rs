@@ -4,19 +4,13 @@
 
 mod common;
 
-use common::{connection, exists, lock_key, unique};
+use common::faults::pause_clients;
+use common::{current_thread_runtime, exists, lock_key, unique};
 use fencelock::{LockOptions, Locker, LockerConfig};
 use fencelock_testkit::RedisServer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Panics on the crate's background threads since this test binary started.
 fn background_panics() -> usize {
@@ -95,13 +89,7 @@ fn a_release_in_flight_when_its_runtime_shuts_down_still_lands() {
             .acquire(&resource, &LockOptions::new().ttl(Duration::from_secs(20)))
             .await
             .unwrap();
-        let () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(400)
-            .arg("ALL")
-            .query_async(&mut connection(&url).await)
-            .await
-            .unwrap();
+        pause_clients(&url, 400).await;
         let release = guard.release();
         tokio::select! {
             outcome = release => panic!("released during the pause: {outcome:?}"),

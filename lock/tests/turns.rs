@@ -234,6 +234,15 @@ async fn a_handoff_late_in_a_hold_goes_through_redis_and_resets_the_ttl() {
     next.release().await.unwrap();
 }
 
+/// A case of [`a_waiter_whose_terms_differ_gets_the_lock_through_redis`]: a waiter asking for
+/// other terms than the holder's.
+#[derive(Debug)]
+struct DifferentTerms {
+    /// How its terms differ, named in every assertion.
+    what: &'static str,
+    waiter_options: LockOptions,
+}
+
 /// A waiter is passed the lock in-process only if the time left is close to what it asks for:
 /// one asking for 5 s does not inherit a 60 s lock (a crash would then block everyone for a
 /// minute), and one with a `min_hold` needs Redis to keep exactly that. Both go through Redis.
@@ -257,7 +266,21 @@ async fn a_waiter_whose_terms_differ_gets_the_lock_through_redis() {
         .release()
         .await
         .unwrap();
-    for (what, waiter_options) in [("a much shorter ttl", short), ("a min_hold", with_min_hold)] {
+    let cases = [
+        DifferentTerms {
+            what: "a much shorter ttl",
+            waiter_options: short,
+        },
+        DifferentTerms {
+            what: "a min_hold",
+            waiter_options: with_min_hold,
+        },
+    ];
+    for DifferentTerms {
+        what,
+        waiter_options,
+    } in cases
+    {
         let guard = locker.acquire(&resource, &long).await.unwrap();
         let waiter = tokio::spawn({
             let (locker, resource) = (locker.clone(), resource.clone());

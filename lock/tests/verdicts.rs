@@ -4,24 +4,12 @@
 
 mod common;
 
-use common::{connection, exists, lock_key, unique};
+use common::faults::command;
+use common::nodes::start_nodes;
+use common::{exists, lock_key, unique};
 use fencelock::{LockOptions, Locker, LockerConfig};
 use fencelock_testkit::{Fault, FaultProxy, RedisServer};
 use std::time::{Duration, Instant};
-
-fn start_nodes(count: usize) -> (Vec<RedisServer>, Vec<String>) {
-    let nodes: Vec<RedisServer> = (0..count).map(|_| RedisServer::start()).collect();
-    let urls = nodes.iter().map(RedisServer::url).collect();
-    (nodes, urls)
-}
-
-async fn command(url: &str, args: &[&str]) {
-    let mut cmd = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        cmd.arg(*arg);
-    }
-    let () = cmd.query_async(&mut connection(url).await).await.unwrap();
-}
 
 /// #18.2: the lock is held on nodes 1 and 2; node 3 lost it (FLUSHALL). An extension gets
 /// node 1's yes and node 3's no at once and node 2's yes 30 ms later (CLIENT PAUSE), well

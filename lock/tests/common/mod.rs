@@ -1,5 +1,17 @@
 //! Helpers shared by the lock runtime's integration tests (real redis-server, never mocks).
+//! Set-up, fault and observation tools live here, not in the test files (a test file keeps
+//! only what belongs to its own scenario: a handler, a workload, a way of parking a future).
+//! This module: keys, connections and lockers on the shared Redis; `nodes`: servers of a
+//! test's own and lockers on them; `faults`: faults injected by command, and what a node was
+//! sent or still holds. (`stress.rs`, the seeded stress run, is included by `tests/stress.rs`
+//! alone.)
+//!
+//! Each test file is a crate of its own that includes this module and uses a part of it, so
+//! unused items are allowed here.
 #![allow(dead_code)]
+
+pub mod faults;
+pub mod nodes;
 
 use fencelock::{Locker, LockerConfig};
 use redis::AsyncCommands;
@@ -50,6 +62,14 @@ pub async fn script_calls(url: &str) -> u64 {
         .filter_map(|rest| rest.split(',').next())
         .map(|calls| calls.parse::<u64>().unwrap())
         .sum()
+}
+
+/// A runtime of the test's own, to stop at will (as an actix worker's stops).
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The race a lock must prevent: read a counter, yield, write it back + 1. Returns when the
