@@ -334,29 +334,10 @@ impl Database {
             .await
     }
 
-    /// [`Database::write`] for a lock holder: the connection must be had within the budget and
-    /// while the lock is valid (for several locks, the first to run out). Not getting one in
-    /// time with a lock gone is the lock's loss (`409 lock_lost`), not a database outage: most
-    /// likely this process stood still (paused, starved) rather than the database. The work
-    /// itself is not cut when the lock runs out: its writes are fenced, so a late one is
-    /// refused by the database rather than landing on a newer holder's data, and the answer
-    /// tells what happened.
-    pub async fn holding<T>(
-        &self,
-        lock: &impl Held,
-        work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
-    ) -> Result<T, AppError> {
-        let deadline = (Instant::now() + QUERY_BUDGET).min(lock.valid_until());
-        self.write_by(deadline, work, || {
-            let expired = lock.valid_until() <= Instant::now();
-            lock.lost_resource()
-                .or_else(|| expired.then(|| lock.resource()))
-                .map(|resource| AppError::Lock(fencelock::LockError::Lost { resource }))
-        })
-        .await
-    }
-
-    async fn write_by<T>(
+    /// The write behind [`Database::write`] and [`Database::holding`]: the connection must be
+    /// had by `deadline`; not had in time, `explain` may say why (a lock holder's lost lock),
+    /// else the database's side is told. Once had, `work` runs to its answer (see [`Database`]).
+    pub(crate) async fn write_by<T>(
         &self,
         deadline: Instant,
         work: impl AsyncFnOnce(&mut AsyncPgConnection) -> Result<T, AppError>,
@@ -565,49 +546,6 @@ impl Drop for InUse<'_> {
         if !self.finished {
             self.mark_broken();
         }
-    }
-}
-
-/// What a lock holder holds, as [`Database::holding`] needs it: one guard or several (a
-/// transfer holds both users' locks). One trait instead of one `holding` per guard type, so
-/// the deadline and the `lock_lost` explanation stay in one place.
-pub trait Held {
-    /// Until when every lock held is certainly valid.
-    fn valid_until(&self) -> Instant;
-    /// The resource of a lock that may be lost, if any.
-    fn lost_resource(&self) -> Option<String>;
-    /// The resource to name when the hold ran out (the first, for several).
-    fn resource(&self) -> String;
-}
-
-impl Held for fencelock::Guard {
-    fn valid_until(&self) -> Instant {
-        fencelock::Guard::valid_until(self).into_std()
-    }
-
-    fn resource(&self) -> String {
-        fencelock::Guard::resource(self).to_string()
-    }
-
-    fn lost_resource(&self) -> Option<String> {
-        self.is_lost().then(|| self.resource().to_string())
-    }
-}
-
-impl Held for fencelock::MultiGuard {
-    fn valid_until(&self) -> Instant {
-        fencelock::MultiGuard::valid_until(self).into_std()
-    }
-
-    fn lost_resource(&self) -> Option<String> {
-        fencelock::MultiGuard::lost_resource(self).map(str::to_string)
-    }
-
-    fn resource(&self) -> String {
-        self.guards()
-            .first()
-            .map(|guard| guard.resource().to_string())
-            .unwrap_or_default()
     }
 }
 

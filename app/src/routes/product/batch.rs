@@ -24,8 +24,9 @@
 
 use super::{fenced_deduct, Requested};
 use crate::error::AppError;
+use crate::fencing::db_fence;
 use crate::idempotency::{IdempotencyKey, Stored};
-use crate::state::{db_fence, AppState};
+use crate::state::AppState;
 use actix_web::web;
 use fencelock::{distributed_lock, LockError};
 use std::collections::HashMap;
