@@ -1,5 +1,5 @@
 //! Where a held lock meets PostgreSQL. Everything a lock holder's write needs from its lock
-//! is here, so that `db` knows nothing of locks and the routes nothing of how a lock becomes a
+//! is here, so that `db` knows nothing of guards and the routes nothing of how a lock becomes a
 //! database deadline or a fence:
 //! - [`Database::holding`]: a write whose connection must be had while the lock is valid
 //!   ([`Held`] is what it asks of one guard or several);
