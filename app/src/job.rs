@@ -1,8 +1,9 @@
 //! The scheduled stock report: every instance tries each tick, exactly one runs it.
 
 use crate::error::AppError;
+use crate::fencing::db_fence;
 use crate::schema::{job_runs, products};
-use crate::state::{db_fence, AppState};
+use crate::state::AppState;
 use diesel::dsl::{count_star, sql};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;

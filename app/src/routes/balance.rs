@@ -2,10 +2,11 @@
 //! transfers between two users under both users' locks.
 
 use crate::error::AppError;
+use crate::fencing::{db_fence, db_fence_of};
 use crate::idempotency::{self, IdempotencyKey, Stored};
 use crate::input::{Amount, Id, JsonBody};
 use crate::schema::{balance_ledger, balances};
-use crate::state::{db_fence, db_fence_of, AppState};
+use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel::prelude::*;

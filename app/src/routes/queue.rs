@@ -1,11 +1,11 @@
 //! Queue tokens: positions 1, 2, 3, … per concert, no gaps, no repeats.
 
 use crate::error::AppError;
-use crate::fencing;
+use crate::fencing::{self, db_fence};
 use crate::input::{Id, JsonBody};
 use crate::routes::seats::UserBody;
 use crate::schema::queue_tokens;
-use crate::state::{db_fence, AppState};
+use crate::state::AppState;
 use actix_web::{post, web, HttpResponse};
 use diesel::dsl::max;
 use diesel::prelude::*;

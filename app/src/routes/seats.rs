@@ -1,10 +1,10 @@
 //! Seat reservation: one seat, one winner.
 
 use crate::error::AppError;
-use crate::fencing;
+use crate::fencing::{self, db_fence};
 use crate::input::{Id, JsonBody, SeatNo};
 use crate::schema::seat_reservations;
-use crate::state::{db_fence, AppState};
+use crate::state::AppState;
 use actix_web::{post, web, HttpResponse};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};

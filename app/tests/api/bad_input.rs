@@ -3,6 +3,16 @@
 use crate::helpers::{spawn_cluster, spawn_cluster_with, Options};
 use serde_json::json;
 
+/// One bad request and the refusal it must get; `name` is what a failure reports.
+struct BadInput<'a> {
+    name: &'a str,
+    path: String,
+    body: String,
+    headers: &'a [(&'a str, &'a str)],
+    expect_status: u16,
+    expect_code: &'a str,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_a_4xx_with_a_code_and_writes_nothing() {
     let cluster = spawn_cluster().await;
@@ -12,174 +22,200 @@ async fn bad_input_is_a_4xx_with_a_code_and_writes_nothing() {
         .await;
     let deduct = format!("/product/{product}/deduct");
     let huge = format!(r#"{{"quantity": 1, "pad": "{}"}}"#, "x".repeat(17 * 1024));
-    let cases: Vec<(&str, String, String, u16, &str)> = vec![
-        (
-            "non-numeric id",
-            "/product/abc/deduct".into(),
-            String::new(),
-            400,
-            "invalid_path",
-        ),
-        (
-            "zero id",
-            "/product/0/deduct".into(),
-            String::new(),
-            400,
-            "invalid_path",
-        ),
-        (
-            "negative id",
-            "/product/-4/deduct".into(),
-            String::new(),
-            400,
-            "invalid_path",
-        ),
-        (
-            "id beyond i64",
-            "/product/99999999999999999999/deduct".into(),
-            String::new(),
-            400,
-            "invalid_path",
-        ),
-        (
-            "zero quantity",
-            deduct.clone(),
-            r#"{"quantity": 0}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "negative quantity",
-            deduct.clone(),
-            r#"{"quantity": -5}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "absurd quantity",
-            deduct.clone(),
-            r#"{"quantity": 10000000000}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "quantity as string",
-            deduct.clone(),
-            r#"{"quantity": "5"}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "malformed JSON",
-            deduct.clone(),
-            r#"{"quantity": "#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "unknown field",
-            deduct.clone(),
-            r#"{"qty": 1}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "unknown strategy",
-            format!("{deduct}?strategy=bogus"),
-            String::new(),
-            400,
-            "invalid_query",
-        ),
-        (
-            "body over 16 KiB",
-            deduct.clone(),
-            huge,
-            413,
-            "body_too_large",
-        ),
-        (
-            "zero amount",
-            "/balance/1/charge".into(),
-            r#"{"amount": 0}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "missing amount",
-            "/balance/1/use".into(),
-            "{}".into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "array body",
-            "/balance/1/use".into(),
-            "[1]".into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "seat zero",
-            "/concerts/1/seats/0/reserve".into(),
-            r#"{"user_id": 1}"#.into(),
-            400,
-            "invalid_path",
-        ),
-        (
-            "seat without user",
-            "/concerts/1/seats/1/reserve".into(),
-            "{}".into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "queue id not a number",
-            "/queue/x/tokens".into(),
-            r#"{"user_id": 1}"#.into(),
-            400,
-            "invalid_path",
-        ),
-        (
-            "queue user zero",
-            "/queue/1/tokens".into(),
-            r#"{"user_id": 0}"#.into(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "bad reset stock",
-            "/product/reset".into(),
-            r#"{"stock": -1}"#.into(),
-            400,
-            "invalid_stock",
-        ),
-        (
-            "bad product name",
-            "/product".into(),
-            r#"{"name": "", "stock": 1}"#.into(),
-            400,
-            "invalid_name",
-        ),
-        (
-            "unknown route",
-            "/nowhere".into(),
-            String::new(),
-            404,
-            "not_found",
-        ),
+    let json_type = [("content-type", "application/json")];
+    let cases = vec![
+        BadInput {
+            name: "non-numeric id",
+            path: "/product/abc/deduct".into(),
+            body: String::new(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_path",
+        },
+        BadInput {
+            name: "zero id",
+            path: "/product/0/deduct".into(),
+            body: String::new(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_path",
+        },
+        BadInput {
+            name: "negative id",
+            path: "/product/-4/deduct".into(),
+            body: String::new(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_path",
+        },
+        BadInput {
+            name: "id beyond i64",
+            path: "/product/99999999999999999999/deduct".into(),
+            body: String::new(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_path",
+        },
+        BadInput {
+            name: "zero quantity",
+            path: deduct.clone(),
+            body: r#"{"quantity": 0}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "negative quantity",
+            path: deduct.clone(),
+            body: r#"{"quantity": -5}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "absurd quantity",
+            path: deduct.clone(),
+            body: r#"{"quantity": 10000000000}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "quantity as string",
+            path: deduct.clone(),
+            body: r#"{"quantity": "5"}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "malformed JSON",
+            path: deduct.clone(),
+            body: r#"{"quantity": "#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "unknown field",
+            path: deduct.clone(),
+            body: r#"{"qty": 1}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "unknown strategy",
+            path: format!("{deduct}?strategy=bogus"),
+            body: String::new(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_query",
+        },
+        BadInput {
+            name: "body over 16 KiB",
+            path: deduct.clone(),
+            body: huge,
+            headers: &json_type,
+            expect_status: 413,
+            expect_code: "body_too_large",
+        },
+        BadInput {
+            name: "zero amount",
+            path: "/balance/1/charge".into(),
+            body: r#"{"amount": 0}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "missing amount",
+            path: "/balance/1/use".into(),
+            body: "{}".into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "array body",
+            path: "/balance/1/use".into(),
+            body: "[1]".into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "seat zero",
+            path: "/concerts/1/seats/0/reserve".into(),
+            body: r#"{"user_id": 1}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_path",
+        },
+        BadInput {
+            name: "seat without user",
+            path: "/concerts/1/seats/1/reserve".into(),
+            body: "{}".into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "queue id not a number",
+            path: "/queue/x/tokens".into(),
+            body: r#"{"user_id": 1}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_path",
+        },
+        BadInput {
+            name: "queue user zero",
+            path: "/queue/1/tokens".into(),
+            body: r#"{"user_id": 0}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "bad reset stock",
+            path: "/product/reset".into(),
+            body: r#"{"stock": -1}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_stock",
+        },
+        BadInput {
+            name: "bad product name",
+            path: "/product".into(),
+            body: r#"{"name": "", "stock": 1}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_name",
+        },
+        BadInput {
+            name: "unknown route",
+            path: "/nowhere".into(),
+            body: String::new(),
+            headers: &json_type,
+            expect_status: 404,
+            expect_code: "not_found",
+        },
     ];
-    for (what, path, body, status, code) in cases {
-        let reply = cluster
-            .post_raw(&path, body, &[("content-type", "application/json")])
-            .await;
+    for case in cases {
+        let reply = cluster.post_raw(&case.path, case.body, case.headers).await;
         assert_eq!(
             (reply.status, reply.code()),
-            (status, code),
-            "{what}: {}",
+            (case.expect_status, case.expect_code),
+            "{}: {}",
+            case.name,
             reply.text
         );
-        assert!(!reply.instance.is_empty(), "{what}: no X-Instance");
-        assert!(reply.body["message"].is_string(), "{what}: no message");
+        assert!(!reply.instance.is_empty(), "{}: no X-Instance", case.name);
+        assert!(
+            reply.body["message"].is_string(),
+            "{}: no message",
+            case.name
+        );
     }
     let bad_key = cluster
         .post_raw(&deduct, "", &[("idempotency-key", "")])
@@ -238,63 +274,63 @@ async fn strict_input_refuses_duplicate_keys_wrong_media_types_control_character
         .await;
     let deduct = format!("/product/{product}/deduct");
     let json_type = [("content-type", "application/json")];
-    type Headers<'a> = &'a [(&'a str, &'a str)];
-    let cases: Vec<(&str, String, &str, Headers, u16, &str)> = vec![
-        (
-            "duplicate quantity",
-            deduct.clone(),
-            r#"{"quantity":1,"quantity":2}"#,
-            &json_type,
-            400,
-            "invalid_json",
-        ),
-        (
-            "duplicate amount",
-            "/balance/1/use".into(),
-            r#"{"amount":1,"amount":1000}"#,
-            &json_type,
-            400,
-            "invalid_json",
-        ),
-        (
-            "text/plain body",
-            deduct.clone(),
-            r#"{"quantity":1}"#,
-            &[("content-type", "text/plain")],
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "body without a content type",
-            deduct.clone(),
-            r#"{"quantity":1}"#,
-            &[],
-            415,
-            "unsupported_media_type",
-        ),
-        (
-            "NUL in a product name",
-            "/product".into(),
-            r#"{"name":"a\u0000b","stock":5}"#,
-            &json_type,
-            400,
-            "invalid_name",
-        ),
-        (
-            "escape sequence in a product name",
-            "/product".into(),
-            r#"{"name":"\u001b[31mred","stock":5}"#,
-            &json_type,
-            400,
-            "invalid_name",
-        ),
+    let cases = vec![
+        BadInput {
+            name: "duplicate quantity",
+            path: deduct.clone(),
+            body: r#"{"quantity":1,"quantity":2}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "duplicate amount",
+            path: "/balance/1/use".into(),
+            body: r#"{"amount":1,"amount":1000}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_json",
+        },
+        BadInput {
+            name: "text/plain body",
+            path: deduct.clone(),
+            body: r#"{"quantity":1}"#.into(),
+            headers: &[("content-type", "text/plain")],
+            expect_status: 415,
+            expect_code: "unsupported_media_type",
+        },
+        BadInput {
+            name: "body without a content type",
+            path: deduct.clone(),
+            body: r#"{"quantity":1}"#.into(),
+            headers: &[],
+            expect_status: 415,
+            expect_code: "unsupported_media_type",
+        },
+        BadInput {
+            name: "NUL in a product name",
+            path: "/product".into(),
+            body: r#"{"name":"a\u0000b","stock":5}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_name",
+        },
+        BadInput {
+            name: "escape sequence in a product name",
+            path: "/product".into(),
+            body: r#"{"name":"\u001b[31mred","stock":5}"#.into(),
+            headers: &json_type,
+            expect_status: 400,
+            expect_code: "invalid_name",
+        },
     ];
-    for (what, path, body, headers, status, code) in cases {
-        let reply = cluster.post_raw(&path, body, headers).await;
+    for case in cases {
+        let reply = cluster.post_raw(&case.path, case.body, case.headers).await;
         assert_eq!(
             (reply.status, reply.code()),
-            (status, code),
-            "{what}: {}",
+            (case.expect_status, case.expect_code),
+            "{}: {}",
+            case.name,
             reply.text
         );
     }

@@ -5,7 +5,7 @@
 //! Why: with the lock held across a read and a write, every sale would cost a lock turn and a
 //! durable commit of its own, and a flash sale queues hundreds of buyers on one product. Served
 //! together they pay both once per batch. The answers stay exactly those of serving the
-//! requests one by one in arrival order (see `product::fenced_deduct`).
+//! requests one by one in arrival order (see `fenced::fenced_deduct`).
 //!
 //! A worker task per product serves its queue, batch after batch, until the queue is empty.
 //! It is not any request's future: a client that hangs up must not take the others' batch down
@@ -22,10 +22,11 @@
 //!   (with its key's share of the in-flight marker) and writes nothing. Once its batch is taken it is carried out (its Idempotency-Key stays in
 //!   flight until then, and a repeat with the key learns the outcome).
 
-use super::{fenced_deduct, Requested};
+use super::fenced::{fenced_deduct, Requested};
 use crate::error::AppError;
+use crate::fencing::db_fence;
 use crate::idempotency::{IdempotencyKey, Stored};
-use crate::state::{db_fence, AppState};
+use crate::state::AppState;
 use actix_web::web;
 use fencelock::{distributed_lock, LockError};
 use std::collections::HashMap;
