@@ -7,6 +7,7 @@ use super::driver::{Answer, Driver, History, Stream};
 use super::storm::{self, Storm};
 use super::{blocking, Cx};
 use crate::verify::Check;
+use fencelock_testkit::Component;
 use std::time::Duration;
 
 /// The deduct handler's lock ttl (`ttl_ms = 5000`, no auto-extend).
@@ -80,7 +81,7 @@ pub async fn run(cx: &Cx, name: &str) -> Result<Drill, String> {
     match name {
         "holder-pause" => holder_pause(cx).await,
         "redis-kill" => redis_kill(cx).await,
-        "postgres-kill" => kill_and_restart(cx, "postgres-kill", vec!["postgres".into()]).await,
+        "postgres-kill" => kill_and_restart(cx, "postgres-kill", vec![Component::Postgres]).await,
         "app-kill" => app_kill(cx).await,
         "hangup-storm" => hangup_storm(cx).await,
         "node-hang" => node_hang(cx).await,
@@ -178,7 +179,7 @@ fn lb(cx: &Cx) -> Stream {
 
 /// The instance that wrote the product's newest ledger row: under load the lock stays on one
 /// instance for a streak of local handoffs, so this is likely the holder right now.
-async fn newest_writer(cx: &Cx, product: i64) -> Result<Option<String>, String> {
+async fn newest_writer(cx: &Cx, product: i64) -> Result<Option<Component>, String> {
     let env = cx.env.clone();
     let rows = blocking(move || {
         env.sql(&format!(
@@ -188,9 +189,8 @@ async fn newest_writer(cx: &Cx, product: i64) -> Result<Option<String>, String> 
     .await?;
     Ok(rows
         .first()
-        .and_then(|row| row.first())
-        .filter(|name| cx.apps.iter().any(|(app, _)| app == *name))
-        .cloned())
+        .and_then(|row| row.first()?.parse::<Component>().ok())
+        .filter(|writer| cx.apps.iter().any(|(app, _)| app == writer)))
 }
 
 async fn ledger_count(cx: &Cx, product: i64) -> Result<i64, String> {
@@ -203,19 +203,19 @@ async fn ledger_count(cx: &Cx, product: i64) -> Result<i64, String> {
     .await
 }
 
-async fn pause(cx: &Cx, name: &str) -> Result<u32, String> {
-    let (faults, name) = (cx.faults.clone(), name.to_string());
-    blocking(move || faults.pause(&name)).await
+async fn pause(cx: &Cx, name: Component) -> Result<u32, String> {
+    let faults = cx.faults.clone();
+    blocking(move || faults.pause(name)).await
 }
 
-async fn resume(cx: &Cx, name: &str) -> Result<(), String> {
-    let (faults, name) = (cx.faults.clone(), name.to_string());
-    blocking(move || faults.resume(&name)).await
+async fn resume(cx: &Cx, name: Component) -> Result<(), String> {
+    let faults = cx.faults.clone();
+    blocking(move || faults.resume(name)).await
 }
 
-async fn kill(cx: &Cx, name: &str) -> Result<(), String> {
-    let (faults, name) = (cx.faults.clone(), name.to_string());
-    blocking(move || faults.kill(&name)).await
+async fn kill(cx: &Cx, name: Component) -> Result<(), String> {
+    let faults = cx.faults.clone();
+    blocking(move || faults.kill(name)).await
 }
 
 /// The lock holder paused past 2 × ttl: its lock must expire and pass to another instance long
@@ -230,7 +230,7 @@ async fn holder_pause(cx: &Cx) -> Result<Drill, String> {
     );
     let mut streams = vec![lb(cx)];
     streams.extend(cx.apps.iter().map(|(app, base)| Stream {
-        label: app.clone(),
+        label: app.to_string(),
         base: base.clone(),
         clients: DIRECT_CLIENTS,
         pace: Duration::ZERO,
@@ -294,7 +294,7 @@ async fn holder_pause(cx: &Cx) -> Result<Drill, String> {
 
 #[derive(Debug)]
 struct Paused {
-    name: String,
+    name: Component,
     at: Duration,
     confirmed: bool,
 }
@@ -305,8 +305,8 @@ async fn pause_holder(cx: &Cx, run: &mut Run) -> Result<Paused, String> {
     for attempt in 1..=HOLDER_ATTEMPTS {
         let holder = newest_writer(cx, run.product)
             .await?
-            .unwrap_or_else(|| cx.apps[0].0.clone());
-        let pid = pause(cx, &holder).await?;
+            .unwrap_or(cx.apps[0].0);
+        let pid = pause(cx, holder).await?;
         let at = run.driver.now();
         run.note(format!("SIGSTOP {holder} (pid {pid}), try {attempt}"));
         tokio::time::sleep(IN_FLIGHT).await;
@@ -334,7 +334,7 @@ async fn pause_holder(cx: &Cx, run: &mut Run) -> Result<Paused, String> {
                 confirmed: false,
             });
         }
-        resume(cx, &holder).await?;
+        resume(cx, holder).await?;
         run.note(format!(
             "{written} rows written by others: {holder} is not the holder; SIGCONT, try again"
         ));
@@ -346,14 +346,14 @@ async fn pause_holder(cx: &Cx, run: &mut Run) -> Result<Paused, String> {
 /// Redis killed and restarted: the single node, or a majority of the quorum (one node of five
 /// is a non-event, see `cargo xtask load quorum`). Restarted nodes come back empty.
 async fn redis_kill(cx: &Cx) -> Result<Drill, String> {
-    let nodes: Vec<String> = if cx.env.quorum {
+    let nodes: Vec<Component> = if cx.env.quorum {
         cx.redis
             .iter()
             .take(cx.redis.len() / 2 + 1)
-            .cloned()
+            .copied()
             .collect()
     } else {
-        cx.redis.iter().take(1).cloned().collect()
+        cx.redis.iter().take(1).copied().collect()
     };
     kill_and_restart(cx, "redis-kill", nodes).await
 }
@@ -363,12 +363,12 @@ async fn redis_kill(cx: &Cx) -> Result<Drill, String> {
 async fn kill_and_restart(
     cx: &Cx,
     name: &'static str,
-    victims: Vec<String>,
+    victims: Vec<Component>,
 ) -> Result<Drill, String> {
     let timeline = format!(
         "{LB_CLIENTS} clients through the load balancer deduct back to back. At +{} SIGKILL {} (`cargo xtask kill`), \
          after {} restart (`cargo xtask restart`; the fault counts as lifted when that returns), then {} more load.",
-        seconds(WARM), victims.join(", "), seconds(FAULT), seconds(AFTER)
+        seconds(WARM), names(&victims), seconds(FAULT), seconds(AFTER)
     );
     let mut run = Run::start(cx, &[lb(cx)]).await?;
     run.driver.sleep_until(WARM).await;
@@ -380,8 +380,8 @@ async fn kill_and_restart(
     run.finish(cx, name, timeline, start, injected, false).await
 }
 
-async fn kill_all(cx: &Cx, run: &mut Run, victims: &[String]) -> Result<(), String> {
-    for victim in victims {
+async fn kill_all(cx: &Cx, run: &mut Run, victims: &[Component]) -> Result<(), String> {
+    for &victim in victims {
         kill(cx, victim).await?;
         run.note(format!("SIGKILL {victim}"));
     }
@@ -401,7 +401,7 @@ async fn app_kill(cx: &Cx) -> Result<Drill, String> {
     run.driver.sleep_until(WARM).await;
     let victim = newest_writer(cx, run.product)
         .await?
-        .unwrap_or_else(|| cx.apps[0].0.clone());
+        .unwrap_or(cx.apps[0].0);
     let start = run.driver.now();
     run.killed_at = Some(start);
     let injected = kill_all(cx, &mut run, std::slice::from_ref(&victim)).await;
@@ -445,7 +445,7 @@ async fn hangup_storm(cx: &Cx) -> Result<Drill, String> {
     };
     let mut targets = vec![("lb".to_string(), super::socket_addr(&cx.env.lb_url)?)];
     for (app, base) in &cx.apps {
-        targets.push((app.clone(), super::socket_addr(base)?));
+        targets.push((app.to_string(), super::socket_addr(base)?));
     }
     let mut run = Run::start(cx, &[lb(cx), probe]).await?;
     run.driver.sleep_until(WARM).await;
@@ -517,7 +517,7 @@ async fn hangup_storm(cx: &Cx) -> Result<Drill, String> {
 /// timeout and skips it: no request may fail.
 async fn node_hang(cx: &Cx) -> Result<Drill, String> {
     let name = "node-hang";
-    let node = cx.redis[0].clone();
+    let node = cx.redis[0];
     let timeline = format!(
         "{LB_CLIENTS} clients through the load balancer deduct back to back. At +{} SIGSTOP {node} (one of {}), SIGCONT {} later, then {} more load. \
          Expected: no failed request.",
@@ -531,16 +531,16 @@ async fn node_hang(cx: &Cx) -> Result<Drill, String> {
 /// the service recovers after SIGCONT.
 async fn majority_hang(cx: &Cx) -> Result<Drill, String> {
     let name = "majority-hang";
-    let nodes: Vec<String> = cx
+    let nodes: Vec<Component> = cx
         .redis
         .iter()
         .take(cx.redis.len() / 2 + 1)
-        .cloned()
+        .copied()
         .collect();
     let timeline = format!(
         "{LB_CLIENTS} clients through the load balancer deduct back to back. At +{} SIGSTOP {} (a majority of {}), SIGCONT {} later, then {} more load. \
          Expected from {} into the fault on: every request refused within {} with 503 `lock_unavailable`, no 423, nothing written.",
-        seconds(WARM), nodes.join(", "), cx.redis.len(), seconds(FAULT), seconds(AFTER), seconds(GRACE), seconds(PROMPT)
+        seconds(WARM), names(&nodes), cx.redis.len(), seconds(FAULT), seconds(AFTER), seconds(GRACE), seconds(PROMPT)
     );
     let mut drill = hang(cx, name, timeline, &nodes, false).await?;
     let (from, to) = (drill.window.start + GRACE, drill.window.end);
@@ -597,14 +597,14 @@ async fn hang(
     cx: &Cx,
     name: &'static str,
     timeline: String,
-    nodes: &[String],
+    nodes: &[Component],
     expect_no_failures: bool,
 ) -> Result<Drill, String> {
     let mut run = Run::start(cx, &[lb(cx)]).await?;
     run.driver.sleep_until(WARM).await;
     let start = run.driver.now();
     let mut injected = Ok(());
-    for node in nodes {
+    for &node in nodes {
         match pause(cx, node).await {
             Ok(pid) => run.note(format!("SIGSTOP {node} (pid {pid})")),
             Err(err) => {
@@ -618,4 +618,13 @@ async fn hang(
     }
     run.finish(cx, name, timeline, start, injected, expect_no_failures)
         .await
+}
+
+/// `redis1, redis2, redis3`: components as the timelines name them.
+fn names(components: &[Component]) -> String {
+    components
+        .iter()
+        .map(Component::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -19,6 +19,7 @@ use crate::tools::Env;
 use crate::verify::{self, Check, Outcome};
 use drills::Drill;
 use faults::Faults;
+use fencelock_testkit::Component;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,10 +33,10 @@ pub struct Cx {
     pub env: Env,
     /// Client for the load: per-request timeout, loopback only.
     pub client: reqwest::Client,
-    /// (name, base URL) of each app instance: `("app1", "http://127.0.0.1:8081")`.
-    pub apps: Vec<(String, String)>,
-    /// Redis node names, `redis1`…
-    pub redis: Vec<String>,
+    /// Each app instance and its base URL: `(App(1), "http://127.0.0.1:8081")`.
+    pub apps: Vec<(Component, String)>,
+    /// The Redis nodes, `Redis(1)`…
+    pub redis: Vec<Component>,
     pub faults: Faults,
     /// Seeds the storm's delays; printed, and `--seed` replays it.
     pub seed: u64,
@@ -49,14 +50,14 @@ impl Cx {
                 .map_err(|_| format!("{name} is not set; run through `cargo xtask chaos`"))
         };
         socket_addr(&env.lb_url)?;
-        let apps: Vec<(String, String)> = var("APP_URLS")?
+        let apps: Vec<(Component, String)> = var("APP_URLS")?
             .split(',')
             .filter(|url| !url.is_empty())
             .enumerate()
             .map(|(index, url)| {
                 socket_addr(url)?;
                 Ok((
-                    format!("app{}", index + 1),
+                    Component::App(index + 1),
                     url.trim_end_matches('/').to_string(),
                 ))
             })
@@ -64,8 +65,8 @@ impl Cx {
         if apps.is_empty() {
             return Err("APP_URLS lists no instance".into());
         }
-        let redis: Vec<String> = (1..=var("REDIS_URLS")?.split(',').count())
-            .map(|node| format!("redis{node}"))
+        let redis: Vec<Component> = (1..=var("REDIS_URLS")?.split(',').count())
+            .map(Component::Redis)
             .collect();
         let xtask = env
             .xtask
@@ -125,15 +126,15 @@ pub fn socket_addr(url: &str) -> Result<SocketAddr, String> {
 /// answer their health check), within [`READY_TIMEOUT`].
 async fn ready(cx: &Cx) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut components: Vec<String> = cx.apps.iter().map(|(name, _)| name.clone()).collect();
-    components.extend(cx.redis.iter().cloned());
-    components.extend(["postgres".to_string(), "lb".to_string()]);
-    let mut targets: Vec<(String, String)> = cx.apps.clone();
-    targets.push(("lb".into(), cx.env.lb_url.trim_end_matches('/').into()));
+    let mut components: Vec<Component> = cx.apps.iter().map(|(app, _)| *app).collect();
+    components.extend(cx.redis.iter().copied());
+    components.extend([Component::Postgres, Component::Lb]);
+    let mut targets: Vec<(Component, String)> = cx.apps.clone();
+    targets.push((Component::Lb, cx.env.lb_url.trim_end_matches('/').into()));
     loop {
         let mut missing: Vec<String> = components
             .iter()
-            .filter(|name| !cx.faults.running(name))
+            .filter(|name| !cx.faults.running(**name))
             .map(|name| format!("{name} not running"))
             .collect();
         for (name, base) in &targets {
