@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn names_parse_and_print_back() {
         for name in ["app1", "app3", "redis5", "postgres", "lb"] {
-            assert_eq!(name.parse::<Component>().map(|c| c.to_string()), Ok(name.into()));
+            assert_eq!(
+                name.parse::<Component>().map(|c| c.to_string()),
+                Ok(name.into())
+            );
         }
         assert!("sshd".parse::<Component>().is_err());
         assert!("app".parse::<Component>().is_err());
