@@ -1,5 +1,6 @@
 //! The outside world: oha runs, API calls, SQL queries, cluster fault drills.
 
+use fencelock_testkit::Component;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -125,13 +126,13 @@ impl Env {
     }
 
     /// `cargo xtask kill|restart <component>` (fault drills in the quorum scenario).
-    pub fn xtask(&self, verb: &str, component: &str) -> Result<(), String> {
+    pub fn xtask(&self, verb: &str, component: Component) -> Result<(), String> {
         let xtask = self
             .xtask
             .as_ref()
             .ok_or("XTASK is not set; run through `cargo xtask load`")?;
         let status = Command::new(xtask)
-            .args([verb, component])
+            .args([verb, &component.to_string()])
             .status()
             .map_err(|err| err.to_string())?;
         status

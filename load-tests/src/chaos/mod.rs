@@ -296,7 +296,7 @@ pub async fn run(args: &[String]) -> Result<bool, String> {
         if passed { "PASS" } else { "FAIL" },
         mode(&cx),
         suite.elapsed().as_secs_f64(),
-        crate::machine(),
+        crate::report::machine(),
     );
     let file = dir.join("chaos.md");
     std::fs::write(&file, report).map_err(|err| err.to_string())?;
@@ -380,7 +380,7 @@ fn section(drill: &Drill, passed: bool, took: Duration) -> String {
         if passed { "PASS" } else { "FAIL" },
         took.as_secs_f64(),
         per_second(drill),
-        crate::checks_table(&drill.checks)
+        crate::report::checks_table(&drill.checks)
     )
 }
 
