@@ -2,7 +2,7 @@
 //! balance 0.
 
 use super::common::exact_statuses;
-use super::Outcome;
+use super::common::Outcome;
 use crate::report::load_table;
 use crate::tools::{oha, Env, Load, OhaRun};
 use crate::verify::{self, Check};

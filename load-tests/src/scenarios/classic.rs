@@ -1,8 +1,8 @@
 //! `classic`: the original demo — 1000 in stock, 1050 buyers at 350 concurrency — with charts
 //! of who held the lock when. `quorum` runs it again with a Redis node killed mid-run.
 
+use super::common::Outcome;
 use super::common::{deduct_url, exact_statuses, join_oha, oha_in_background, share_per_instance};
-use super::Outcome;
 use crate::report::load_table;
 use crate::svg;
 use crate::tools::{oha, Env, Load, OhaRun};

@@ -1,4 +1,4 @@
-//! What several scenarios use: the deduct URL, the exact-outcome check, the per-instance
+//! What several scenarios use: what a scenario leaves ([`Outcome`]), the deduct URL, the exact-outcome check, the per-instance
 //! share of sales, and oha on a thread of its own.
 
 use crate::tools::{oha, Env, Load, OhaRun};
@@ -6,6 +6,16 @@ use crate::verify::Check;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::thread::JoinHandle;
+
+/// What a scenario leaves for the report.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    pub loads: Vec<Load>,
+    pub markdown: String,
+    /// (file name, SVG) pairs.
+    pub charts: Vec<(String, String)>,
+}
 
 /// How long each timed run (`strategies`, `spread`) lasts.
 pub const STRATEGY_SECONDS: u64 = 8;

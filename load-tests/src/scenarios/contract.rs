@@ -2,7 +2,7 @@
 //! balancer: statuses, stable error codes, headers. Cheap (a few dozen requests), so it runs
 //! wherever the service runs: the native cluster and the Docker stack alike.
 
-use super::Outcome;
+use super::common::Outcome;
 use crate::tools::Env;
 use crate::verify::Check;
 use serde_json::Value;

@@ -13,21 +13,12 @@ mod spread;
 mod strategies;
 mod transfer;
 
-use crate::tools::{Env, Load};
-use crate::verify::Check;
+pub use common::Outcome;
+
+use crate::tools::Env;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-
-/// What a scenario leaves for the report.
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub checks: Vec<Check>,
-    pub loads: Vec<Load>,
-    pub markdown: String,
-    /// (file name, SVG) pairs.
-    pub charts: Vec<(String, String)>,
-}
 
 /// A scenario running: it borrows the environment and the report directory.
 type Running<'a> = Pin<Box<dyn Future<Output = Result<Outcome, String>> + 'a>>;

@@ -1,8 +1,8 @@
 //! `oversell`: 1000 in stock, 3000 buyers at 64 concurrency: exactly 1000 sales, stock 0,
 //! never below.
 
+use super::common::Outcome;
 use super::common::{deduct_url, exact_statuses};
-use super::Outcome;
 use crate::report::load_table;
 use crate::tools::{oha, Env, Load, OhaRun};
 use crate::verify::{self, Check};

@@ -3,7 +3,7 @@
 
 use super::classic;
 use super::common::deduct_url;
-use super::Outcome;
+use super::common::Outcome;
 use crate::report::load_table;
 use crate::tools::{oha, Env, Load, OhaRun};
 use crate::verify::Check;

@@ -1,8 +1,8 @@
 //! `spread`: 100 products, requests spread over them, against one hot product: how the lock
 //! scales when contention is spread.
 
+use super::common::Outcome;
 use super::common::{deduct_url, STRATEGY_SECONDS};
-use super::Outcome;
 use crate::report::load_table;
 use crate::svg;
 use crate::tools::{oha, Env, Load, OhaRun};

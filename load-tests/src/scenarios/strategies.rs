@@ -1,8 +1,8 @@
 //! `strategies`: one hot product under each strategy (`none`, `lock`, `db-row`, `atomic`) at 64
 //! concurrency with ample stock; `none` is expected to break the stock invariant.
 
+use super::common::Outcome;
 use super::common::{deduct_url, STRATEGY_SECONDS};
-use super::Outcome;
 use crate::report::load_table;
 use crate::svg;
 use crate::tools::{oha, Env, Load, OhaRun};

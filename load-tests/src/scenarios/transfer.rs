@@ -5,8 +5,8 @@
 //! in time (no deadlock, no lock wait run out), and Σ balances and each balance = Σ its ledger
 //! must hold.
 
+use super::common::Outcome;
 use super::common::{join_oha, oha_in_background};
-use super::Outcome;
 use crate::report::load_table;
 use crate::tools::{Env, Load, OhaRun};
 use crate::verify::{self, Check};
