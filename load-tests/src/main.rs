@@ -5,16 +5,20 @@
 //! addresses in the environment. `cargo xtask chaos` runs the fault drills (`load-tests chaos`,
 //! the [`chaos`] module) the same way.
 
+// The layers, bottom to top; each module imports only modules before it: env, oha, verdict,
+// invariants, svg, report, scenarios, chaos (rustfmt keeps the declarations sorted).
 mod chaos;
+mod env;
+mod invariants;
+mod oha;
 mod report;
 mod scenarios;
 mod svg;
-mod tools;
-mod verify;
+mod verdict;
 
+use env::Env;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tools::Env;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -80,7 +84,7 @@ async fn run(args: Vec<String>) -> Result<bool, String> {
         sections.push_str(&report::section(name, &outcome.markdown, &outcome.checks));
         checks.extend(outcome.checks);
     }
-    let passed = verify::print_verdict(&checks);
+    let passed = verdict::print_verdict(&checks);
     let page = report::page(passed, &names, env.quorum, &machine, &sections);
     std::fs::write(dir.join("README.md"), page).map_err(|err| err.to_string())?;
     println!("report: {}", dir.join("README.md").display());

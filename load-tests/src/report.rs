@@ -2,8 +2,9 @@
 //! and the page that holds them all (`README.md` in the report directory). The chaos report
 //! (`chaos::report`) uses the same tables.
 
-use crate::tools::Load;
-use crate::verify::{self, Check};
+use crate::oha::Load;
+use crate::verdict;
+use crate::verdict::Check;
 
 /// One console line per oha run.
 pub fn print_loads(loads: &[Load]) {
@@ -47,7 +48,7 @@ pub fn checks_table(checks: &[Check]) -> String {
             "| {} | {} | {} | {} |\n",
             check.scenario,
             check.name,
-            verify::label(check.outcome),
+            verdict::label(check.outcome),
             check.detail
         ));
     }

@@ -4,7 +4,7 @@
 
 use super::driver;
 use super::faults::Faults;
-use crate::tools::Env;
+use crate::env::Env;
 use fencelock_testkit::Component;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

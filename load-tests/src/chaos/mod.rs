@@ -18,7 +18,8 @@ mod faults;
 mod report;
 mod storm;
 
-use crate::verify::{self, Check, Outcome};
+use crate::verdict;
+use crate::verdict::{Check, Outcome};
 use cluster::{blocking, Cluster};
 use drills::DrillOutcome;
 use std::path::PathBuf;
@@ -145,7 +146,7 @@ pub async fn run(args: &[String]) -> Result<bool, String> {
             }
         }
     }
-    let passed = verify::print_verdict(&checks);
+    let passed = verdict::print_verdict(&checks);
     let page = report::page(passed, &cluster, suite.elapsed(), &rows, &sections);
     let file = dir.join("chaos.md");
     std::fs::write(&file, page).map_err(|err| err.to_string())?;

@@ -3,9 +3,11 @@
 
 use super::common::exact_statuses;
 use super::common::Outcome;
+use crate::env::Env;
+use crate::invariants;
+use crate::oha::{oha, Load, OhaRun};
 use crate::report::load_table;
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::{self, Check};
+use crate::verdict::Check;
 use serde_json::json;
 use std::path::Path;
 
@@ -64,7 +66,7 @@ fn verify(env: &Env, user: i64, load: &Load) -> Result<Vec<Check>, String> {
     ))?;
     let ledger = env.sql_i64(&format!(
         "SELECT {} FROM balance_ledger WHERE user_id = {user}",
-        verify::LEDGER_SUM
+        invariants::LEDGER_SUM
     ))?;
     Ok(vec![
         exact_statuses(NAME, load, &[(200, 50), (409, 20)]),

@@ -3,10 +3,13 @@
 
 use super::common::Outcome;
 use super::common::{deduct_url, exact_statuses, join_oha, oha_in_background, share_per_instance};
+use crate::env::Env;
+use crate::invariants;
+use crate::invariants::Hold;
+use crate::oha::{oha, Load, OhaRun};
 use crate::report::load_table;
 use crate::svg;
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::{self, Check, Hold};
+use crate::verdict::Check;
 use fencelock_testkit::Component;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -71,9 +74,9 @@ fn verify(
     load: &Load,
 ) -> Result<(Vec<Check>, Vec<Hold>), String> {
     let mut checks = vec![exact_statuses(name, load, &[(200, 1000), (409, 50)])];
-    checks.extend(verify::stock_checks(env, name, product, STOCK, true)?);
-    let holds = verify::holds(env, product)?;
-    checks.extend(verify::hold_checks(name, &holds));
+    checks.extend(invariants::stock_checks(env, name, product, STOCK, true)?);
+    let holds = invariants::holds(env, product)?;
+    checks.extend(invariants::hold_checks(name, &holds));
     Ok((checks, holds))
 }
 

@@ -1,8 +1,9 @@
 //! What several scenarios use: what a scenario leaves ([`Outcome`]), the deduct URL, the exact-outcome check, the per-instance
 //! share of sales, and oha on a thread of its own.
 
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::Check;
+use crate::env::Env;
+use crate::oha::{oha, Load, OhaRun};
+use crate::verdict::Check;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::thread::JoinHandle;

@@ -3,8 +3,8 @@
 //! wherever the service runs: the native cluster and the Docker stack alike.
 
 use super::common::Outcome;
-use crate::tools::Env;
-use crate::verify::Check;
+use crate::env::Env;
+use crate::verdict::Check;
 use serde_json::Value;
 
 /// One request and what must come back.

@@ -15,7 +15,7 @@ mod transfer;
 
 pub use common::Outcome;
 
-use crate::tools::Env;
+use crate::env::Env;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;

@@ -3,9 +3,11 @@
 
 use super::common::Outcome;
 use super::common::{deduct_url, exact_statuses};
+use crate::env::Env;
+use crate::invariants;
+use crate::oha::{oha, Load, OhaRun};
 use crate::report::load_table;
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::{self, Check};
+use crate::verdict::Check;
 use std::path::Path;
 
 const NAME: &str = "oversell";
@@ -31,7 +33,10 @@ pub async fn run(env: &Env, dir: &Path) -> Result<Outcome, String> {
 /// Exactly 1000 sales and 2000 refusals, the stock invariant, and the holds in order.
 fn verify(env: &Env, product: i64, load: &Load) -> Result<Vec<Check>, String> {
     let mut checks = vec![exact_statuses(NAME, load, &[(200, 1000), (409, 2000)])];
-    checks.extend(verify::stock_checks(env, NAME, product, STOCK, true)?);
-    checks.extend(verify::hold_checks(NAME, &verify::holds(env, product)?));
+    checks.extend(invariants::stock_checks(env, NAME, product, STOCK, true)?);
+    checks.extend(invariants::hold_checks(
+        NAME,
+        &invariants::holds(env, product)?,
+    ));
     Ok(checks)
 }

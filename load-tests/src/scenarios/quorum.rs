@@ -4,9 +4,10 @@
 use super::classic;
 use super::common::deduct_url;
 use super::common::Outcome;
+use crate::env::Env;
+use crate::oha::{oha, Load, OhaRun};
 use crate::report::load_table;
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::Check;
+use crate::verdict::Check;
 use fencelock_testkit::Component;
 use std::path::Path;
 

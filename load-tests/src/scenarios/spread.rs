@@ -3,10 +3,13 @@
 
 use super::common::Outcome;
 use super::common::{deduct_url, STRATEGY_SECONDS};
+use crate::env::Env;
+use crate::invariants;
+use crate::oha::{oha, Load, OhaRun};
 use crate::report::load_table;
 use crate::svg;
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::{self, Check};
+use crate::verdict;
+use crate::verdict::Check;
 use std::path::Path;
 use std::time::Duration;
 
@@ -82,14 +85,19 @@ fn verify(
     let failed = |checks: &[Check]| {
         checks
             .iter()
-            .filter(|c| c.outcome == verify::Outcome::Fail)
+            .filter(|c| c.outcome == verdict::Outcome::Fail)
             .count()
     };
     let mut broken = 0;
     let mut out_of_order = 0;
     for &product in products {
-        broken += failed(&verify::stock_checks(env, NAME, product, INITIAL, true)?);
-        out_of_order += failed(&verify::hold_checks(NAME, &verify::holds(env, product)?));
+        broken += failed(&invariants::stock_checks(
+            env, NAME, product, INITIAL, true,
+        )?);
+        out_of_order += failed(&invariants::hold_checks(
+            NAME,
+            &invariants::holds(env, product)?,
+        ));
     }
     Ok(vec![
         Check::new(

@@ -3,10 +3,12 @@
 
 use super::common::Outcome;
 use super::common::{deduct_url, STRATEGY_SECONDS};
+use crate::env::Env;
+use crate::invariants;
+use crate::oha::{oha, Load, OhaRun};
 use crate::report::load_table;
 use crate::svg;
-use crate::tools::{oha, Env, Load, OhaRun};
-use crate::verify::{self, Check};
+use crate::verdict::Check;
 use std::path::Path;
 use std::time::Duration;
 
@@ -46,9 +48,12 @@ pub async fn run(env: &Env, dir: &Path) -> Result<Outcome, String> {
 /// request answered 200.
 fn verify(env: &Env, strategy: &str, product: i64, load: &Load) -> Result<Vec<Check>, String> {
     let name = format!("strategies/{strategy}");
-    let mut checks = verify::stock_checks(env, &name, product, INITIAL, strategy != "none")?;
+    let mut checks = invariants::stock_checks(env, &name, product, INITIAL, strategy != "none")?;
     if strategy == "lock" {
-        checks.extend(verify::hold_checks(&name, &verify::holds(env, product)?));
+        checks.extend(invariants::hold_checks(
+            &name,
+            &invariants::holds(env, product)?,
+        ));
     }
     let non_200 = load.requests - load.count(200);
     checks.push(if strategy == "none" {

@@ -7,9 +7,11 @@
 
 use super::common::Outcome;
 use super::common::{join_oha, oha_in_background};
+use crate::env::Env;
+use crate::invariants;
+use crate::oha::{Load, OhaRun};
 use crate::report::load_table;
-use crate::tools::{Env, Load, OhaRun};
-use crate::verify::{self, Check};
+use crate::verdict::Check;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -144,7 +146,7 @@ impl Ledgers {
                         (SELECT fence, lag(fence) OVER (ORDER BY id) AS prev FROM balance_ledger l \
                          WHERE l.user_id = b.user_id) t) \
              FROM balances b WHERE b.user_id IN ({}) ORDER BY b.user_id",
-            verify::LEDGER_SUM,
+            invariants::LEDGER_SUM,
             sql_list(users)
         ))?;
         let number = |row: &Vec<String>, i: usize| -> Result<i64, String> {

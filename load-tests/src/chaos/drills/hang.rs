@@ -4,7 +4,7 @@ use super::run::{lb, names, pause, DrillOutcome, Run, AFTER, FAULT, LB_CLIENTS, 
 use crate::chaos::checks::{self, seconds};
 use crate::chaos::cluster::{blocking, Cluster};
 use crate::chaos::driver::Answer;
-use crate::verify::Check;
+use crate::verdict::Check;
 use fencelock_testkit::Component;
 use std::time::Duration;
 

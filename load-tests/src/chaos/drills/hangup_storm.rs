@@ -5,7 +5,7 @@ use crate::chaos::checks::{self, seconds};
 use crate::chaos::cluster::{blocking, socket_addr, Cluster};
 use crate::chaos::driver::Stream;
 use crate::chaos::storm::{self, Storm};
-use crate::verify::Check;
+use crate::verdict::Check;
 use std::time::Duration;
 
 /// Hang-up clients per target (the load balancer and each instance).

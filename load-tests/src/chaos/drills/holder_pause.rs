@@ -7,7 +7,7 @@ use super::run::{
 use crate::chaos::checks::{self, seconds};
 use crate::chaos::cluster::Cluster;
 use crate::chaos::driver::Stream;
-use crate::verify::Check;
+use crate::verdict::Check;
 use fencelock_testkit::Component;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use super::run::{
 };
 use crate::chaos::checks::{self, seconds};
 use crate::chaos::cluster::Cluster;
-use crate::verify::Check;
+use crate::verdict::Check;
 use fencelock_testkit::Component;
 
 /// Redis killed and restarted: the single node, or a majority of the quorum (one node of five

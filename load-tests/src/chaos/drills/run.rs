@@ -6,7 +6,7 @@
 use crate::chaos::checks::{self, Window};
 use crate::chaos::cluster::{blocking, Cluster};
 use crate::chaos::driver::{Driver, History, Stream};
-use crate::verify::Check;
+use crate::verdict::Check;
 use fencelock_testkit::Component;
 use std::time::Duration;
 
