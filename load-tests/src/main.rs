@@ -5,26 +5,20 @@
 //! addresses in the environment. `cargo xtask chaos` runs the fault drills (`load-tests chaos`,
 //! the [`chaos`] module) the same way.
 
+// The layers, bottom to top; each module imports only modules before it: env, oha, verdict,
+// invariants, svg, report, scenarios, chaos (rustfmt keeps the declarations sorted).
 mod chaos;
-mod contract;
+mod env;
+mod invariants;
+mod oha;
+mod report;
 mod scenarios;
 mod svg;
-mod tools;
-mod verify;
+mod verdict;
 
+use env::Env;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tools::Env;
-
-const ALL: [&str; 7] = [
-    "classic",
-    "oversell",
-    "strategies",
-    "balance",
-    "transfer",
-    "spread",
-    "contract",
-];
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -43,6 +37,8 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `load-tests <scenario…|all> [--report DIR]`: runs the scenarios in the order named, prints
+/// the verdict table and writes the report; `Ok(true)` when every check passed.
 async fn run(args: Vec<String>) -> Result<bool, String> {
     let mut args = args.into_iter();
     let mut names: Vec<String> = Vec::new();
@@ -59,69 +55,38 @@ async fn run(args: Vec<String>) -> Result<bool, String> {
     }
     let env = Env::from_env()?;
     if all {
-        names.extend(ALL.iter().map(|name| name.to_string()));
-        // The quorum drill only makes sense on the 5-node cluster.
-        if env.quorum {
-            names.push("quorum".into());
-        }
+        // The quorum scenario only makes sense on the 5-node cluster.
+        names.extend(
+            scenarios::SCENARIOS
+                .iter()
+                .filter(|scenario| !scenario.needs_quorum || env.quorum)
+                .map(|scenario| scenario.name.to_string()),
+        );
     }
     if names.is_empty() {
-        return Err(format!(
-            "name a scenario: {}, quorum, or all",
-            ALL.join(", ")
-        ));
+        return Err(format!("name a scenario: {}, or all", scenarios::names()));
     }
     let dir = report_dir.unwrap_or_else(|| workspace().join(".local/reports/latest"));
     std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
 
     let mut checks = Vec::new();
-    let mut summary = String::new();
-    let machine = machine();
+    let mut sections = String::new();
+    let machine = report::machine();
     for name in &names {
         println!("\n=== {name} ===");
-        let outcome = match name.as_str() {
-            "classic" => scenarios::classic(&env, &dir).await,
-            "oversell" => scenarios::oversell(&env, &dir).await,
-            "strategies" => scenarios::strategies(&env, &dir).await,
-            "balance" => scenarios::balance(&env, &dir).await,
-            "transfer" => scenarios::transfer(&env, &dir).await,
-            "spread" => scenarios::spread(&env, &dir).await,
-            "quorum" => scenarios::quorum(&env, &dir).await,
-            "contract" => contract::contract(&env).await,
-            other => Err(format!(
-                "unknown scenario {other:?}: {}, quorum, all",
-                ALL.join(", ")
-            )),
-        }?;
-        for load in &outcome.loads {
-            println!(
-                "{:<24} {:>6} requests  {:>7.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {}",
-                load.label,
-                load.requests,
-                load.requests_per_sec,
-                load.p50_ms,
-                load.p99_ms,
-                load.statuses_text()
-            );
-        }
+        let scenario = scenarios::find(name)
+            .ok_or_else(|| format!("unknown scenario {name:?}: {}, all", scenarios::names()))?;
+        let outcome = scenario.run(&env, &dir).await?;
+        report::print_loads(&outcome.loads);
         for (file, chart) in &outcome.charts {
             std::fs::write(dir.join(file), chart).map_err(|err| err.to_string())?;
         }
-        summary.push_str(&format!(
-            "\n## {name}\n\n{}\n{}",
-            outcome.markdown,
-            checks_table(&outcome.checks)
-        ));
+        sections.push_str(&report::section(name, &outcome.markdown, &outcome.checks));
         checks.extend(outcome.checks);
     }
-    let passed = verify::print_verdict(&checks);
-    let report = format!(
-        "# Load report\n\nVerdict: **{}**. Scenarios: {}.\n\nMachine: {machine}. Cluster: 3 app instances (release build) behind HAProxy, PostgreSQL, {} — all on loopback.\n{summary}",
-        if passed { "PASS" } else { "FAIL" },
-        names.join(", "),
-        if env.quorum { "5 Redis nodes (quorum)" } else { "1 Redis node" },
-    );
-    std::fs::write(dir.join("README.md"), report).map_err(|err| err.to_string())?;
+    let passed = verdict::print_verdict(&checks);
+    let page = report::page(passed, &names, env.quorum, &machine, &sections);
+    std::fs::write(dir.join("README.md"), page).map_err(|err| err.to_string())?;
     println!("report: {}", dir.join("README.md").display());
     Ok(passed)
 }
@@ -132,42 +97,4 @@ fn workspace() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
-}
-
-fn checks_table(checks: &[verify::Check]) -> String {
-    let mut table = String::from("\n| run | invariant | verdict | detail |\n|---|---|---|---|\n");
-    for check in checks {
-        table.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
-            check.scenario,
-            check.name,
-            verify::label(check.outcome),
-            check.detail
-        ));
-    }
-    table
-}
-
-/// "N cores, model, RAM", read from /proc.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cores = cpuinfo
-        .lines()
-        .filter(|line| line.starts_with("processor"))
-        .count();
-    let model = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name"))
-        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let memory_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .next()
-                .and_then(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kib| kib / 1024.0 / 1024.0)
-        .unwrap_or(0.0);
-    format!("{cores} cores ({model}), {memory_gib:.0} GiB RAM, Linux")
 }

@@ -12,6 +12,7 @@
 //! println!("redis at {}", redis.url());
 //! ```
 
+pub mod component;
 mod guardian;
 pub mod haproxy;
 mod postgres;
@@ -20,6 +21,7 @@ mod proxy;
 mod redis;
 mod tls;
 
+pub use component::Component;
 pub use haproxy::HaProxy;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};

@@ -3,7 +3,8 @@
 //! `.local/cluster/` so that `down` stops exactly what `up` started.
 
 use crate::install::{self, find};
-use fencelock_testkit::haproxy;
+use fencelock_testkit::component::{alive, signal};
+use fencelock_testkit::{haproxy, Component};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -48,12 +49,12 @@ impl Layout {
         &self.root
     }
 
-    fn pid_file(&self, name: &str) -> PathBuf {
-        self.root.join("run").join(format!("{name}.pid"))
+    fn pid_file(&self, component: Component) -> PathBuf {
+        self.root.join("run").join(format!("{component}.pid"))
     }
 
-    fn log_file(&self, name: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{name}.log"))
+    fn log_file(&self, component: Component) -> PathBuf {
+        self.root.join("logs").join(format!("{component}.log"))
     }
 
     fn info_file(&self) -> PathBuf {
@@ -68,9 +69,9 @@ impl Layout {
         self.root.join("redis").join(format!("node{node}"))
     }
 
-    /// The pid recorded for `name`, if that process is alive.
-    fn running(&self, name: &str) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.pid_file(name))
+    /// The pid recorded for `component`, if that process is alive.
+    fn running(&self, component: Component) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.pid_file(component))
             .ok()?
             .trim()
             .parse()
@@ -113,7 +114,7 @@ pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
     install::ensure_oha()?;
     let layout = Layout::new(workspace);
     if let Some(info) = layout.info() {
-        if info.quorum != quorum && layout.running("app1").is_some() {
+        if info.quorum != quorum && layout.running(Component::App(1)).is_some() {
             return Err(format!(
                 "the cluster is up in {} mode; run `cargo xtask down` first",
                 if info.quorum { "quorum" } else { "single" }
@@ -161,7 +162,8 @@ pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
         start_app(workspace, &layout, &info, index + 1)?;
     }
     for (index, port) in APP_PORTS.iter().enumerate() {
-        wait_healthy(&format!("app{}", index + 1), *port, Duration::from_secs(60))?;
+        let app = Component::App(index + 1);
+        wait_healthy(&app.to_string(), *port, Duration::from_secs(60))?;
     }
     start_lb(&layout)?;
     wait_healthy("load balancer", LB_PORT, Duration::from_secs(20))?;
@@ -186,15 +188,16 @@ pub fn up(workspace: &Path, quorum: bool) -> Result<ClusterInfo, String> {
 /// Stops everything `up` started, by pid, newest tier first.
 pub fn down(workspace: &Path) -> Result<(), String> {
     let layout = Layout::new(workspace);
-    let mut names: Vec<String> = vec!["lb".into(), "app1".into(), "app2".into(), "app3".into()];
-    names.extend((1..=REDIS_QUORUM_PORTS.len()).map(|node| format!("redis{node}")));
-    names.push("postgres".into());
-    for name in names {
-        if let Some(pid) = layout.running(&name) {
-            stop(pid, &name)?;
-            println!("stopped {name} (pid {pid})");
+    let mut components = vec![Component::Lb];
+    components.extend((1..=APP_PORTS.len()).map(Component::App));
+    components.extend((1..=REDIS_QUORUM_PORTS.len()).map(Component::Redis));
+    components.push(Component::Postgres);
+    for component in components {
+        if let Some(pid) = layout.running(component) {
+            stop(pid, component)?;
+            println!("stopped {component} (pid {pid})");
         }
-        let _ = std::fs::remove_file(layout.pid_file(&name));
+        let _ = std::fs::remove_file(layout.pid_file(component));
     }
     Ok(())
 }
@@ -214,82 +217,75 @@ pub fn status(workspace: &Path) -> Result<(), String> {
             "single Redis node"
         }
     );
-    let mut rows: Vec<(String, String)> = vec![("lb".into(), info.lb_url.clone())];
+    let mut rows: Vec<(Component, String)> = vec![(Component::Lb, info.lb_url.clone())];
     for (index, port) in APP_PORTS.iter().enumerate() {
         rows.push((
-            format!("app{}", index + 1),
+            Component::App(index + 1),
             format!("http://127.0.0.1:{port}"),
         ));
     }
     for (index, url) in info.redis_urls.iter().enumerate() {
-        rows.push((format!("redis{}", index + 1), url.clone()));
+        rows.push((Component::Redis(index + 1), url.clone()));
     }
-    rows.push(("postgres".into(), info.database_url.clone()));
-    for (name, url) in rows {
-        let state = match layout.running(&name) {
+    rows.push((Component::Postgres, info.database_url.clone()));
+    for (component, url) in rows {
+        let state = match layout.running(component) {
             Some(pid) => format!("up (pid {pid})"),
             None => "down".into(),
         };
+        // `Display` ignores width: pad the name, not the component.
+        let name = component.to_string();
         println!("  {name:<9} {state:<16} {url}");
     }
     Ok(())
 }
 
-/// Fault drill: SIGKILL one component (`app1`…`app3`, `redis1`…, `postgres`, `lb`).
-pub fn kill(workspace: &Path, name: &str) -> Result<(), String> {
+/// Fault drill: SIGKILL one component.
+pub fn kill(workspace: &Path, component: Component) -> Result<(), String> {
     let layout = Layout::new(workspace);
     let pid = layout
-        .running(name)
-        .ok_or_else(|| format!("{name} is not running (see `cargo xtask status`)"))?;
-    signal(pid, "KILL");
+        .running(component)
+        .ok_or_else(|| format!("{component} is not running (see `cargo xtask status`)"))?;
+    let _ = signal(pid, "KILL");
     wait_dead(pid, Duration::from_secs(10))?;
-    let _ = std::fs::remove_file(layout.pid_file(name));
-    println!("killed {name} (pid {pid})");
+    let _ = std::fs::remove_file(layout.pid_file(component));
+    println!("killed {component} (pid {pid})");
     Ok(())
 }
 
 /// Starts one component again (a Redis node comes back empty: persistence is off).
-pub fn restart(workspace: &Path, name: &str) -> Result<(), String> {
+pub fn restart(workspace: &Path, component: Component) -> Result<(), String> {
     let layout = Layout::new(workspace);
     let info = layout
         .info()
         .ok_or("no cluster here; run `cargo xtask up`")?;
-    if let Some(pid) = layout.running(name) {
-        stop(pid, name)?;
+    if let Some(pid) = layout.running(component) {
+        stop(pid, component)?;
     }
-    if let Some(index) = name
-        .strip_prefix("app")
-        .and_then(|n| n.parse::<usize>().ok())
-    {
-        let port = *APP_PORTS
-            .get(index.wrapping_sub(1))
-            .ok_or("apps are app1, app2, app3")?;
-        start_app(workspace, &layout, &info, index)?;
-        wait_healthy(name, port, Duration::from_secs(60))?;
-    } else if let Some(node) = name
-        .strip_prefix("redis")
-        .and_then(|n| n.parse::<usize>().ok())
-    {
-        let port = redis_ports(info.quorum)
-            .get(node.wrapping_sub(1))
-            .copied()
-            .ok_or_else(|| format!("no Redis node {node} in this mode"))?;
-        start_redis(&layout, node, port)?;
-    } else if name == "postgres" {
-        start_postgres(&layout)?;
-    } else if name == "lb" {
-        start_lb(&layout)?;
-    } else {
-        return Err(format!(
-            "unknown component {name:?}: app1-3, redis1-5, postgres, lb"
-        ));
+    match component {
+        Component::App(index) => {
+            let port = *APP_PORTS
+                .get(index.wrapping_sub(1))
+                .ok_or("apps are app1, app2, app3")?;
+            start_app(workspace, &layout, &info, index)?;
+            wait_healthy(&component.to_string(), port, Duration::from_secs(60))?;
+        }
+        Component::Redis(node) => {
+            let port = redis_ports(info.quorum)
+                .get(node.wrapping_sub(1))
+                .copied()
+                .ok_or_else(|| format!("no Redis node {node} in this mode"))?;
+            start_redis(&layout, node, port)?;
+        }
+        Component::Postgres => start_postgres(&layout)?,
+        Component::Lb => start_lb(&layout)?,
     }
-    println!("restarted {name}");
+    println!("restarted {component}");
     Ok(())
 }
 
 fn start_postgres(layout: &Layout) -> Result<(), String> {
-    if layout.running("postgres").is_some() {
+    if layout.running(Component::Postgres).is_some() {
         return Ok(());
     }
     let run_as = install::is_root().then_some("postgres");
@@ -341,7 +337,7 @@ fn start_postgres(layout: &Layout) -> Result<(), String> {
         .ok()
         .and_then(|text| text.lines().next().map(str::to_string))
         .ok_or("PostgreSQL started but wrote no postmaster.pid")?;
-    std::fs::write(layout.pid_file("postgres"), pid).map_err(|err| err.to_string())?;
+    std::fs::write(layout.pid_file(Component::Postgres), pid).map_err(|err| err.to_string())?;
     let psql = find("psql").ok_or("psql not found (package postgresql-client)")?;
     // psql as the superuser on the cluster's PostgreSQL.
     let psql = || {
@@ -406,8 +402,8 @@ fn postgres_home(layout: &Layout, run_as: Option<&str>) -> Result<PathBuf, Strin
 }
 
 fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
-    let name = format!("redis{node}");
-    if layout.running(&name).is_some() {
+    let name = Component::Redis(node);
+    if layout.running(name).is_some() {
         return Ok(());
     }
     let dir = layout.redis_dir(node);
@@ -422,7 +418,7 @@ fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
             .arg("--pidfile")
             .arg(&pid_file)
             .arg("--logfile")
-            .arg(layout.log_file(&name)),
+            .arg(layout.log_file(name)),
     )?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let pid = loop {
@@ -435,12 +431,12 @@ fn start_redis(layout: &Layout, node: usize, port: u16) -> Result<(), String> {
         if Instant::now() > deadline {
             return Err(format!(
                 "{name} did not start; see {}",
-                layout.log_file(&name).display()
+                layout.log_file(name).display()
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    std::fs::write(layout.pid_file(&name), pid.to_string()).map_err(|err| err.to_string())
+    std::fs::write(layout.pid_file(name), pid.to_string()).map_err(|err| err.to_string())
 }
 
 fn start_app(
@@ -449,20 +445,20 @@ fn start_app(
     info: &ClusterInfo,
     index: usize,
 ) -> Result<(), String> {
-    let name = format!("app{index}");
-    if layout.running(&name).is_some() {
+    let name = Component::App(index);
+    if layout.running(name).is_some() {
         return Ok(());
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
     let binary = target.join("release/fencelock-app");
-    let log = std::fs::File::create(layout.log_file(&name)).map_err(|err| err.to_string())?;
+    let log = std::fs::File::create(layout.log_file(name)).map_err(|err| err.to_string())?;
     let child = Command::new(&binary)
         .env("DATABASE_URL", &info.database_url)
         .env("REDIS_URLS", info.redis_urls.join(","))
         .env("BIND", format!("127.0.0.1:{}", APP_PORTS[index - 1]))
-        .env("INSTANCE_ID", &name)
+        .env("INSTANCE_ID", name.to_string())
         .env("ALLOW_RESET", "true")
         .env("LOG_FORMAT", "json")
         .env(
@@ -476,18 +472,23 @@ fn start_app(
         .process_group(0)
         .spawn()
         .map_err(|err| format!("cannot start {}: {err}", binary.display()))?;
-    std::fs::write(layout.pid_file(&name), child.id().to_string()).map_err(|err| err.to_string())
+    std::fs::write(layout.pid_file(name), child.id().to_string()).map_err(|err| err.to_string())
 }
 
 fn start_lb(layout: &Layout) -> Result<(), String> {
-    if layout.running("lb").is_some() {
+    if layout.running(Component::Lb).is_some() {
         return Ok(());
     }
     let config = layout.root.join("haproxy.cfg");
     let servers: Vec<(String, String)> = APP_PORTS
         .iter()
         .enumerate()
-        .map(|(index, port)| (format!("app{}", index + 1), format!("127.0.0.1:{port}")))
+        .map(|(index, port)| {
+            (
+                Component::App(index + 1).to_string(),
+                format!("127.0.0.1:{port}"),
+            )
+        })
         .collect();
     let placement = haproxy::Placement {
         bind: format!("127.0.0.1:{LB_PORT}"),
@@ -510,7 +511,7 @@ fn start_lb(layout: &Layout) -> Result<(), String> {
             .arg("-f")
             .arg(&config)
             .arg("-p")
-            .arg(layout.pid_file("lb")),
+            .arg(layout.pid_file(Component::Lb)),
     )
 }
 
@@ -543,34 +544,15 @@ pub fn http_get_status(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-fn stop(pid: u32, name: &str) -> Result<(), String> {
-    signal(pid, "TERM");
+fn stop(pid: u32, component: Component) -> Result<(), String> {
+    // A failed signal shows as the process still alive below.
+    let _ = signal(pid, "TERM");
     if wait_dead(pid, Duration::from_secs(30)).is_err() {
-        eprintln!("xtask: {name} ignored SIGTERM for 30 s; killing it");
-        signal(pid, "KILL");
+        eprintln!("xtask: {component} ignored SIGTERM for 30 s; killing it");
+        let _ = signal(pid, "KILL");
         wait_dead(pid, Duration::from_secs(10))?;
     }
     Ok(())
-}
-
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Alive and not a zombie.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
 }
 
 fn wait_dead(pid: u32, within: Duration) -> Result<(), String> {

@@ -5,6 +5,7 @@ mod docker;
 mod engine;
 mod install;
 
+use fencelock_testkit::Component;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -82,8 +83,8 @@ fn main() -> ExitCode {
         Some("down") => cluster::down(&workspace),
         Some("status") => cluster::status(&workspace),
         Some("docs-shot") => docs_shot(&workspace, rest),
-        Some("kill") => one_arg(rest).and_then(|name| cluster::kill(&workspace, name)),
-        Some("restart") => one_arg(rest).and_then(|name| cluster::restart(&workspace, name)),
+        Some("kill") => one_component(rest).and_then(|c| cluster::kill(&workspace, c)),
+        Some("restart") => one_component(rest).and_then(|c| cluster::restart(&workspace, c)),
         Some("load") => load(&workspace, rest),
         Some("chaos") => chaos(&workspace, rest),
         Some("demo") => demo(&workspace),
@@ -145,9 +146,10 @@ fn soak(workspace: &Path, rest: &[String]) -> Result<(), String> {
     )
 }
 
-fn one_arg(rest: &[String]) -> Result<&str, String> {
+/// The one component `kill` and `restart` act on.
+fn one_component(rest: &[String]) -> Result<Component, String> {
     match rest {
-        [name] => Ok(name),
+        [name] => name.parse(),
         _ => Err("name one component: app1-3, redis1-5, postgres, lb".into()),
     }
 }

@@ -2,8 +2,9 @@
 //! fault. Each returns [`Check`]s for the verdict table.
 
 use super::driver::{Answer, History, Record};
-use crate::tools::Env;
-use crate::verify::{self, Check, Outcome};
+use crate::env::Env;
+use crate::invariants;
+use crate::verdict::{Check, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -190,8 +191,8 @@ pub fn invariants(
     initial: i64,
     history: &History,
 ) -> Result<Vec<Check>, String> {
-    let mut checks = verify::stock_checks(env, scenario, product, initial, true)?;
-    for mut check in verify::hold_checks(scenario, &verify::holds(env, product)?) {
+    let mut checks = invariants::stock_checks(env, scenario, product, initial, true)?;
+    for mut check in invariants::hold_checks(scenario, &invariants::holds(env, product)?) {
         if check.name == "no overlapping holds" {
             check.outcome = Outcome::Note;
             check.name = "overlapping holds (fenced; shown only)".into();

@@ -9,6 +9,8 @@
 //!
 //! These calls block (they run `kill` and `xtask`): async callers go through `blocking`.
 
+use fencelock_testkit::component::{alive, signal};
+use fencelock_testkit::Component;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,9 +35,9 @@ pub struct Faults {
 #[derive(Debug, Default)]
 struct Pending {
     /// (component, pid) sent SIGSTOP.
-    stopped: Vec<(String, u32)>,
+    stopped: Vec<(Component, u32)>,
     /// Components killed, to be restarted.
-    killed: Vec<String>,
+    killed: Vec<Component>,
 }
 
 impl Drop for Pending {
@@ -66,7 +68,7 @@ impl Faults {
     }
 
     /// The pid `up` recorded for `name`, if it is alive and runs the expected program.
-    pub fn pid(&self, name: &str) -> Result<u32, String> {
+    pub fn pid(&self, name: Component) -> Result<u32, String> {
         let file = self.run_dir.join(format!("{name}.pid"));
         let pid: u32 = std::fs::read_to_string(&file)
             .map_err(|_| format!("{name} is not running (no {})", file.display()))?
@@ -76,7 +78,7 @@ impl Faults {
         if !alive(pid) {
             return Err(format!("{name} (pid {pid}) is not running"));
         }
-        let expected = program(name)?;
+        let expected = name.program();
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if !comm.trim().starts_with(expected) {
             return Err(format!(
@@ -88,23 +90,23 @@ impl Faults {
     }
 
     /// Whether `name` runs (by its pid file).
-    pub fn running(&self, name: &str) -> bool {
+    pub fn running(&self, name: Component) -> bool {
         self.pid(name).is_ok()
     }
 
     /// SIGSTOP: the process keeps its sockets and answers nothing.
-    pub fn pause(&self, name: &str) -> Result<u32, String> {
+    pub fn pause(&self, name: Component) -> Result<u32, String> {
         let pid = self.pid(name)?;
         // Recorded first: if the signal lands and we fail right after, it is still undone.
-        self.pending().stopped.push((name.to_string(), pid));
+        self.pending().stopped.push((name, pid));
         signal(pid, "STOP")?;
         Ok(pid)
     }
 
     /// SIGCONT to a component this handle paused.
-    pub fn resume(&self, name: &str) -> Result<(), String> {
+    pub fn resume(&self, name: Component) -> Result<(), String> {
         let mut pending = self.pending();
-        let Some(index) = pending.stopped.iter().position(|(n, _)| n == name) else {
+        let Some(index) = pending.stopped.iter().position(|(n, _)| *n == name) else {
             return Ok(());
         };
         let (_, pid) = pending.stopped[index];
@@ -114,15 +116,15 @@ impl Faults {
     }
 
     /// SIGKILL through `cargo xtask kill` (which removes the pid file).
-    pub fn kill(&self, name: &str) -> Result<(), String> {
+    pub fn kill(&self, name: Component) -> Result<(), String> {
         self.pid(name)?;
-        self.pending().killed.push(name.to_string());
+        self.pending().killed.push(name);
         self.xtask("kill", name)
     }
 
     /// `cargo xtask restart`, retried a few times; waits as long as xtask does (an app
     /// instance: until it is healthy).
-    pub fn restart(&self, name: &str) -> Result<(), String> {
+    pub fn restart(&self, name: Component) -> Result<(), String> {
         let mut last = String::new();
         let began = Instant::now();
         for attempt in 1..=RESTART_ATTEMPTS {
@@ -131,7 +133,7 @@ impl Faults {
             }
             match self.xtask("restart", name) {
                 Ok(()) => {
-                    self.pending().killed.retain(|n| n != name);
+                    self.pending().killed.retain(|n| *n != name);
                     return Ok(());
                 }
                 Err(err) => {
@@ -156,12 +158,12 @@ impl Faults {
         };
         let mut errors = Vec::new();
         for (name, _) in stopped {
-            if let Err(err) = self.resume(&name) {
+            if let Err(err) = self.resume(name) {
                 errors.push(err);
             }
         }
         for name in killed {
-            if let Err(err) = self.restart(&name) {
+            if let Err(err) = self.restart(name) {
                 errors.push(err);
             }
         }
@@ -177,9 +179,9 @@ impl Faults {
         !pending.stopped.is_empty() || !pending.killed.is_empty()
     }
 
-    fn xtask(&self, verb: &str, name: &str) -> Result<(), String> {
+    fn xtask(&self, verb: &str, name: Component) -> Result<(), String> {
         let status = Command::new(&self.xtask)
-            .args([verb, name])
+            .args([verb, &name.to_string()])
             .stdin(Stdio::null())
             .status()
             .map_err(|err| format!("cannot run {}: {err}", self.xtask.display()))?;
@@ -190,59 +192,9 @@ impl Faults {
     }
 }
 
-/// The program a component's pid must run (`/proc/PID/comm`).
-fn program(name: &str) -> Result<&'static str, String> {
-    if name.starts_with("app") {
-        Ok("fencelock-app")
-    } else if name.starts_with("redis") {
-        Ok("redis-server")
-    } else if name == "postgres" {
-        Ok("postgres")
-    } else if name == "lb" {
-        Ok("haproxy")
-    } else {
-        Err(format!(
-            "unknown component {name:?}: app1-3, redis1-5, postgres, lb"
-        ))
-    }
-}
-
-fn signal(pid: u32, signal: &str) -> Result<(), String> {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(|err| format!("cannot run kill: {err}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("kill -{signal} {pid} failed"))
-}
-
-/// Alive and not a zombie (a stopped process is alive).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit(')')
-                .next()
-                .map(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn components_map_to_their_programs() {
-        assert_eq!(program("app2"), Ok("fencelock-app"));
-        assert_eq!(program("redis5"), Ok("redis-server"));
-        assert_eq!(program("postgres"), Ok("postgres"));
-        assert!(program("sshd").is_err());
-    }
 
     #[test]
     fn a_missing_pid_file_is_not_running() {
@@ -250,8 +202,8 @@ mod tests {
             PathBuf::from("/nonexistent/cluster"),
             PathBuf::from("xtask"),
         );
-        assert!(!faults.running("app1"));
-        assert!(faults.pause("app1").is_err());
+        assert!(!faults.running(Component::App(1)));
+        assert!(faults.pause(Component::App(1)).is_err());
         assert!(!faults.any_pending());
     }
 }

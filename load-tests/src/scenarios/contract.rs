@@ -2,9 +2,9 @@
 //! balancer: statuses, stable error codes, headers. Cheap (a few dozen requests), so it runs
 //! wherever the service runs: the native cluster and the Docker stack alike.
 
-use crate::scenarios::Outcome;
-use crate::tools::Env;
-use crate::verify::Check;
+use super::common::Outcome;
+use crate::env::Env;
+use crate::verdict::Check;
 use serde_json::Value;
 
 /// One request and what must come back.
@@ -53,7 +53,8 @@ impl Case {
     }
 }
 
-pub async fn contract(env: &Env) -> Result<Outcome, String> {
+/// Every case in turn; a case that answers otherwise fails its check, not the run.
+pub async fn run(env: &Env) -> Result<Outcome, String> {
     let product = env.reset(10).await?;
     let key = format!("contract-{}", std::process::id());
     let deduct = format!("/product/{product}/deduct");
@@ -169,7 +170,7 @@ pub async fn contract(env: &Env) -> Result<Outcome, String> {
     ];
     let mut checks = Vec::new();
     for case in &cases {
-        let detail = run(env, case).await;
+        let detail = send(env, case).await;
         checks.push(Check::new(
             "contract",
             case.what,
@@ -196,7 +197,7 @@ pub async fn contract(env: &Env) -> Result<Outcome, String> {
 }
 
 /// Sends one case; `Ok(what came back)` when it matches.
-async fn run(env: &Env, case: &Case) -> Result<String, String> {
+async fn send(env: &Env, case: &Case) -> Result<String, String> {
     let url = format!("{}{}", env.lb_url, case.path);
     let mut request = match case.method {
         "GET" => env.client.get(&url),
