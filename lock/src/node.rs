@@ -121,13 +121,14 @@ impl bb8::ErrorSink<RedisError> for ConnectFailures {
 
 /// A script with its keys and arguments, ready to run on any node — in a round, or later
 /// from a task of its own (an undo, a resent release). The one shape every script call has.
+/// Cheap to clone (a round sends one to every node's task): its strings are shared.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     script: &'static Script,
     /// Whether it may get a second go after a connection failure.
     retry: Retry,
-    keys: Vec<String>,
-    args: Vec<String>,
+    keys: Arc<[String]>,
+    args: Arc<[String]>,
 }
 
 impl Call {
@@ -142,10 +143,10 @@ impl Call {
 
     fn invocation(&self) -> redis::ScriptInvocation<'static> {
         let mut invocation = self.script.prepare_invoke();
-        for key in &self.keys {
+        for key in self.keys.iter() {
             invocation.key(key);
         }
-        for arg in &self.args {
+        for arg in self.args.iter() {
             invocation.arg(arg);
         }
         invocation
