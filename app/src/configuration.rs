@@ -4,6 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The TTL of every lock a request handler takes (products, balances, seats, queues), in
+/// milliseconds: 5 s, far above a handler's work, which extensions never need. Named once:
+/// the handlers' `#[distributed_lock(ttl_ms = LOCK_TTL_MS)]` and the chaos drills' timelines
+/// (which wait out a dead holder's lock) read it from here.
+pub const LOCK_TTL_MS: u64 = 5000;
+
 /// Everything the service needs to start. Its `Debug` shows URLs without their passwords.
 #[derive(Clone)]
 pub struct Settings {

@@ -7,19 +7,30 @@ use syn::{Expr, Ident, LitBool, LitInt, LitStr, Path};
 const VALID_ARGUMENTS: &str = "resource, ttl_ms, wait_ms, auto_extend, fair, min_hold_ms, \
      cancel_on_lost, guard, locker, axum, crate";
 
+/// A TTL of zero, as a literal here or as a constant when the code is compiled.
+pub(crate) const ZERO_TTL: &str =
+    "`ttl_ms` must be greater than 0: a lock that expires at once protects nothing";
+
 /// What to lock: one template, or a list whose locks are held together.
 pub(crate) enum Resources {
     One(LitStr),
     Many(Vec<LitStr>),
 }
 
+/// A duration in milliseconds: a literal, checked here, or a `u64` constant's path, checked
+/// by the compiler (see `expand.rs`), so an application can name its TTL once.
+pub(crate) enum Millis {
+    Literal(u64),
+    Constant(Path),
+}
+
 /// The arguments, each with the span of its key for error messages.
 #[derive(Default)]
 pub(crate) struct LockArgs {
     pub resource: Option<Resources>,
-    pub ttl_ms: Option<u64>,
-    pub wait_ms: Option<u64>,
-    pub min_hold_ms: Option<u64>,
+    pub ttl_ms: Option<Millis>,
+    pub wait_ms: Option<Millis>,
+    pub min_hold_ms: Option<Millis>,
     pub auto_extend: Option<bool>,
     pub fair: Option<bool>,
     pub cancel_on_lost: Option<bool>,
@@ -78,20 +89,26 @@ impl LockArgs {
                 if slot.is_some() {
                     return Err(duplicate());
                 }
-                let literal: LitInt = meta.value()?.parse().map_err(|err| {
-                    syn::Error::new(
-                        err.span(),
-                        format!("`{key}` expects an integer literal of milliseconds, e.g. `{key} = 5000`"),
-                    )
-                })?;
+                let value = meta.value()?;
+                if !value.peek(LitInt) {
+                    let constant: Path = value.parse().map_err(|err| {
+                        syn::Error::new(
+                            err.span(),
+                            format!(
+                                "`{key}` expects milliseconds: an integer literal, e.g. `{key} = 5000`, \
+                                 or the path of a `u64` constant, e.g. `{key} = LOCK_TTL_MS`"
+                            ),
+                        )
+                    })?;
+                    *slot = Some(Millis::Constant(constant));
+                    return Ok(());
+                }
+                let literal: LitInt = value.parse()?;
                 let millis: u64 = literal.base10_parse()?;
                 if key == "ttl_ms" && millis == 0 {
-                    return Err(syn::Error::new(
-                        literal.span(),
-                        "`ttl_ms` must be greater than 0: a lock that expires at once protects nothing",
-                    ));
+                    return Err(syn::Error::new(literal.span(), ZERO_TTL));
                 }
-                *slot = Some(millis);
+                *slot = Some(Millis::Literal(millis));
             }
             "auto_extend" | "fair" | "cancel_on_lost" | "axum" => {
                 let slot = match key.as_str() {

@@ -1,6 +1,6 @@
 //! Code generation: keep the caller's signature, attributes and visibility; rewrite the body.
 
-use crate::args::{LockArgs, Resources};
+use crate::args::{LockArgs, Millis, Resources, ZERO_TTL};
 use crate::template;
 use proc_macro2::TokenStream;
 use quote::{quote, ToTokens};
@@ -85,14 +85,25 @@ fn expand(args: LockArgs, mut function: ItemFn) -> syn::Result<TokenStream> {
         }
     };
 
-    // Unset durations are `None`: the runtime's `LockOptions::new()` defaults apply.
-    let some_ms = |ms: Option<u64>| match ms {
-        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+    // Unset durations are `None`: the runtime's `LockOptions::new()` defaults apply. A
+    // constant is evaluated at compile time (a non-constant path does not compile); a TTL
+    // constant of zero fails the build where the function is compiled to code (`cargo check`
+    // does not evaluate it), and is refused as `InvalidOptions` at run time in any case.
+    let some_ms = |ms: &Option<Millis>, nonzero: bool| match ms {
+        Some(Millis::Literal(ms)) => quote!(::core::option::Option::Some(#ms)),
+        Some(Millis::Constant(path)) => {
+            let check = nonzero.then(|| quote!(::core::assert!(__dl_ms > 0, #ZERO_TTL);));
+            quote!(::core::option::Option::Some(const {
+                let __dl_ms: u64 = #path;
+                #check
+                __dl_ms
+            }))
+        }
         None => quote!(::core::option::Option::None),
     };
-    let ttl_ms = some_ms(args.ttl_ms);
-    let wait_ms = some_ms(args.wait_ms);
-    let min_hold_ms = some_ms(args.min_hold_ms);
+    let ttl_ms = some_ms(&args.ttl_ms, true);
+    let wait_ms = some_ms(&args.wait_ms, false);
+    let min_hold_ms = some_ms(&args.min_hold_ms, false);
     let auto_extend = args.auto_extend.unwrap_or(false);
     let fair = args.fair.unwrap_or(false);
     let options = quote!(#private::options(#ttl_ms, #wait_ms, #auto_extend, #fair, #min_hold_ms));

@@ -156,7 +156,7 @@
 //! |---|---|---|
 //! | `resource = "..."` | required | template of the lock name: `{name}` is a parameter (or a name a parameter's pattern binds, like `id` in `Path(id): Path<u64>`), `{name.field}` / `{name.0}` a field of one, formatted with `Display`; `{{` and `}}` are literal braces. Unknown names are compile errors. |
 //! | `resource = ["...", "..."]` | | several templates: the locks are held together ([`Locker::acquire_many`]: one global order, one wait budget) |
-//! | `ttl_ms = N` | `10000` | lock lifetime in Redis; must be > 0 |
+//! | `ttl_ms = N` | `10000` | lock lifetime in Redis; must be > 0. `N` (here and in `wait_ms`, `min_hold_ms`) is an integer literal or the path of a `u64` constant (`ttl_ms = LOCK_TTL_MS`), evaluated at compile time (a constant TTL of 0 fails `cargo build`, and is refused at run time as [`LockError::InvalidOptions`]) |
 //! | `wait_ms = N` | `5000` | wait budget for a busy lock; `0` = one attempt |
 //! | `auto_extend` | off | extend every `ttl / 3` while the body runs |
 //! | `fair` | off | FIFO among waiters (single-node mode) |

@@ -1,6 +1,7 @@
 //! User balances: charge and use, each under the user's lock with a fenced write, and
 //! transfers between two users under both users' locks.
 
+use crate::configuration::LOCK_TTL_MS;
 use crate::error::AppError;
 use crate::fencing::{db_fence, db_fence_of};
 use crate::idempotency::{self, IdempotencyKey, Stored};
@@ -156,7 +157,7 @@ async fn change_balance(
     .await
 }
 
-#[distributed_lock(resource = "balance:{user_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+#[distributed_lock(resource = "balance:{user_id}", locker = state.locker, ttl_ms = LOCK_TTL_MS, wait_ms = 10000, guard = lock)]
 async fn change_under_lock(
     state: &AppState,
     user_id: Id,
@@ -327,7 +328,7 @@ pub async fn transfer(
 
 /// Both users' locks, taken in one global order by the runtime (so transfers in opposite
 /// directions cannot deadlock), each row written with its own lock's fence.
-#[distributed_lock(resource = ["balance:{from}", "balance:{to}"], locker = state.locker, ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+#[distributed_lock(resource = ["balance:{from}", "balance:{to}"], locker = state.locker, ttl_ms = LOCK_TTL_MS, wait_ms = 10000, guard = lock)]
 async fn transfer_under_lock(
     state: &AppState,
     from: Id,

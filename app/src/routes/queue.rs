@@ -1,5 +1,6 @@
 //! Queue tokens: positions 1, 2, 3, … per concert, no gaps, no repeats.
 
+use crate::configuration::LOCK_TTL_MS;
 use crate::error::AppError;
 use crate::fencing::{self, db_fence};
 use crate::input::{Id, JsonBody};
@@ -26,7 +27,7 @@ use serde_json::json;
     )
 )]
 #[post("/queue/{concert_id}/tokens")]
-#[distributed_lock(resource = "queue:{concert_id}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+#[distributed_lock(resource = "queue:{concert_id}", ttl_ms = LOCK_TTL_MS, wait_ms = 10000, guard = lock)]
 pub async fn take(
     state: web::Data<AppState>,
     concert_id: web::Path<Id>,

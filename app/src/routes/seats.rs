@@ -1,5 +1,6 @@
 //! Seat reservation: one seat, one winner.
 
+use crate::configuration::LOCK_TTL_MS;
 use crate::error::AppError;
 use crate::fencing::{self, db_fence};
 use crate::input::{Id, JsonBody, SeatNo};
@@ -44,7 +45,7 @@ fn seat_taken(concert_id: i64, seat_no: i32) -> AppError {
     )
 )]
 #[post("/concerts/{concert_id}/seats/{seat_no}/reserve")]
-#[distributed_lock(resource = "seat:{path.0}:{path.1}", ttl_ms = 5000, wait_ms = 10000, guard = lock)]
+#[distributed_lock(resource = "seat:{path.0}:{path.1}", ttl_ms = LOCK_TTL_MS, wait_ms = 10000, guard = lock)]
 pub async fn reserve(
     state: web::Data<AppState>,
     path: web::Path<(Id, SeatNo)>,

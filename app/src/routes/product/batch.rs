@@ -23,6 +23,7 @@
 //!   flight until then, and a repeat with the key learns the outcome).
 
 use super::fenced::{fenced_deduct, Requested};
+use crate::configuration::LOCK_TTL_MS;
 use crate::error::AppError;
 use crate::fencing::db_fence;
 use crate::idempotency::{IdempotencyKey, Stored};
@@ -271,7 +272,7 @@ impl Drop for Abandoned<'_> {
 /// One hold of the product's lock: takes what is queued *now* — all that queued while the lock
 /// was awaited, less the requests whose clients hung up or whose budget ran out meanwhile —
 /// and serves it in one transaction (`fenced_deduct`).
-#[distributed_lock(resource = "product:{product_id}", locker = state.locker, ttl_ms = 5000, wait_ms = 20000, guard = lock)]
+#[distributed_lock(resource = "product:{product_id}", locker = state.locker, ttl_ms = LOCK_TTL_MS, wait_ms = 20000, guard = lock)]
 async fn serve_batch(batches: &Batches, state: &AppState, product_id: i64) -> Result<(), AppError> {
     let batch = batches.take(product_id);
     if batch.is_empty() {

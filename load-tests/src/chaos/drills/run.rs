@@ -10,10 +10,9 @@ use crate::verdict::Check;
 use fencelock_testkit::Component;
 use std::time::Duration;
 
-/// The deduct handler's lock ttl (`ttl_ms` on `serve_batch` in `app/src/routes/product/batch.rs`,
-/// no auto-extend). The attribute takes only a literal, so the app cannot export it; the test
-/// below reads the attribute and keeps the two equal.
-pub const LOCK_TTL: Duration = Duration::from_millis(5000);
+/// The deduct handler's lock TTL (no auto-extend), from the service's configuration: the
+/// handlers' `#[distributed_lock(ttl_ms = LOCK_TTL_MS)]` name the same constant.
+pub const LOCK_TTL: Duration = Duration::from_millis(fencelock_app::configuration::LOCK_TTL_MS);
 /// Load before the fault.
 pub const WARM: Duration = Duration::from_secs(8);
 /// How long a fault stays in force (kills: until the restart begins).
@@ -181,44 +180,4 @@ pub fn names(components: &[Component]) -> String {
         .map(Component::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LOCK_TTL;
-    use std::path::{Path, PathBuf};
-
-    /// Every `.rs` file under `dir`.
-    fn sources(dir: &Path) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(sources(&path));
-            } else if path.extension().is_some_and(|ext| ext == "rs") {
-                found.push(path);
-            }
-        }
-        found
-    }
-
-    #[test]
-    fn lock_ttl_is_the_deduct_handlers() {
-        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../app/src");
-        let attribute = sources(&app)
-            .iter()
-            .filter_map(|file| std::fs::read_to_string(file).ok())
-            .flat_map(|text| text.lines().map(String::from).collect::<Vec<_>>())
-            .find(|line| {
-                line.contains("#[distributed_lock(") && line.contains("\"product:{product_id}\"")
-            })
-            .expect("the deduct handler's #[distributed_lock] on product:{product_id}");
-        let ttl_ms: u64 = attribute
-            .split("ttl_ms = ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-            .expect("a ttl_ms on the deduct handler's lock");
-        assert_eq!(LOCK_TTL.as_millis(), u128::from(ttl_ms));
-    }
 }
