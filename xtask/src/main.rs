@@ -29,13 +29,14 @@ const USAGE: &str = "usage: cargo xtask <chore>
   kill <component>      SIGKILL one of app1-3, redis1-5, postgres, lb (fault drills)
   restart <component>   start it again
   load <scenario|all> [--report DIR]
-                        run load scenarios against the running cluster: classic, oversell,
-                        strategies, balance, spread, quorum (needs `up --quorum`)
+                        run load scenarios against the running cluster (`all`: those that fit
+                        its mode); the scenarios are the rows of load-tests' SCENARIOS table
+                        (load-tests/src/scenarios/mod.rs), and an unknown name lists them
   chaos [drill…] [--report DIR] [--seed N]
                         fault drills against the running cluster (default: all that fit its
-                        mode, under 10 minutes): holder-pause, redis-kill, postgres-kill,
-                        app-kill, hangup-storm, node-hang and majority-hang (need `up --quorum`);
-                        report in .local/reports/chaos/
+                        mode, under 10 minutes); the drills are the rows of load-tests' DRILLS
+                        table (load-tests/src/chaos/drills/mod.rs), and an unknown name lists
+                        them; report in .local/reports/chaos/
   docs-shot [URL]       headless Chromium's screenshot of the docs page (default: the running
                         cluster's, http://127.0.0.1:8080/docs/) with every host but 127.0.0.1
                         unreachable, into docs/api-docs.png
