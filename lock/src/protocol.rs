@@ -167,9 +167,9 @@ impl Protocol {
         };
         match not_taken.result {
             TakeResult::Unreachable => Round::Unavailable(not_taken.errors),
-            TakeResult::Won | TakeResult::Refused | TakeResult::Split => Round::Busy {
+            TakeResult::Won | TakeResult::Refused | TakeResult::Split { .. } => Round::Busy {
                 retry_after: not_taken.retry_after,
-                split: not_taken.split,
+                split: not_taken.result == (TakeResult::Split { won_some: true }),
             },
         }
     }
@@ -292,7 +292,7 @@ impl Protocol {
             // have found the lock ours on a majority (it was undone: the lock is free now).
             Err(not_taken) => match not_taken.result {
                 TakeResult::Refused => Err(HandoffFailed::NotOurs),
-                TakeResult::Won | TakeResult::Split | TakeResult::Unreachable => Err(
+                TakeResult::Won | TakeResult::Split { .. } | TakeResult::Unreachable => Err(
                     HandoffFailed::Unavailable(self.unavailable(resource, not_taken.errors)),
                 ),
             },

@@ -46,8 +46,10 @@ pub(crate) enum TakeResult {
     /// no longer ours).
     Refused,
     /// Neither, with enough nodes answering yes or no that a majority could be formed: a
-    /// split vote, or a late answer — try again.
-    Split,
+    /// split vote, or a late answer — try again. `won_some`: we won some nodes (and gave them
+    /// back), so contenders retry after a short random pause rather than the backoff of
+    /// "busy" (a majority refused: the lock is held).
+    Split { won_some: bool },
     /// So many nodes failed or kept silent that no majority can be formed.
     Unreachable,
 }
@@ -58,15 +60,8 @@ pub(crate) fn take_result(yes: usize, no: usize, nodes: usize) -> TakeResult {
         VoteResult::Won => TakeResult::Won,
         VoteResult::Lost => TakeResult::Refused,
         VoteResult::Pending if is_unreachable(nodes - yes - no, nodes) => TakeResult::Unreachable,
-        VoteResult::Pending => TakeResult::Split,
+        VoteResult::Pending => TakeResult::Split { won_some: yes > 0 },
     }
-}
-
-/// Whether a take round that was not won was a split vote — we won some nodes, and the
-/// refusals do not rule out a majority — so contenders retry after a short random pause,
-/// rather than the backoff of "busy" (a majority refused: the lock is held).
-pub(crate) fn is_split_vote(yes: usize, no: usize, nodes: usize) -> bool {
-    yes > 0 && take_result(yes, no, nodes) == TakeResult::Split
 }
 
 /// One node's answer, as far as a round's stopping rule cares.
@@ -264,11 +259,13 @@ mod tests {
         match take_result(yes, no, nodes) {
             TakeResult::Won => assert!(yes >= needed, "{case}"),
             TakeResult::Refused => assert!(yes + unknown < needed, "{case}"),
-            TakeResult::Split => assert!(yes < needed && unknown <= nodes - needed, "{case}"),
+            TakeResult::Split { .. } => {
+                assert!(yes < needed && unknown <= nodes - needed, "{case}");
+            }
             TakeResult::Unreachable => assert!(unknown > nodes - needed, "{case}"),
         }
         // The quick retry of a split vote, never when a majority refused (the lock is held).
-        if is_split_vote(yes, no, nodes) {
+        if take_result(yes, no, nodes) == (TakeResult::Split { won_some: true }) {
             assert!(yes > 0 && yes < needed, "{case}");
             assert!(
                 no <= nodes - needed,

@@ -75,11 +75,9 @@ pub(crate) struct Terms {
 pub(crate) struct NotTaken {
     /// The shortest remaining TTL a refusing node reported, if any.
     pub retry_after: Option<Duration>,
-    /// Quorum mode: some nodes issued, but not a majority, and the refusals did not rule one
-    /// out (a split vote); they were given back.
-    pub split: bool,
-    /// How the vote ended ([`TakeResult::Won`] when a majority issued but the fence could not
-    /// be settled or the validity was used up).
+    /// How the vote ended — the one verdict of a take round ([`TakeResult::Won`] when a
+    /// majority issued but the fence could not be settled or the validity was used up;
+    /// [`TakeResult::Split`] with `won_some` when nodes that issued were given back).
     pub result: TakeResult,
     /// What the failing and silent nodes said (empty when all answered).
     pub errors: Vec<NodeError>,
@@ -383,7 +381,6 @@ impl Cluster {
                     _ => None,
                 })
                 .min(),
-            split: quorum::is_split_vote(answers.yes(), answers.no(), count),
             result: quorum::take_result(answers.yes(), answers.no(), count),
             errors: self.with_silent_nodes(&answers, timeout),
         })
