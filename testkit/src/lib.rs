@@ -19,6 +19,7 @@ mod postgres;
 pub mod programs;
 mod proxy;
 mod redis;
+mod redis_cluster;
 mod tls;
 
 pub use component::Component;
@@ -26,6 +27,7 @@ pub use haproxy::HaProxy;
 pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};
 pub use redis::{ephemeral_args as redis_args, shared_redis, RedisServer};
+pub use redis_cluster::{RedisCluster, CLUSTER_NODE_TIMEOUT};
 pub use tls::TestCertificates;
 
 use std::net::TcpListener;

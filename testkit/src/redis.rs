@@ -19,6 +19,8 @@ pub struct RedisServer {
     program: PathBuf,
     /// With a skewable clock: the file libfaketime reads the server's clock offset from.
     clock: Option<PathBuf>,
+    /// Further command-line options (a cluster node's), kept across restarts.
+    extra_args: Vec<String>,
     _dir_guardian: DirGuardian,
 }
 
@@ -77,6 +79,22 @@ impl RedisServer {
         std::fs::rename(&next, clock).expect("replace the clock offset");
     }
 
+    /// Starts a server on `port` with further command-line options (e.g. a Redis Cluster
+    /// node's), kept across restarts.
+    pub fn start_on_with_args(port: u16, extra_args: &[&str]) -> RedisServer {
+        let program = find_program("redis-server", "redis-server");
+        let mut server = Self::new_stopped(program, None);
+        server.port = port;
+        server.extra_args = extra_args.iter().map(|arg| (*arg).to_string()).collect();
+        server.restart();
+        server
+    }
+
+    /// The server's working directory (a cluster node keeps its `nodes.conf` there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     fn start_with(tls: Option<(u16, [PathBuf; 3])>) -> RedisServer {
         let program = find_program("redis-server", "redis-server");
         let mut server = Self::new_stopped(program, tls);
@@ -98,6 +116,7 @@ impl RedisServer {
             dir,
             program,
             clock: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -179,6 +198,7 @@ impl RedisServer {
             // Tests stall a node for milliseconds with `DEBUG SLEEP` (from loopback only).
             args.extend(["--enable-debug-command".into(), "local".into()]);
         }
+        args.extend(self.extra_args.iter().cloned());
         if let Some((port, [cert, key, ca])) = &self.tls {
             for (option, value) in [
                 ("--tls-port", port.to_string()),

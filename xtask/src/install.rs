@@ -20,6 +20,8 @@ const fn requirement(program: &'static str, debian_package: &'static str) -> Req
 /// What the test suite starts: Redis and PostgreSQL servers.
 pub const TESTS: &[Requirement] = &[
     requirement("redis-server", "redis-server"),
+    // Joins the test Redis Clusters (`redis-cli --cluster create`).
+    requirement("redis-cli", "redis-tools"),
     requirement("initdb", "postgresql"),
     requirement("pg_isready", "postgresql"),
     requirement("psql", "postgresql-client"),
