@@ -25,9 +25,10 @@ pub fn validate_resource(resource: &str) -> Result<(), LockError> {
     }
 }
 
-/// The Redis keys of one resource. Every key starts with `prefix:{resource}`, so whatever Redis
-/// Cluster takes as the hash tag (the text from the first `{` to the next `}`) is the same in
-/// each: they map to one slot and one Lua script may touch them all. The prefix may not contain
+/// The Redis keys of one resource. Every key starts with `prefix:{resource}` (`prefix:{\x01}…`
+/// for a name starting with `}`), so whatever Redis Cluster takes as the hash tag (the text
+/// from the first `{` to the next `}`, never empty) is the same in each: they map to one slot
+/// and one Lua script may touch them all. The prefix may not contain
 /// braces (checked in the configuration).
 #[derive(Debug, Clone)]
 pub(crate) struct ResourceKeys {
@@ -55,7 +56,17 @@ pub(crate) struct FairKeys {
 
 impl ResourceKeys {
     pub(crate) fn new(prefix: &str, resource: &str) -> ResourceKeys {
-        let base = format!("{prefix}:{{{resource}}}");
+        // Redis Cluster hashes the text between the first `{` and the next `}` — unless it is
+        // empty: then it hashes the whole key, and a lock's keys would land in different slots
+        // (a script touching two of them fails with CROSSSLOT). A name starting with `}` would
+        // make it empty, so a control character goes in front of such a name: no valid name
+        // contains one, so no two names share keys.
+        let marker = if resource.starts_with('}') {
+            "\u{1}"
+        } else {
+            ""
+        };
+        let base = format!("{prefix}:{{{marker}{resource}}}");
         ResourceKeys {
             lock: format!("{base}:lock"),
             fence: format!("{base}:fence"),
@@ -105,5 +116,41 @@ mod tests {
         let odd = ResourceKeys::new("fencelock", "a}b{c");
         assert_eq!(tag(&odd.lock), tag(&odd.fence));
         assert_eq!(tag(&odd.lock), tag(&odd.fair().queue));
+    }
+
+    /// On a real Redis Cluster (the server's own hashing, not ours): every key and the
+    /// channel of one lock map to one slot — so every script, which touches several of them,
+    /// runs on one shard, and a sharded release message goes to the shard of the lock —
+    /// whatever the resource name holds (braces, colons, unicode, the longest name).
+    #[test]
+    fn every_key_and_channel_of_a_lock_lands_in_one_slot() {
+        let cluster = fencelock_testkit::RedisCluster::start(3, 0);
+        let names = [
+            "product:42".to_string(),
+            "a}b{c".to_string(),
+            "{}".to_string(),
+            "}{".to_string(),
+            "ünïcode {braces} and spaces".to_string(),
+            "x".repeat(MAX_RESOURCE_LEN),
+        ];
+        let mut slots = std::collections::BTreeSet::new();
+        for name in &names {
+            validate_resource(name).expect("a valid resource name");
+            let keys = ResourceKeys::new("fencelock", name);
+            let fair = keys.fair();
+            let slot = cluster.keyslot(&keys.lock);
+            for key in [
+                &keys.fence,
+                &keys.channel,
+                &fair.queue,
+                &fair.leases,
+                &fair.tickets,
+            ] {
+                assert_eq!(cluster.keyslot(key), slot, "{key} of {name:?}");
+            }
+            slots.insert(slot);
+        }
+        // Different resources spread over the slots (the hash tag is the resource).
+        assert!(slots.len() > 1, "{slots:?}");
     }
 }
