@@ -55,7 +55,13 @@ impl FromStr for Component {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Component, String> {
-        let numbered = |prefix: &str| name.strip_prefix(prefix)?.parse::<usize>().ok();
+        // Only the canonical spelling (`app2`, not `app02` or `app+2`): the name is also the
+        // pid file's, so two spellings of one component must not both be accepted.
+        let numbered = |prefix: &str| {
+            let digits = name.strip_prefix(prefix)?;
+            let canonical = digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+            canonical.then(|| digits.parse::<usize>().ok()).flatten()
+        };
         match name {
             "postgres" => Ok(Component::Postgres),
             "lb" => Ok(Component::Lb),
@@ -105,8 +111,17 @@ mod tests {
                 Ok(name.into())
             );
         }
-        assert!("sshd".parse::<Component>().is_err());
-        assert!("app".parse::<Component>().is_err());
+        for other in [
+            "sshd",
+            "app",
+            "app02",
+            "app+2",
+            "redis-1",
+            "lb1",
+            "postgres2",
+        ] {
+            assert!(other.parse::<Component>().is_err(), "{other}");
+        }
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn section(drill: &DrillOutcome, passed: bool, took: Duration) -> String {
     };
     format!(
         "\n## {name}\n\n{}\n\n| requests | error share | recovery | fault window | verdict |\n|---:|---:|---:|---|---|\n\
-         | {} | {:.2}% | {} | +{:.1} s … +{:.1} s | {} |\n\nAnswers by client group: {streams}. DrillOutcome time {:.0} s.\n{notes}\n\
+         | {} | {:.2}% | {} | +{:.1} s … +{:.1} s | {} |\n\nAnswers by client group: {streams}. Drill time {:.0} s.\n{notes}\n\
          ![{name}](chaos-{name}.svg)\n\n{}\n{}",
         drill.timeline,
         drill.history.records.len(),
