@@ -465,20 +465,38 @@ async fn a_full_queue_is_overload_and_a_hung_up_client_frees_its_place() {
         .timeout(Duration::from_millis(500))
         .build()
         .unwrap();
-    // Four clients queue and hang up: their places are free again.
+    // Four clients queue and hang up: their places are free again — once the server has
+    // noticed each hang-up, which takes it a moment (more on a loaded machine). So the four
+    // that wait queue one by one: one refused as overloaded (a hung-up client's place not
+    // freed yet) tries again shortly, a bounded number of times; one still unanswered after
+    // two seconds has its place. All four get one, so every hung-up client's place was freed.
     let gave_up = join_all((0..4).map(|_| impatient.post(&url).send())).await;
     assert!(gave_up.iter().all(Result::is_err));
-    let waiting: Vec<_> = (0..4)
-        .map(|_| {
-            let client = cluster.client.clone();
-            let url = url.clone();
-            tokio::spawn(async move { client.post(url).send().await.unwrap().status() })
-        })
-        .collect();
-    // Once the four have queued, the next is refused at once. Both are given room: a loaded
-    // machine (a full `cargo xtask test` on two cores) may take a while to queue the four and
-    // to answer (a fixed 500 ms, then attempts of 1 s, each failed there once).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut waiting = Vec::new();
+    let mut refusals = 0;
+    while waiting.len() < 4 {
+        let client = cluster.client.clone();
+        let url = url.clone();
+        let mut request =
+            tokio::spawn(async move { client.post(url).send().await.unwrap().status() });
+        match tokio::time::timeout(Duration::from_secs(2), &mut request).await {
+            Err(_) => waiting.push(request),
+            Ok(status) => {
+                assert_eq!(
+                    status.unwrap(),
+                    503,
+                    "refused while hung-up places are freed"
+                );
+                refusals += 1;
+                assert!(
+                    refusals < 50,
+                    "the hung-up clients' places were never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // The four have queued: the next is refused at once.
     let refused = cluster
         .client
         .post(&url)
