@@ -129,6 +129,9 @@ pub(crate) struct Call {
     retry: Retry,
     keys: Arc<[String]>,
     args: Arc<[String]>,
+    /// A call that writes a lock: relied upon only once this many replicas acknowledged the
+    /// write (`WAIT`), within this long.
+    replica_ack: Option<(u32, Duration)>,
 }
 
 impl Call {
@@ -138,7 +141,16 @@ impl Call {
             retry,
             keys: keys.iter().map(|key| (*key).to_string()).collect(),
             args: args.iter().map(|arg| (*arg).to_string()).collect(),
+            replica_ack: None,
         }
+    }
+
+    /// When the script says it wrote (a positive reply), `WAIT` for `replicas` to acknowledge
+    /// it within `timeout` on the same connection, right after; fewer is a failed call (see
+    /// `LockerConfig::wait_replicas`). Zero replicas: no wait.
+    pub(crate) fn acknowledged_by(mut self, (replicas, timeout): (u32, Duration)) -> Call {
+        self.replica_ack = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     fn invocation(&self) -> redis::ScriptInvocation<'static> {
@@ -189,6 +201,12 @@ impl SentOn {
         state.given_up = true;
         state.conn.take()
     }
+}
+
+/// Whether a script's reply says it wrote: a fence issued or raised, a lock extended — a
+/// positive number (a fence comes as text).
+fn wrote(reply: &redis::Value) -> bool {
+    i64::from_redis_value_ref(reply).is_ok_and(|value| value > 0)
 }
 
 /// While a node is suspected hung (a call or follow-up got no answer in time), quorum rounds
@@ -545,6 +563,12 @@ impl Node {
             if reply.is_ok() {
                 self.answered();
             }
+            if let (Ok(written), Some((replicas, within))) = (&reply, call.replica_ack) {
+                if wrote(written) {
+                    self.replicas_acknowledged(&mut conn, replicas, within)
+                        .await?;
+                }
+            }
             match reply {
                 Ok(redis::Value::Int(0)) if second_go && call.retry == Retry::NoMeansUnknown => {
                     return Err(self.error(
@@ -568,6 +592,42 @@ impl Node {
                     }
                     return Err(self.error(err.to_string()));
                 }
+            }
+        }
+    }
+
+    /// `WAIT replicas within` on `conn`, right after a write on it: `Ok` once that many replicas
+    /// acknowledged every write the connection sent so far (ours included), else the error the
+    /// call fails with — the write stands on this node, unreplicated, and the round treats it
+    /// as an answer it cannot rely on (a take round undoes it on this connection).
+    async fn replicas_acknowledged(
+        &self,
+        conn: &mut bb8::PooledConnection<'_, NodeConnections>,
+        replicas: u32,
+        within: Duration,
+    ) -> Result<(), NodeError> {
+        let mut command = redis::cmd("WAIT");
+        command
+            .arg(replicas)
+            .arg(u64::try_from(within.as_millis().max(1)).unwrap_or(u64::MAX));
+        let wait = command.query_async::<i64>(&mut conn.redis);
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(Ok(acknowledged)) if acknowledged >= i64::from(replicas) => Ok(()),
+            Ok(Ok(acknowledged)) => Err(self.error(format!(
+                "written, but {acknowledged} of {replicas} replicas acknowledged it within \
+                 {within:?}: not relied upon"
+            ))),
+            Ok(Err(err)) => {
+                conn.failed(&err, &self.generation);
+                Err(self.error(format!("written, but WAIT for replicas failed: {err}")))
+            }
+            Err(_) => {
+                conn.broken = true;
+                self.unanswered();
+                Err(self.error(format!(
+                    "written, but WAIT for replicas got no answer within {:?}",
+                    self.timeout
+                )))
             }
         }
     }

@@ -156,6 +156,19 @@ pub struct LockerConfig {
     /// a tenth in single-node mode and a third over 3 nodes on a 2-core machine (see the
     /// crate's README).
     pub confirm_pass_on: bool,
+    /// How many replicas of a node must acknowledge a lock, an extension or a fence (`WAIT`)
+    /// before it is relied upon, and how long they have. `(0, _)`, the default, asks for none.
+    /// Replication is asynchronous: a lock written on a master that fails before a replica got
+    /// it is lost with it, and the replica promoted in its place may grant it again. With `n`
+    /// acknowledgements, at least `n` replicas hold it when the guard is handed out; a lock no
+    /// replica acknowledged in time is given back and the caller gets `Unavailable` (an
+    /// extension: the validity stays where it was). Off by default: a standalone node and the
+    /// nodes of a Redlock quorum usually have no replicas, and every acquisition and extension
+    /// would wait for a replica's round trip. Turn it on for a node that has replicas a
+    /// failover may promote (Sentinel, Redis Cluster, a managed Redis). The wait counts
+    /// against the call's budget (the node timeout; in quorum mode at most a tenth of the
+    /// TTL): keep it well under that.
+    pub wait_replicas: (u32, Duration),
 }
 
 impl std::fmt::Debug for LockerConfig {
@@ -172,6 +185,7 @@ impl std::fmt::Debug for LockerConfig {
             .field("max_local_handoffs", &self.max_local_handoffs)
             .field("yield_window", &self.yield_window)
             .field("confirm_pass_on", &self.confirm_pass_on)
+            .field("wait_replicas", &self.wait_replicas)
             .finish()
     }
 }
@@ -276,6 +290,7 @@ impl LockerConfig {
             max_local_handoffs: 16,
             yield_window: Duration::from_millis(2),
             confirm_pass_on: true,
+            wait_replicas: (0, Duration::ZERO),
         }
     }
 
@@ -336,6 +351,13 @@ impl LockerConfig {
         self
     }
 
+    /// Sets [`LockerConfig::wait_replicas`]: `replicas` must acknowledge within `timeout`
+    /// (more than zero and less than the node timeout).
+    pub fn wait_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = (replicas, timeout);
+        self
+    }
+
     /// Sets [`LockerConfig::retry_min_delay`].
     pub fn retry_min_delay(mut self, delay: Duration) -> Self {
         self.retry_min_delay = delay;
@@ -372,6 +394,14 @@ impl LockerConfig {
         }
         if self.pool_size == 0 {
             return Err(LockError::Config("pool_size must be at least 1".into()));
+        }
+        let (replicas, ack_timeout) = self.wait_replicas;
+        if replicas > 0 && (ack_timeout.is_zero() || ack_timeout >= self.node_timeout) {
+            return Err(LockError::Config(format!(
+                "wait_replicas: the replicas' {ack_timeout:?} must be more than zero and less \
+                 than the node timeout ({:?}), which bounds the whole call",
+                self.node_timeout
+            )));
         }
         // A zero node timeout fails every call; a zero waiter lease drops every fair waiter
         // from the queue as soon as it joins.

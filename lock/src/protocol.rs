@@ -135,6 +135,7 @@ impl Protocol {
             reserve: self.fence_reserve(options),
             stop_on_split: true,
             undo_unsent_until: None,
+            replica_ack: self.config.wait_replicas,
         };
         let call = match fair_waiter {
             Some(waiter) => waiter.take_call(&token, &ttl_ms),
@@ -144,7 +145,8 @@ impl Protocol {
                 &[&keys.lock, &keys.fence],
                 &[&token, &ttl_ms, &terms.reserve.to_string()],
             ),
-        };
+        }
+        .acknowledged_by(terms.replica_ack);
         let unknown = || match fair_waiter {
             Some(waiter) => waiter.undo(&token),
             None => vec![undo_call(keys, &token)],
@@ -213,7 +215,8 @@ impl Protocol {
             Retry::Safely,
             &[&keys.lock, &keys.fence],
             &[token, &ttl.as_millis().to_string()],
-        );
+        )
+        .acknowledged_by(self.config.wait_replicas);
         let started = Instant::now();
         let timeout = timeout.min(self.cluster.call_timeout(ttl));
         let verdict = self.cluster.confirm(&call, timeout, None).await;
@@ -257,6 +260,7 @@ impl Protocol {
                     + quorum::drift(old_lock_left)
                     + self.config.node_timeout,
             ),
+            replica_ack: self.config.wait_replicas,
         };
         let call = Call::new(
             &scripts::HANDOFF,
@@ -268,7 +272,8 @@ impl Protocol {
                 &ttl.as_millis().to_string(),
                 &terms.reserve.to_string(),
             ],
-        );
+        )
+        .acknowledged_by(terms.replica_ack);
         // A handoff that did not go through (or whose outcome is unknown) frees the lock under
         // both tokens, so nothing lingers, and announces it like a release: the waiters (ours,
         // put back first in line, and other processes') ask Redis at once rather than at their

@@ -68,6 +68,9 @@ pub(crate) struct Terms {
     /// still hold the old lock, so the undo is resent to them from the background until they
     /// answer or this instant passes (the old lock has expired by then).
     pub undo_unsent_until: Option<Instant>,
+    /// How many replicas must acknowledge what the round writes (the lock, the settled
+    /// fence), and within how long (`LockerConfig::wait_replicas`).
+    pub replica_ack: (u32, Duration),
 }
 
 /// Why a take round did not produce a grant.
@@ -295,6 +298,7 @@ impl Cluster {
             reserve,
             stop_on_split,
             undo_unsent_until,
+            replica_ack,
         } = terms;
         let count = self.nodes.len();
         let (sent_on, mut answers) = fresh_round(count);
@@ -322,7 +326,7 @@ impl Cluster {
         let mut grant = None;
         if quorum::is_majority(answers.yes(), count) {
             if let Some(fence) = self
-                .settle_fence(keys, &answers, timeout, ttl, reserve)
+                .settle_fence(keys, &answers, timeout, ttl, reserve, replica_ack)
                 .await
             {
                 if let Some(valid_for) = validity(ttl, started.elapsed()) {
@@ -437,6 +441,7 @@ impl Cluster {
         timeout: Duration,
         ttl: Duration,
         reserve: u64,
+        replica_ack: (u32, Duration),
     ) -> Option<u64> {
         let issued = |answer: &Answer| match answer {
             Answer::Yes(fence) => Some(*fence),
@@ -470,7 +475,8 @@ impl Cluster {
             Retry::Safely,
             &[&keys.fence],
             &[&fence_arg, &ttl_ms],
-        );
+        )
+        .acknowledged_by(replica_ack);
         let (sent_on, mut raised) = fresh_round(count);
         self.gather(
             &call,
