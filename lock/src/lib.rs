@@ -228,6 +228,7 @@ mod actix;
 #[cfg(feature = "axum")]
 mod axum;
 mod background;
+mod endpoint;
 mod error;
 mod failure;
 mod fair;

@@ -1,9 +1,11 @@
-//! One Redis node: a bb8-redis pool for commands and a [`Notifier`] for release messages.
+//! One Redis node: a bb8 pool of multiplexed connections for commands and a [`Notifier`] for
+//! release messages, both reaching the node through its [`Endpoint`] (a fixed server, or the
+//! master a Sentinel group names).
 
 use crate::background;
+use crate::endpoint::Endpoint;
 use crate::error::NodeError;
 use crate::notify::Notifier;
-use bb8_redis::RedisConnectionManager;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, RedisError, Script};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +14,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// bb8-redis's manager, plus a way to retire a connection that a command found broken.
+/// bb8's connection manager for one node, with a way to retire a connection that a command
+/// found broken.
 ///
-/// bb8-redis never reports a multiplexed connection as broken, so after a Redis restart the pool
+/// A multiplexed connection never reports itself broken to bb8, so after a Redis restart the pool
 /// would keep handing out dead connections, and testing each one on checkout would cost a PING
 /// round trip per call. Instead a failed command marks its connection and bb8 drops it.
 ///
@@ -27,8 +30,7 @@ use tokio::time::Instant;
 /// silently cut a longer `node_timeout` short.
 #[derive(Debug, Clone)]
 struct NodeConnections {
-    manager: RedisConnectionManager,
-    client: redis::Client,
+    endpoint: Endpoint,
     config: redis::AsyncConnectionConfig,
     generation: Arc<AtomicU64>,
 }
@@ -42,11 +44,14 @@ struct NodeConnection {
 
 impl NodeConnection {
     /// Records a failed command; errors that mean the connection is gone retire it (and say so).
+    /// `READONLY` counts: the server was a master and is a replica now (a failover demoted
+    /// it), so a Sentinel endpoint's next connection must go to the new master.
     fn failed(&mut self, err: &RedisError, generation: &AtomicU64) -> bool {
         let gone = err.is_io_error()
             || err.is_connection_dropped()
             || err.is_unrecoverable_error()
-            || err.is_timeout();
+            || err.is_timeout()
+            || err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
         if gone {
             self.broken = true;
             generation.fetch_max(self.generation + 1, Ordering::SeqCst);
@@ -61,13 +66,15 @@ impl bb8::ManageConnection for NodeConnections {
 
     async fn connect(&self) -> Result<NodeConnection, RedisError> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let (client, config) = (self.client.clone(), self.config.clone());
+        let (endpoint, config) = (self.endpoint.clone(), self.config.clone());
         // Made on the background runtime, where the connection's I/O task then lives: never on
         // a caller's runtime, which may block (an actix worker in a blocking call) or stop, and
         // would take every call routed over this pooled connection down with it — other
         // runtimes' calls and the watchdogs included.
         let made = background::runtime().spawn(async move {
-            let redis = client
+            let redis = endpoint
+                .client()
+                .await?
                 .get_multiplexed_async_connection_with_config(&config)
                 .await?;
             // All scripts at once (pipelined on the multiplexed connection: one round trip).
@@ -89,7 +96,10 @@ impl bb8::ManageConnection for NodeConnections {
     }
 
     async fn is_valid(&self, conn: &mut NodeConnection) -> Result<(), RedisError> {
-        self.manager.is_valid(&mut conn.redis).await
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn.redis)
+            .await
+            .map(drop)
     }
 
     fn has_broken(&self, conn: &mut NodeConnection) -> bool {
@@ -272,16 +282,13 @@ impl Node {
     /// Builds the pool lazily: a node that is down at start-up is not an error until it is used.
     pub(crate) fn new(
         index: usize,
-        client: redis::Client,
+        endpoint: Endpoint,
         pool_size: u32,
         timeout: Duration,
         locker_id: &Arc<str>,
         skip_when_suspect: bool,
     ) -> Result<Node, String> {
-        let info = client.get_connection_info().clone();
-        let address = info.addr().to_string();
-        let manager = RedisConnectionManager::new(info)
-            .map_err(|err| format!("Redis node {address}: {err}"))?;
+        let address = endpoint.address();
         let connect_failures = ConnectFailures::default();
         let generation = Arc::new(AtomicU64::new(0));
         // bb8 spawns its reaper where the pool is built: on the background runtime, which
@@ -295,8 +302,7 @@ impl Node {
             .connection_timeout(timeout)
             .error_sink(Box::new(connect_failures.clone()))
             .build_unchecked(NodeConnections {
-                manager,
-                client: client.clone(),
+                endpoint: endpoint.clone(),
                 config: redis::AsyncConnectionConfig::new()
                     .set_response_timeout(None)
                     .set_connection_timeout(Some(timeout)),
@@ -308,7 +314,7 @@ impl Node {
             pool,
             connect_failures,
             generation,
-            notifier: Notifier::new(client, Arc::clone(locker_id)),
+            notifier: Notifier::new(endpoint, Arc::clone(locker_id)),
             timeout,
             skip_when_suspect,
             suspect: Mutex::new(None),

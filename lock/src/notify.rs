@@ -11,6 +11,7 @@
 //! listener is woken, because messages may have been missed while the connection was down.
 
 use crate::background;
+use crate::endpoint::Endpoint;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,7 @@ enum Command {
 /// The pub/sub side of one Redis node.
 #[derive(Debug)]
 pub(crate) struct Notifier {
-    client: redis::Client,
+    endpoint: Endpoint,
     /// The payload this process's releases carry (the locker id).
     own_id: Arc<str>,
     channels: Arc<Mutex<Channels>>,
@@ -87,9 +88,9 @@ impl std::fmt::Debug for Command {
 }
 
 impl Notifier {
-    pub(crate) fn new(client: redis::Client, own_id: Arc<str>) -> Notifier {
+    pub(crate) fn new(endpoint: Endpoint, own_id: Arc<str>) -> Notifier {
         Notifier {
-            client,
+            endpoint,
             own_id,
             channels: Arc::default(),
             driver: Mutex::new(None),
@@ -112,7 +113,7 @@ impl Notifier {
             .expect("channels lock")
             .wake_all_and_forget_subscriptions();
         background::runtime().spawn(drive(
-            self.client.clone(),
+            self.endpoint.clone(),
             Arc::clone(&self.own_id),
             Arc::clone(&self.channels),
             receiver,
@@ -216,14 +217,16 @@ impl Drop for Listener {
 }
 
 async fn drive(
-    client: redis::Client,
+    endpoint: Endpoint,
     own_id: Arc<str>,
     channels: Arc<Mutex<Channels>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut backoff = RECONNECT_MIN;
     loop {
-        let connected = tokio::time::timeout(RECONNECT_MAX, client.get_async_pubsub()).await;
+        // Through the endpoint each time: after a failover, the Sentinel group's new master.
+        let connect = async { endpoint.client().await?.get_async_pubsub().await };
+        let connected = tokio::time::timeout(RECONNECT_MAX, connect).await;
         let Ok(Ok(pubsub)) = connected else {
             // Down: answer subscribe requests at once (the waiters' timers cover) and retry.
             let retry_at = tokio::time::Instant::now() + backoff;

@@ -1,5 +1,6 @@
 //! Per-acquisition options and locker-wide configuration.
 
+use crate::endpoint::Endpoint;
 use crate::LockError;
 use std::time::Duration;
 
@@ -215,6 +216,11 @@ enum NodeTarget {
     Url(String),
     Info(redis::ConnectionInfo),
     Client(redis::Client),
+    /// The master a Sentinel group names: the sentinels' URLs and the master's name.
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
 }
 
 impl NodeTarget {
@@ -225,17 +231,25 @@ impl NodeTarget {
             NodeTarget::Url(url) => redact_url(url),
             NodeTarget::Info(info) => info.addr().to_string(),
             NodeTarget::Client(client) => client.get_connection_info().addr().to_string(),
+            NodeTarget::Sentinel { sentinels, master } => {
+                let sentinels: Vec<String> = sentinels.iter().map(|url| redact_url(url)).collect();
+                format!("sentinel:{master} via {}", sentinels.join(","))
+            }
         }
     }
 
-    /// The client to connect with; a URL's parse error shows it without its password.
-    pub(crate) fn client(&self) -> Result<redis::Client, String> {
+    /// Where to connect; a URL's parse error shows it without its password.
+    pub(crate) fn endpoint(&self) -> Result<Endpoint, String> {
         match self {
             NodeTarget::Url(url) => redis::Client::open(url.as_str())
+                .map(|client| Endpoint::Fixed(Box::new(client)))
                 .map_err(|err| format!("Redis URL {:?}: {err}", redact_url(url))),
             NodeTarget::Info(info) => redis::Client::open(info.clone())
+                .map(|client| Endpoint::Fixed(Box::new(client)))
                 .map_err(|err| format!("Redis node {}: {err}", self.shown())),
-            NodeTarget::Client(client) => Ok(client.clone()),
+            NodeTarget::Client(client) => Ok(Endpoint::Fixed(Box::new(client.clone()))),
+            NodeTarget::Sentinel { sentinels, master } => Endpoint::sentinel(sentinels, master)
+                .map_err(|err| format!("Redis {}: {err}", self.shown())),
         }
     }
 }
@@ -294,6 +308,22 @@ impl LockerConfig {
         }
     }
 
+    /// A configuration over the master a Sentinel group names `master`, given the URLs of the
+    /// group's `redis-sentinel` processes (not of Redis servers), with defaults for the rest:
+    /// one node, whose connections go to the master the sentinels name when each is made —
+    /// after a failover, to the new one. A lock written on a master that fails before its
+    /// replica got it is lost with it: see [`LockerConfig::wait_replicas`].
+    pub fn sentinel<I, S>(sentinels: I, master: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::over(std::iter::once(NodeTarget::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.into(),
+        }))
+    }
+
     /// Parses a comma-separated list of URLs (the app's `REDIS_URLS`).
     pub fn from_url_list(list: &str) -> Self {
         Self::new(list.split(',').map(str::trim).filter(|url| !url.is_empty()))
@@ -310,8 +340,8 @@ impl LockerConfig {
     }
 
     /// A client per node, in the configured order.
-    pub(crate) fn clients(&self) -> Result<Vec<redis::Client>, String> {
-        self.nodes.iter().map(NodeTarget::client).collect()
+    pub(crate) fn endpoints(&self) -> Result<Vec<Endpoint>, String> {
+        self.nodes.iter().map(NodeTarget::endpoint).collect()
     }
 
     /// Sets [`LockerConfig::prefix`].

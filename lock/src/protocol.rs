@@ -52,14 +52,14 @@ impl Protocol {
         let id: Arc<str> = Arc::from(new_token());
         let quorum = config.node_count() > 1;
         let nodes = config
-            .clients()
+            .endpoints()
             .map_err(LockError::Config)?
             .into_iter()
             .enumerate()
-            .map(|(index, client)| {
+            .map(|(index, endpoint)| {
                 Node::new(
                     index,
-                    client,
+                    endpoint,
                     config.pool_size,
                     config.node_timeout,
                     &id,

@@ -7,34 +7,14 @@ mod common;
 
 use common::faults::gone_within;
 use fencelock::{LockError, LockOptions, Locker, LockerConfig};
-use fencelock_testkit::{free_port, RedisServer};
-use std::time::{Duration, Instant};
+use fencelock_testkit::RedisServer;
+use std::time::Duration;
 
 /// A master and one replica that has caught up with it.
 fn master_with_replica() -> (RedisServer, RedisServer) {
-    let master = RedisServer::start();
-    let master_port = master.port().to_string();
-    let replica =
-        RedisServer::start_on_with_args(free_port(), &["--replicaof", "127.0.0.1", &master_port]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info = redis::Client::open(replica.url())
-            .and_then(|client| client.get_connection())
-            .and_then(|mut conn| {
-                redis::cmd("INFO")
-                    .arg("replication")
-                    .query::<String>(&mut conn)
-            })
-            .unwrap_or_default();
-        if info.contains("master_link_status:up") {
-            return (master, replica);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the replica never caught up:\n{info}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let master = RedisServer::start_master();
+    let replica = RedisServer::start_replica_of(&master);
+    (master, replica)
 }
 
 fn locker(master: &RedisServer) -> Locker {

@@ -20,6 +20,7 @@ pub mod programs;
 mod proxy;
 mod redis;
 mod redis_cluster;
+mod sentinel;
 mod tls;
 
 pub use component::Component;
@@ -28,6 +29,7 @@ pub use postgres::PostgresServer;
 pub use proxy::{Fault, FaultProxy};
 pub use redis::{ephemeral_args as redis_args, shared_redis, RedisServer};
 pub use redis_cluster::{RedisCluster, CLUSTER_NODE_TIMEOUT};
+pub use sentinel::{SentinelGroup, SENTINEL_DOWN_AFTER, SENTINEL_MASTER_NAME};
 pub use tls::TestCertificates;
 
 use std::net::TcpListener;

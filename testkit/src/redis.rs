@@ -90,6 +90,46 @@ impl RedisServer {
         server
     }
 
+    /// Starts a server that replicates `master`, and waits until it has caught up (its link
+    /// to the master is up). Start the master with [`RedisServer::start_master`], or the first
+    /// sync waits out Redis's diskless-sync delay (5 s).
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let master_port = master.port().to_string();
+        // Without the diskless-sync delay too: it may be promoted, and then sync replicas.
+        let replica = Self::start_on_with_args(
+            free_port(),
+            &[
+                "--replicaof",
+                "127.0.0.1",
+                &master_port,
+                "--repl-diskless-sync-delay",
+                "0",
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // Caught up when a write on the master is acknowledged by it (`WAIT`): after a
+            // diskless sync the master streams to a replica only once that replica's first
+            // acknowledgement came, up to a second after it reports the link up.
+            let info = crate::redis_cluster::cli(replica.port(), &["INFO", "replication"])
+                .unwrap_or_default();
+            if info.contains("master_link_status:up") && acknowledged_write(master.port()) {
+                return replica;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica of {master_port} never caught up:\n{info}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a server meant to have replicas: it syncs a new replica at once (no diskless-sync
+    /// delay).
+    pub fn start_master() -> RedisServer {
+        Self::start_on_with_args(free_port(), &["--repl-diskless-sync-delay", "0"])
+    }
+
     /// The server's working directory (a cluster node keeps its `nodes.conf` there).
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
@@ -230,6 +270,21 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+}
+
+/// Whether a write on the server at `port` is acknowledged by a replica within 100 ms: `SET`
+/// and `WAIT` on one connection (`WAIT` counts that connection's writes).
+fn acknowledged_write(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 9];
+    stream
+        .write_all(b"SET fencelock:testkit:replica-check 1\r\nWAIT 1 100\r\n")
+        .is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+OK\r\n:1\r\n"
 }
 
 fn ping(port: u16) -> bool {

@@ -22,6 +22,8 @@ pub const TESTS: &[Requirement] = &[
     requirement("redis-server", "redis-server"),
     // Joins the test Redis Clusters (`redis-cli --cluster create`).
     requirement("redis-cli", "redis-tools"),
+    // The Sentinel groups the Sentinel target is tested on.
+    requirement("redis-sentinel", "redis-sentinel"),
     requirement("initdb", "postgresql"),
     requirement("pg_isready", "postgresql"),
     requirement("psql", "postgresql-client"),
