@@ -188,7 +188,9 @@ return 1",
 /// from now; never shortens it, so a watchdog's extension cannot undo a longer one made by hand
 /// (and a guard's validity, which only ever advances, stays true). The fence counter is kept
 /// alive as long as the lock plus 60 s, as when it was issued (see `NEXT_FENCE`), however long
-/// the lock is held. Returns 1 or 0.
+/// the lock is held. Returns 1 or 0. A yes always writes (the owner's token again, its TTL
+/// kept), even when nothing needed changing: `WAIT` (`LockerConfig::wait_replicas`) counts the
+/// writes of the connection it runs on, and must count this one.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -200,6 +202,7 @@ end
 if redis.call('PTTL', KEYS[2]) < ttl + 60000 then
   redis.call('PEXPIRE', KEYS[2], ttl + 60000)
 end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return 1",
     )
 });
@@ -261,12 +264,16 @@ return next_fence(KEYS[2], ARGV[3], ARGV[4])"
 /// Quorum mode: raises a node's counter to the last fence the holder reserved (the highest any
 /// node of its majority issued, plus the reserve), so any later majority, which shares a node
 /// with this one, issues more.
-/// The counter expires like one `NEXT_FENCE` wrote. Fences are compared as text (exact).
+/// The counter expires like one `NEXT_FENCE` wrote. Fences are compared as text (exact). A
+/// counter already high enough is written again as it is (for `WAIT`, as in `EXTEND`).
 pub(crate) static RAISE_FENCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{FENCE_BELOW}
-if fence_below(redis.call('GET', KEYS[1]) or '0', ARGV[1]) then
+local current = redis.call('GET', KEYS[1])
+if fence_below(current or '0', ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]) + 60000)
+else
+  redis.call('SET', KEYS[1], current, 'KEEPTTL')
 end
 return 1"
     ))
@@ -439,6 +446,86 @@ mod fence_rate {
             "after FLUSHALL the next fence {after} is not above {highest}, reserved before \
              (the counter ran {} ahead)",
             highest - after
+        );
+    }
+
+    /// The master's replication offset (what its writes have streamed to replicas so far).
+    async fn replication_offset(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("master_repl_offset:"))
+            .and_then(|offset| offset.trim().parse().ok())
+            .expect("master_repl_offset in INFO replication")
+    }
+
+    /// Found in review of `wait_replicas`: a script that answers "done" (1) must have written
+    /// something, because `WAIT` counts only writes. An `EXTEND` that needed no change (the key
+    /// lived long enough) and a `RAISE_FENCE` below the counter wrote nothing, so a `WAIT` after
+    /// them, on a connection whose older writes a replica had acknowledged, answered at once:
+    /// an extension or a fence no replica had seen was relied upon. Each now always reaches the
+    /// replication stream.
+    #[tokio::test]
+    async fn every_yes_of_extend_and_raise_fence_reaches_the_replicas() {
+        let master = RedisServer::start_master();
+        let _replica = RedisServer::start_replica_of(&master);
+        let client = redis::Client::open(master.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg("lock")
+            .arg("token")
+            .arg("PX")
+            .arg(60_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        set(&mut conn, "fence", "900000000000000000").await;
+        let () = redis::cmd("PEXPIRE")
+            .arg("fence")
+            .arg(600_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let before = replication_offset(&mut conn).await;
+        let extended: i64 = EXTEND
+            .key("lock")
+            .key("fence")
+            .arg("token")
+            .arg(10_000)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(extended, 1);
+        let after_extend = replication_offset(&mut conn).await;
+        assert!(
+            after_extend > before,
+            "an EXTEND that answered 1 wrote nothing a replica would see"
+        );
+        let raised: i64 = RAISE_FENCE
+            .key("fence")
+            .arg("5")
+            .arg(10_000)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(raised, 1);
+        assert!(
+            replication_offset(&mut conn).await > after_extend,
+            "a RAISE_FENCE that answered 1 wrote nothing a replica would see"
+        );
+        // Neither changed what it had no reason to change.
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg("lock")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pttl > 50_000, "{pttl}");
+        assert_eq!(
+            get(&mut conn, "fence").await.as_deref(),
+            Some("900000000000000000")
         );
     }
 }

@@ -59,12 +59,30 @@ async fn a_lock_no_replica_acknowledged_is_unavailable_and_undone() {
         gone_within(&master.url(), key, Duration::from_secs(2)).await,
         "the unacknowledged lock was undone on the master"
     );
-    // Acknowledged again once the replica is back.
-    let guard = locker
-        .acquire("replicas:unacknowledged", &LockOptions::new())
+    // Acknowledged again once the replica is back (it may take a moment to catch up).
+    let options = LockOptions::new();
+    let guard = until_acknowledged(|| locker.acquire("replicas:unacknowledged", &options))
         .await
         .expect("granted once the replica is back");
     assert!(guard.release().await.unwrap());
+}
+
+/// `call` again while it is `Unavailable` (a replica just resumed is catching up), for at most
+/// five seconds.
+async fn until_acknowledged<T, F, Fut>(mut call: F) -> Result<T, LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LockError>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match call().await {
+            Err(LockError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// An extension no replica acknowledged does not advance the validity: the guard reports the
@@ -86,7 +104,8 @@ async fn an_extension_no_replica_acknowledged_does_not_count() {
         "{extended:?}"
     );
     assert_eq!(guard.valid_until(), valid_until);
-    assert!(guard.extend(Duration::from_secs(30)).await.unwrap());
+    let extended = until_acknowledged(|| guard.extend(Duration::from_secs(30))).await;
+    assert!(extended.unwrap());
     assert!(guard.valid_until() > valid_until);
     assert!(guard.release().await.unwrap());
 }
