@@ -75,14 +75,25 @@ local function fence_below(a, b)
 end
 ";
 
+/// The error a take script answers when the lock already holds the token it was called with:
+/// the call ran before — it is a resend (redis-rs's cluster client resends a command after a
+/// dropped connection, invisibly to the caller). The round then counts the node's outcome as
+/// unknown and undoes it, instead of reading "busy" or "not ours" and leaving the lock held
+/// under a token nobody uses until its TTL.
+pub(crate) const RESENT: &str = "FENCELOCK_RESENT";
+
 /// KEYS: lock, fence. ARGV: token, ttl_ms, reserve (fences for the holder, ≥ 1).
 /// Returns the new fence (> 0, as text: see `NEXT_FENCE`) when the lock was free, else minus the remaining TTL in ms
-/// (0 when the holder set no expiry), so a waiter knows when to look again at the latest.
+/// (0 when the holder set no expiry), so a waiter knows when to look again at the latest; the
+/// [`RESENT`] error when the lock already holds this token.
 pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return next_fence(KEYS[2], ARGV[2], ARGV[3])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.error_reply('{RESENT} the lock already holds this token')
 end
 return -math.max(redis.call('PTTL', KEYS[1]), 0)"
     ))
@@ -94,10 +105,14 @@ return -math.max(redis.call('PTTL', KEYS[1]), 0)"
 /// every attempt. Dead waiters are dropped from the head once their lease runs out, which bounds
 /// how long a crashed waiter can stall the queue. The lock goes only to the head of the queue (or
 /// to anyone when nobody queues). The waiter id is the place in the queue, kept across
-/// attempts; the token owns the lock and is fresh for every attempt. Returns like ACQUIRE.
+/// attempts; the token owns the lock and is fresh for every attempt. Returns like ACQUIRE
+/// ([`RESENT`] included, checked before the queue is touched).
 pub(crate) static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
+if redis.call('GET', KEYS[1]) == ARGV[4] then
+  return redis.error_reply('{RESENT} the lock already holds this token')
+end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local me, lease = ARGV[1], tonumber(ARGV[3])
@@ -250,11 +265,17 @@ return 1",
 /// Hands the caller's lock straight to a waiter in the same process: one round trip instead of
 /// a release, a wake-up and an acquire. The lock never becomes free, the new holder gets its own
 /// token, full TTL and a fresh fence. Returns the fence (as text), or 0 when the old token no
-/// longer owns the lock.
+/// longer owns the lock (the [`RESENT`] error when the new one does already).
 pub(crate) static HANDOFF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NEXT_FENCE}
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then
+  if holder == ARGV[2] then
+    return redis.error_reply('{RESENT} the lock already holds the new token')
+  end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return next_fence(KEYS[2], ARGV[3], ARGV[4])"
     ))
@@ -527,5 +548,93 @@ mod fence_rate {
             get(&mut conn, "fence").await.as_deref(),
             Some("900000000000000000")
         );
+    }
+
+    /// Preparing the Redis Cluster target (issue 21), whose client resends a command after a
+    /// dropped connection: a take script run a second time with the same token says so with
+    /// the `RESENT` error (the round then undoes it), instead of "busy" (ACQUIRE), "not ours"
+    /// (HANDOFF) or re-queueing the waiter (FAIR_ACQUIRE). Other callers' answers are as
+    /// before.
+    #[tokio::test]
+    async fn a_take_script_run_again_with_its_token_says_it_was_resent() {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let acquire = |token: &'static str| {
+            let mut invocation = ACQUIRE.key("a:lock");
+            invocation.key("a:fence").arg(token).arg(5_000).arg(1);
+            invocation
+        };
+        let first: i64 = acquire("t1").invoke_async(&mut conn).await.unwrap();
+        assert!(first > 0);
+        let again = acquire("t1").invoke_async::<i64>(&mut conn).await;
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|err| err.to_string().contains(RESENT)),
+            "{again:?}"
+        );
+        let other: i64 = acquire("t2").invoke_async(&mut conn).await.unwrap();
+        assert!(other < 0, "busy for another token: {other}");
+
+        let handoff = || {
+            let mut invocation = HANDOFF.key("a:lock");
+            invocation
+                .key("a:fence")
+                .arg("t1")
+                .arg("t3")
+                .arg(5_000)
+                .arg(1);
+            invocation
+        };
+        let handed: i64 = handoff().invoke_async(&mut conn).await.unwrap();
+        assert!(handed > first);
+        let again = handoff().invoke_async::<i64>(&mut conn).await;
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|err| err.to_string().contains(RESENT)),
+            "{again:?}"
+        );
+        let stranger: i64 = HANDOFF
+            .key("a:lock")
+            .key("a:fence")
+            .arg("t8")
+            .arg("t9")
+            .arg(5_000)
+            .arg(1)
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(stranger, 0, "not ours for a stranger");
+
+        let fair = || {
+            let mut invocation = FAIR_ACQUIRE.key("f:lock");
+            invocation
+                .key("f:fence")
+                .key("f:queue")
+                .key("f:leases")
+                .key("f:tickets")
+                .arg("waiter")
+                .arg(5_000)
+                .arg(2_000)
+                .arg("t5");
+            invocation
+        };
+        let taken: i64 = fair().invoke_async(&mut conn).await.unwrap();
+        assert!(taken > 0);
+        let again = fair().invoke_async::<i64>(&mut conn).await;
+        assert!(
+            again
+                .as_ref()
+                .is_err_and(|err| err.to_string().contains(RESENT)),
+            "{again:?}"
+        );
+        let queued: i64 = redis::cmd("ZCARD")
+            .arg("f:queue")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(queued, 0, "the resent call did not queue the waiter again");
     }
 }
