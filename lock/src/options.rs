@@ -416,6 +416,19 @@ impl LockerConfig {
             }
             _ => {}
         }
+        // A node listed twice is one vote counted twice: the quorum is not what it claims, and
+        // a take round's second call on it finds its own token (RESENT) and undoes the first.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = self
+            .nodes
+            .iter()
+            .map(NodeTarget::shown)
+            .find(|node| !seen.insert(node.clone()))
+        {
+            return Err(LockError::Config(format!(
+                "Redis node {twice} is listed twice: a quorum needs independent nodes"
+            )));
+        }
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(LockError::Config(format!(
                 "key prefix {:?} must be non-empty and contain no braces",
@@ -498,6 +511,23 @@ mod redaction {
 #[cfg(test)]
 mod limits {
     use super::*;
+
+    /// Found in review of `scripts::RESENT`: nothing refused the same server listed twice in a
+    /// quorum, where its second call in a round now finds its own token and undoes the first
+    /// (before, it was one vote counted twice).
+    #[test]
+    fn a_node_listed_twice_is_refused() {
+        let twice = LockerConfig::new(["redis://a:1/", "redis://b:1/", "redis://a:1/"]);
+        assert!(
+            matches!(twice.check(), Err(LockError::Config(message)) if message.contains("twice"))
+        );
+        // The same server under another password is the same server.
+        let hidden = LockerConfig::new(["redis://:x@a:1/", "redis://b:1/", "redis://:y@a:1/"]);
+        assert!(matches!(hidden.check(), Err(LockError::Config(_))));
+        // Other databases of one server are separate key spaces.
+        let databases = LockerConfig::new(["redis://a:1/0", "redis://a:1/1", "redis://a:1/2"]);
+        assert!(databases.check().is_ok());
+    }
 
     #[test]
     fn the_local_handoff_streak_is_bounded() {
