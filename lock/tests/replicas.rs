@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::faults::gone_within;
+use common::faults::{gone_within, retry_while_unavailable};
 use fencelock::{LockError, LockOptions, Locker, LockerConfig};
 use fencelock_testkit::RedisServer;
 use std::time::Duration;
@@ -16,6 +16,9 @@ fn master_with_replica() -> (RedisServer, RedisServer) {
     let replica = RedisServer::start_replica_of(&master);
     (master, replica)
 }
+
+/// How long a replica just resumed may take to acknowledge again.
+const CATCH_UP: Duration = Duration::from_secs(5);
 
 fn locker(master: &RedisServer) -> Locker {
     Locker::new(
@@ -61,28 +64,12 @@ async fn a_lock_no_replica_acknowledged_is_unavailable_and_undone() {
     );
     // Acknowledged again once the replica is back (it may take a moment to catch up).
     let options = LockOptions::new();
-    let guard = until_acknowledged(|| locker.acquire("replicas:unacknowledged", &options))
-        .await
-        .expect("granted once the replica is back");
+    let guard = retry_while_unavailable(CATCH_UP, || {
+        locker.acquire("replicas:unacknowledged", &options)
+    })
+    .await
+    .expect("granted once the replica is back");
     assert!(guard.release().await.unwrap());
-}
-
-/// `call` again while it is `Unavailable` (a replica just resumed is catching up), for at most
-/// five seconds.
-async fn until_acknowledged<T, F, Fut>(mut call: F) -> Result<T, LockError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, LockError>>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match call().await {
-            Err(LockError::Unavailable { .. }) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            outcome => return outcome,
-        }
-    }
 }
 
 /// An extension no replica acknowledged does not advance the validity: the guard reports the
@@ -104,7 +91,8 @@ async fn an_extension_no_replica_acknowledged_does_not_count() {
         "{extended:?}"
     );
     assert_eq!(guard.valid_until(), valid_until);
-    let extended = until_acknowledged(|| guard.extend(Duration::from_secs(30))).await;
+    let extended =
+        retry_while_unavailable(CATCH_UP, || guard.extend(Duration::from_secs(30))).await;
     assert!(extended.unwrap());
     assert!(guard.valid_until() > valid_until);
     assert!(guard.release().await.unwrap());

@@ -2,6 +2,9 @@
 //! group through a failover. Real processes: a master, its replica and three `redis-sentinel`s;
 //! the master is killed with SIGKILL.
 
+mod common;
+
+use common::faults::retry_while_unavailable;
 use fencelock::{LockError, LockOptions, Locker, LockerConfig};
 use fencelock_testkit::{SentinelGroup, SENTINEL_MASTER_NAME};
 use std::time::{Duration, Instant};
@@ -32,16 +35,10 @@ async fn acquire_through_failover(
     resource: &str,
     within: Duration,
 ) -> fencelock::Guard {
-    let deadline = Instant::now() + within;
-    loop {
-        match locker.acquire(resource, &LockOptions::new()).await {
-            Ok(guard) => return guard,
-            Err(LockError::Unavailable { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("no lock within {within:?}: {err}"),
-        }
-    }
+    let options = LockOptions::new();
+    retry_while_unavailable(within, || locker.acquire(resource, &options))
+        .await
+        .unwrap_or_else(|err| panic!("no lock within {within:?}: {err}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,18 +145,11 @@ async fn a_lock_the_replica_acknowledged_survives_the_failover() {
         &group.servers()[new],
         "fencelock:{sentinel:survives}:lock"
     ));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let refused = loop {
-        match other
-            .try_acquire("sentinel:survives", &LockOptions::new())
-            .await
-        {
-            Err(LockError::Unavailable { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            outcome => break outcome,
-        }
-    };
+    let options = LockOptions::new();
+    let refused = retry_while_unavailable(Duration::from_secs(15), || {
+        other.try_acquire("sentinel:survives", &options)
+    })
+    .await;
     assert!(
         matches!(refused, Err(LockError::Busy { .. })),
         "the lock survived the failover: {refused:?}"

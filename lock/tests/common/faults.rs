@@ -84,3 +84,26 @@ impl Monitor {
         self.lines.join().unwrap()
     }
 }
+
+/// `call` again while it answers `Unavailable` (a failover in progress, a replica that just
+/// resumed and is catching up), for at most `within`; then its answer, whatever it is.
+pub async fn retry_while_unavailable<T, F, Fut>(
+    within: std::time::Duration,
+    mut call: F,
+) -> Result<T, fencelock::LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, fencelock::LockError>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match call().await {
+            Err(fencelock::LockError::Unavailable { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
