@@ -5,6 +5,7 @@ use crate::{find_program, free_port};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -111,8 +112,7 @@ impl RedisServer {
             // Caught up when a write on the master is acknowledged by it (`WAIT`): after a
             // diskless sync the master streams to a replica only once that replica's first
             // acknowledgement came, up to a second after it reports the link up.
-            let info = crate::redis_cluster::cli(replica.port(), &["INFO", "replication"])
-                .unwrap_or_default();
+            let info = cli(replica.port(), &["INFO", "replication"]).unwrap_or_default();
             if info.contains("master_link_status:up") && acknowledged_write(master.port()) {
                 return replica;
             }
@@ -285,6 +285,19 @@ fn acknowledged_write(port: u16) -> bool {
         .is_ok()
         && stream.read_exact(&mut reply).is_ok()
         && &reply == b"+OK\r\n:1\r\n"
+}
+
+/// `redis-cli -p PORT ARGS…`'s output, or `None` if it failed.
+pub(crate) fn cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = Command::new(find_program("redis-cli", "redis-tools"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn ping(port: u16) -> bool {

@@ -1,7 +1,7 @@
 //! A real Redis Cluster on loopback: `masters` × (1 + `replicas`) `redis-server` processes in
 //! cluster mode, joined by `redis-cli --cluster create`, persistence off.
 
-use crate::redis::RedisServer;
+use crate::redis::{cli, RedisServer};
 use crate::{find_program, free_port};
 use std::net::TcpListener;
 use std::process::Command;
@@ -179,19 +179,6 @@ impl RedisCluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-/// `redis-cli -p PORT ARGS…`'s output, or `None` if it failed.
-pub(crate) fn cli(port: u16, args: &[&str]) -> Option<String> {
-    let output = Command::new(find_program("redis-cli", "redis-tools"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// A free port whose cluster bus port (+10000) is free too and below 65536.

@@ -2,8 +2,7 @@
 //! replica when the master fails — the Sentinel setup people run, on loopback.
 
 use crate::guardian::{DirGuardian, Guarded};
-use crate::redis::RedisServer;
-use crate::redis_cluster::cli;
+use crate::redis::{cli, RedisServer};
 use crate::{find_program, free_port};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
